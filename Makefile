@@ -1,0 +1,37 @@
+# The two commands a newcomer runs on a fresh machine: `make demo` and `make test`.
+# Everything else here is a building block of those two, or a developer convenience.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+CARGO ?= cargo
+
+.PHONY: help demo test lint unit integration crds stack-up stack-down stack-status bench
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+demo: ## The main job, end to end, on this machine (brings the local stack up and down)
+	@dev/demo
+
+test: ## Every test: formatting, lints, unit and integration tests against the real local stack
+	@dev/stack build
+	@$(MAKE) --no-print-directory lint
+	@dev/stack run -- $(MAKE) --no-print-directory integration
+
+lint: ## rustfmt and clippy (warnings are errors)
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+integration: ## All cargo tests; needs the stack's endpoints in the environment (dev/stack env)
+	$(CARGO) test --workspace --locked --no-fail-fast
+
+crds: ## Regenerate the CRD YAML in the chart from the Rust types
+	$(CARGO) run --quiet -p rtdp-crds --bin crdgen -- --write
+
+stack-up: ## Start the local stack (Kafka, Cassandra, Kubernetes API server)
+	@dev/stack up
+
+stack-down: ## Stop the local stack
+	@dev/stack down
+
+stack-status: ## What runs, where, and where its logs are
+	@dev/stack status

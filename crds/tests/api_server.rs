@@ -1,0 +1,460 @@
+//! The Pipeline CRD against the real API server of the local stack: every example is accepted
+//! (server-side dry run), each invalid manifest is rejected with a message naming the problem,
+//! and a partition decrease is refused on update. Needs `dev/stack up`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{
+    Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, ValidationDirective,
+};
+use kube::discovery::ApiResource;
+use kube::{Client, CustomResourceExt};
+use rtdp_crds::Pipeline;
+use rtdp_test_support::{eventually, kube_client, required_env, unique_name};
+use serde_json::{Value, json};
+
+async fn install_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = Pipeline::crd();
+    let name = crd.metadata.name.clone().expect("the CRD has a name");
+    crds.patch(
+        &name,
+        &PatchParams::apply("rtdp-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("applying the Pipeline CRD");
+    eventually(
+        "the Pipeline CRD to become Established",
+        Duration::from_secs(30),
+        || {
+            let crds = crds.clone();
+            let name = name.clone();
+            async move {
+                let conditions = crds.get(&name).await.ok()?.status?.conditions?;
+                conditions
+                    .iter()
+                    .any(|condition| condition.type_ == "Established" && condition.status == "True")
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+fn pipelines(client: &Client, namespace: &str) -> Api<DynamicObject> {
+    let resource = ApiResource::erase::<Pipeline>(&());
+    Api::namespaced_with(client.clone(), namespace, &resource)
+}
+
+fn examples() -> Vec<PathBuf> {
+    let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&directory)
+        .expect("reading examples/")
+        .map(|entry| entry.expect("an examples/ entry").path())
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "yaml")
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() >= 2, "examples/ holds at least two Pipelines");
+    files
+}
+
+#[tokio::test]
+async fn every_example_applies_with_server_side_dry_run() {
+    let client = kube_client().await;
+    install_crd(&client).await;
+    // The same command a user types, with the kubectl that `dev/stack env` puts on PATH.
+    let kubeconfig = required_env("KUBECONFIG");
+    for example in examples() {
+        let output = Command::new("kubectl")
+            .args([
+                "--kubeconfig",
+                &kubeconfig,
+                "apply",
+                "--dry-run=server",
+                "--validate=strict",
+            ])
+            .args(["--namespace", "default", "-f"])
+            .arg(&example)
+            .output()
+            .expect(
+                "running kubectl (is the stack's bin directory on PATH? eval \"$(dev/stack env)\")",
+            );
+        assert!(
+            output.status.success(),
+            "kubectl apply --dry-run=server -f {} failed:\n{}",
+            example.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            stdout.contains("(server dry run)"),
+            "unexpected kubectl output: {stdout}"
+        );
+    }
+}
+
+#[test]
+fn every_example_parses_into_the_rust_types() {
+    for example in examples() {
+        let pipeline = rtdp_crds::load_pipeline(&example)
+            .unwrap_or_else(|error| panic!("{}: {error}", example.display()));
+        assert!(!pipeline.spec.schema.fields.is_empty());
+    }
+}
+
+/// A small valid Pipeline that each invalid case changes in one place.
+fn valid_pipeline(name: &str) -> Value {
+    json!({
+        "apiVersion": "rtdp.dev/v1alpha1",
+        "kind": "Pipeline",
+        "metadata": {"name": name},
+        "spec": {
+            "kafka": {"bootstrapServers": ["127.0.0.1:9092"]},
+            "topic": {"partitions": 3},
+            "source": {"http": {
+                "url": "http://127.0.0.1:8089/search",
+                "recordsPointer": "/results",
+                "keyField": "/zpid",
+                "schedule": "@daily"
+            }},
+            "schema": {
+                "fields": [
+                    {"name": "zpid", "path": "/zpid", "type": "bigint", "required": true},
+                    {"name": "city", "type": "text", "required": true},
+                    {"name": "price", "type": "bigint"}
+                ],
+                "derived": [{"name": "price_band", "type": "text", "expression": "price > 500000 ? 'high' : 'low'"}]
+            },
+            "cassandra": {
+                "contactPoints": ["127.0.0.1:9042"],
+                "keyspace": {"name": "listings"},
+                "tables": [
+                    {"name": "by_id", "partitionKey": ["zpid"]},
+                    {"name": "by_city", "partitionKey": ["city"],
+                     "clusteringColumns": [{"name": "price"}, {"name": "zpid"}]}
+                ]
+            }
+        }
+    })
+}
+
+/// Sets the value at a JSON pointer whose parent exists.
+fn set(mut document: Value, pointer: &str, value: Value) -> Value {
+    let (parent, key) = pointer.rsplit_once('/').expect("a pointer with a parent");
+    let parent = document
+        .pointer_mut(parent)
+        .unwrap_or_else(|| panic!("no parent for {pointer}"));
+    match parent {
+        Value::Object(map) => {
+            map.insert(key.to_string(), value);
+        }
+        Value::Array(items) => {
+            let index: usize = key.parse().expect("an array index");
+            items[index] = value;
+        }
+        other => panic!("cannot set {pointer} inside {other}"),
+    }
+    document
+}
+
+fn remove(mut document: Value, pointer: &str) -> Value {
+    let (parent, key) = pointer.rsplit_once('/').expect("a pointer with a parent");
+    if let Some(Value::Object(map)) = document.pointer_mut(parent) {
+        map.remove(key);
+    }
+    document
+}
+
+struct InvalidCase {
+    what: &'static str,
+    manifest: Value,
+    /// Every fragment must appear in the API server's message.
+    expected: &'static [&'static str],
+}
+
+fn invalid_cases(name: &str) -> Vec<InvalidCase> {
+    let valid = || valid_pipeline(name);
+    vec![
+        InvalidCase {
+            what: "zero partitions",
+            manifest: set(valid(), "/spec/topic/partitions", json!(0)),
+            expected: &["spec.topic.partitions", "greater than or equal to 1"],
+        },
+        InvalidCase {
+            what: "no bootstrap servers",
+            manifest: set(valid(), "/spec/kafka/bootstrapServers", json!([])),
+            expected: &[
+                "spec.kafka.bootstrapServers",
+                "should have at least 1 items",
+            ],
+        },
+        InvalidCase {
+            what: "duplicate field names",
+            manifest: set(
+                valid(),
+                "/spec/schema/fields/2",
+                json!({"name": "city", "type": "text"}),
+            ),
+            expected: &["spec.schema.fields[2]", "Duplicate value"],
+        },
+        InvalidCase {
+            what: "a field name that is not a CQL identifier",
+            manifest: set(valid(), "/spec/schema/fields/1/name", json!("City-Name")),
+            expected: &["spec.schema.fields[1].name", "should match"],
+        },
+        InvalidCase {
+            what: "an unknown CQL type",
+            manifest: set(valid(), "/spec/schema/fields/2/type", json!("string")),
+            expected: &[
+                "spec.schema.fields[2].type",
+                "Unsupported value: \"string\"",
+            ],
+        },
+        InvalidCase {
+            what: "a partition key that is not a declared field",
+            manifest: set(
+                valid(),
+                "/spec/cassandra/tables/0/partitionKey",
+                json!(["listing_id"]),
+            ),
+            expected: &[
+                "spec.cassandra.tables",
+                "every partitionKey column must be a field or derived field",
+            ],
+        },
+        InvalidCase {
+            what: "a clustering column that is not a declared field",
+            manifest: set(
+                valid(),
+                "/spec/cassandra/tables/1/clusteringColumns/0/name",
+                json!("bedrooms"),
+            ),
+            expected: &[
+                "spec.cassandra.tables",
+                "every clusteringColumns entry must name a field",
+            ],
+        },
+        InvalidCase {
+            what: "a column in both the partition key and the clustering columns",
+            manifest: set(
+                valid(),
+                "/spec/cassandra/tables/1/clusteringColumns/0/name",
+                json!("city"),
+            ),
+            expected: &[
+                "spec.cassandra.tables[1]",
+                "both in partitionKey and clusteringColumns",
+            ],
+        },
+        InvalidCase {
+            what: "a schedule that is not cron",
+            manifest: set(
+                valid(),
+                "/spec/source/http/schedule",
+                json!("every day at noon"),
+            ),
+            expected: &["spec.source.http.schedule", "should match"],
+        },
+        InvalidCase {
+            what: "both a schedule and a poll interval",
+            manifest: set(valid(), "/spec/source/http/pollInterval", json!("5m")),
+            expected: &[
+                "spec.source.http",
+                "exactly one of schedule (cron) or pollInterval",
+            ],
+        },
+        InvalidCase {
+            what: "a source with neither http nor generator",
+            manifest: set(valid(), "/spec/source", json!({})),
+            expected: &["spec.source", "exactly one of http or generator"],
+        },
+        InvalidCase {
+            what: "a key field that is not a declared field's path",
+            manifest: set(valid(), "/spec/source/http/keyField", json!("/id")),
+            expected: &[
+                "spec.source.http.keyField",
+                "must be the path of a field declared",
+            ],
+        },
+        InvalidCase {
+            what: "no tables",
+            manifest: set(valid(), "/spec/cassandra/tables", json!([])),
+            expected: &["spec.cassandra.tables", "should have at least 1 items"],
+        },
+        InvalidCase {
+            what: "an unknown deletion policy",
+            manifest: set(valid(), "/spec/deletionPolicy", json!("Orphan")),
+            expected: &["spec.deletionPolicy", "Unsupported value: \"Orphan\""],
+        },
+        InvalidCase {
+            what: "autoscaling with min above max",
+            manifest: set(
+                valid(),
+                "/spec/runner",
+                json!({"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}),
+            ),
+            expected: &[
+                "spec.runner.autoscaling",
+                "minReplicas must not exceed maxReplicas",
+            ],
+        },
+        InvalidCase {
+            what: "a derived field reusing a field's name",
+            manifest: set(valid(), "/spec/schema/derived/0/name", json!("price")),
+            expected: &["spec.schema.derived", "must not reuse the name of a field"],
+        },
+        InvalidCase {
+            what: "a records pointer that is not a JSON pointer",
+            manifest: set(
+                valid(),
+                "/spec/source/http/recordsPointer",
+                json!("results"),
+            ),
+            expected: &["spec.source.http.recordsPointer", "should match"],
+        },
+        InvalidCase {
+            what: "NetworkTopologyStrategy without datacenters",
+            manifest: set(
+                valid(),
+                "/spec/cassandra/keyspace/replication",
+                json!({"strategy": "NetworkTopologyStrategy"}),
+            ),
+            expected: &[
+                "spec.cassandra.keyspace.replication",
+                "NetworkTopologyStrategy needs datacenters",
+            ],
+        },
+        InvalidCase {
+            what: "a header with an inline value and a Secret reference",
+            manifest: set(
+                valid(),
+                "/spec/source/http/headers",
+                json!([{"name": "X-Api-Key", "value": "s3cret",
+                        "valueFrom": {"secretKeyRef": {"name": "api", "key": "key"}}}]),
+            ),
+            expected: &[
+                "spec.source.http.headers[0]",
+                "exactly one of value or valueFrom",
+            ],
+        },
+        InvalidCase {
+            what: "a missing schema",
+            manifest: remove(valid(), "/spec/schema"),
+            expected: &["spec.schema", "Required value"],
+        },
+        InvalidCase {
+            what: "an inline Kafka password (unknown field)",
+            manifest: set(
+                valid(),
+                "/spec/kafka/sasl",
+                json!({"mechanism": "PLAIN", "credentialsSecretRef": {"name": "kafka"},
+                       "password": "hunter2"}),
+            ),
+            expected: &["unknown field \"spec.kafka.sasl.password\""],
+        },
+    ]
+}
+
+#[tokio::test]
+async fn invalid_manifests_are_rejected_with_a_message_naming_the_field() {
+    let client = kube_client().await;
+    install_crd(&client).await;
+    let api = pipelines(&client, "default");
+    let name = unique_name("invalid");
+    // Strict field validation, as `kubectl apply` does by default: unknown fields are errors.
+    let dry_run_apply = PatchParams {
+        dry_run: true,
+        field_validation: Some(ValidationDirective::Strict),
+        ..PatchParams::apply("rtdp-tests")
+    };
+
+    // The base manifest itself is valid, so each rejection is due to its one change.
+    api.patch(&name, &dry_run_apply, &Patch::Apply(&valid_pipeline(&name)))
+        .await
+        .expect("the base manifest of the invalid cases is valid");
+
+    let cases = invalid_cases(&name);
+    assert!(cases.len() >= 12);
+    let mut failures = Vec::new();
+    for case in cases {
+        match api
+            .patch(&name, &dry_run_apply, &Patch::Apply(&case.manifest))
+            .await
+        {
+            Ok(_) => failures.push(format!("{}: accepted, expected a rejection", case.what)),
+            Err(kube::Error::Api(status)) => {
+                let message = status.message.clone();
+                let missing: Vec<_> = case
+                    .expected
+                    .iter()
+                    .filter(|fragment| !message.contains(**fragment))
+                    .collect();
+                if !missing.is_empty() {
+                    failures.push(format!(
+                        "{}: message lacks {missing:?}: {message}",
+                        case.what
+                    ));
+                }
+            }
+            Err(other) => failures.push(format!("{}: unexpected error {other}", case.what)),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "invalid manifests not rejected as expected:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn partitions_never_decrease() {
+    let client = kube_client().await;
+    install_crd(&client).await;
+    let api = pipelines(&client, "default");
+    let name = unique_name("partitions");
+    let manifest = set(valid_pipeline(&name), "/spec/topic/partitions", json!(6));
+    let object: DynamicObject = serde_json::from_value(manifest.clone()).expect("a DynamicObject");
+    api.create(&PostParams::default(), &object)
+        .await
+        .expect("creating the Pipeline");
+
+    let grow = set(manifest.clone(), "/spec/topic/partitions", json!(8));
+    api.patch(
+        &name,
+        &PatchParams::apply("rtdp-tests"),
+        &Patch::Apply(&grow),
+    )
+    .await
+    .expect("growing partitions is allowed");
+
+    let shrink = set(manifest, "/spec/topic/partitions", json!(4));
+    let error = api
+        .patch(
+            &name,
+            &PatchParams::apply("rtdp-tests"),
+            &Patch::Apply(&shrink),
+        )
+        .await
+        .expect_err("shrinking partitions must be rejected");
+    let message = error.to_string();
+    assert!(
+        message.contains("spec.topic.partitions") && message.contains("can only increase"),
+        "unexpected rejection: {message}"
+    );
+    let stored = api.get(&name).await.expect("reading the Pipeline back");
+    assert_eq!(
+        stored.data.pointer("/spec/topic/partitions"),
+        Some(&json!(8))
+    );
+
+    api.delete(&name, &DeleteParams::default())
+        .await
+        .expect("deleting the Pipeline");
+}

@@ -1,0 +1,104 @@
+# Shared helpers for dev/stack. Sourced, never run.
+# Everything listens on 127.0.0.1. Builds live outside the work tree so a fresh clone
+# (what CI runs) reuses them; runtime state (data, logs, pids, certs) lives in the clone.
+
+RTDP_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=../versions.env
+source "$RTDP_ROOT/dev/versions.env"
+RTDP_CACHE=${RTDP_CACHE:-$HOME/.cache/rtdp}
+RTDP_STATE=${RTDP_STATE:-$RTDP_ROOT/.stack}
+
+KAFKA_PORT=${KAFKA_PORT:-9092}
+KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
+CASSANDRA_PORT=${CASSANDRA_PORT:-9042}
+CASSANDRA_STORAGE_PORT=${CASSANDRA_STORAGE_PORT:-7000}
+ETCD_PORT=${ETCD_PORT:-2379}
+ETCD_PEER_PORT=${ETCD_PEER_PORT:-2380}
+APISERVER_PORT=${APISERVER_PORT:-6443}
+
+log() { printf '[stack] %s\n' "$*" >&2; }
+die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
+
+# require_command NAME FIX: one line naming the missing prerequisite and how to get it.
+require_command() {
+  command -v "$1" >/dev/null 2>&1 || die "missing prerequisite '$1': $2"
+}
+
+# port_in_use PORT: true when something already listens on 127.0.0.1:PORT.
+port_in_use() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# pid_alive NAME: true when the pid file of NAME names a running process.
+pid_alive() {
+  local pid_file="$RTDP_STATE/$1/pid"
+  [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null
+}
+
+# ensure_port_free NAME PORT: refuses to start NAME over a foreign listener.
+ensure_port_free() {
+  if port_in_use "$2"; then
+    die "port 127.0.0.1:$2 (needed by $1) is in use by another process; stop it (e.g. 'ss -ltnp | grep :$2') or set ${3:-the port variable} to a free port"
+  fi
+}
+
+# start_daemon NAME LOGFILE COMMAND...: starts COMMAND in its own session, records its pid.
+start_daemon() {
+  local name=$1 log_file=$2
+  shift 2
+  mkdir -p "$RTDP_STATE/$name"
+  setsid "$@" >>"$log_file" 2>&1 </dev/null &
+  echo $! >"$RTDP_STATE/$name/pid"
+}
+
+# wait_until NAME LOGFILE SECONDS CHECK...: polls CHECK; on timeout or early death prints the log tail.
+wait_until() {
+  local name=$1 log_file=$2 seconds=$3
+  shift 3
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    if ! pid_alive "$name"; then
+      log "$name exited during start-up; last lines of $log_file:"
+      tail -n 40 "$log_file" >&2
+      return 1
+    fi
+    if ((SECONDS >= deadline)); then
+      log "$name did not become ready within ${seconds}s; last lines of $log_file:"
+      tail -n 40 "$log_file" >&2
+      return 1
+    fi
+    sleep 1
+  done
+}
+
+# stop_daemon NAME: stops exactly the process group that start_daemon started.
+stop_daemon() {
+  local name=$1 pid_file="$RTDP_STATE/$1/pid"
+  [ -f "$pid_file" ] || return 0
+  local pid
+  pid=$(cat "$pid_file")
+  if kill -0 "$pid" 2>/dev/null; then
+    log "stopping $name (pid $pid)"
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
+    local waited=0
+    while kill -0 "$pid" 2>/dev/null && ((waited < 30)); do
+      sleep 1
+      waited=$((waited + 1))
+    done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  fi
+  rm -f "$pid_file"
+}
+
+# build_once DIR DONE_MARKER COMMAND...: runs COMMAND unless DONE_MARKER exists, holding a lock
+# so concurrent runs (two terminals, a test and a demo) never build one cache entry twice.
+build_once() {
+  local dir=$1 marker=$2
+  shift 2
+  [ -e "$marker" ] && return 0
+  mkdir -p "$dir"
+  (
+    flock 9
+    [ -e "$marker" ] || "$@"
+  ) 9>"$dir.lock"
+}

@@ -1,0 +1,110 @@
+//! Helpers for tests that run against the local stack (`dev/stack up`).
+//!
+//! Integration tests never skip: when a server is not configured or not reachable they fail
+//! with a message that says how to start it. `make test` brings the stack up first.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const HOW_TO_START: &str = "start the local stack with `dev/stack up` and export its endpoints with `eval \"$(dev/stack env)\"` (or run `make test`, which does both)";
+
+/// Reads a required environment variable, failing the test with a clear message when unset.
+pub fn required_env(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(value) if !value.trim().is_empty() => value,
+        _ => {
+            panic!("{name} is not set: this integration test needs the real server; {HOW_TO_START}")
+        }
+    }
+}
+
+/// Fails the test unless `address` (host:port) accepts TCP connections.
+pub fn require_reachable(what: &str, address: &str) {
+    let reachable = address
+        .to_socket_addrs()
+        .ok()
+        .into_iter()
+        .flatten()
+        .any(|socket| TcpStream::connect_timeout(&socket, Duration::from_secs(3)).is_ok());
+    assert!(
+        reachable,
+        "{what} at {address} is not reachable; {HOW_TO_START}"
+    );
+}
+
+/// The local Kafka's bootstrap servers, checked to be reachable.
+pub fn kafka_bootstrap_servers() -> String {
+    let servers = required_env("KAFKA_BOOTSTRAP_SERVERS");
+    for server in servers.split(',') {
+        require_reachable("Kafka", server.trim());
+    }
+    servers
+}
+
+/// The local Cassandra's contact points, checked to be reachable.
+pub fn cassandra_contact_points() -> Vec<String> {
+    let points: Vec<String> = required_env("CASSANDRA_CONTACT_POINTS")
+        .split(',')
+        .map(|point| point.trim().to_string())
+        .collect();
+    for point in &points {
+        require_reachable("Cassandra", point);
+    }
+    points
+}
+
+/// A client for the local API server, from `KUBECONFIG`, checked to answer.
+pub async fn kube_client() -> kube::Client {
+    let path = required_env("KUBECONFIG");
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path)
+        .unwrap_or_else(|error| panic!("reading KUBECONFIG {path}: {error}; {HOW_TO_START}"));
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap_or_else(|error| panic!("loading KUBECONFIG {path}: {error}"));
+    let client = kube::Client::try_from(config)
+        .unwrap_or_else(|error| panic!("building a Kubernetes client: {error}"));
+    if let Err(error) = client.apiserver_version().await {
+        panic!("the Kubernetes API server from {path} does not answer: {error}; {HOW_TO_START}");
+    }
+    client
+}
+
+/// A name unique across test runs and within one, valid as a Kubernetes name, a Kafka topic
+/// and (with `-` replaced) a CQL identifier: `<prefix>-<seconds>-<counter>`.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let seconds = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs() % 1_000_000)
+        .unwrap_or_default();
+    let counter = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{prefix}-{seconds}-{}-{counter}",
+        std::process::id() % 100_000
+    )
+}
+
+/// `unique_name` as a CQL identifier (underscores instead of dashes).
+pub fn unique_cql_identifier(prefix: &str) -> String {
+    unique_name(prefix).replace('-', "_")
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
