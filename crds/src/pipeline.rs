@@ -7,6 +7,10 @@
 //! (OpenAPI bounds and CEL `x-kubernetes-validations`), so the API server rejects an invalid
 //! manifest at apply time with a message that names the field.
 
+// Each `printcolumn(...)` repeats the same keys (name, type_, ...), which this lint mistakes for
+// duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
@@ -90,7 +94,7 @@ pub const CRON_PATTERN: &str = concat!(
     "self.cassandra.tables.all(t, !has(t.columns) || t.columns.all(c, self.schema.fields.exists(f, f.name == c) || (has(self.schema.derived) && self.schema.derived.exists(d, d.name == c))))"
 ).message("every entry of a table's columns must name a field or derived field declared in spec.schema").field_path(".cassandra.tables"))]
 #[x_kube(validation = Rule::new(
-    "!has(self.source) || !has(self.source.http) || !has(self.source.http.keyField) || self.schema.fields.exists(f, f.path == self.source.http.keyField)"
+    "!has(self.source) || !has(self.source.http) || !has(self.source.http.keyField) || self.schema.fields.exists(f, (has(f.path) ? f.path : '/' + f.name) == self.source.http.keyField)"
 ).message("source.http.keyField must be the path of a field declared in spec.schema.fields").field_path(".source.http.keyField"))]
 #[serde(rename_all = "camelCase")]
 pub struct PipelineSpec {
@@ -331,7 +335,7 @@ pub struct HttpSource {
     /// A cron schedule (as a CronJob takes it, e.g. `@daily` or `0 */6 * * *`): each run
     /// fetches all pages once. Mutually exclusive with pollInterval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = CRON_PATTERN), length(max = 128))]
+    #[schemars(regex(pattern = CRON_PATTERN), length(min = 1, max = 128))]
     pub schedule: Option<String>,
 
     /// Poll continuously, waiting this long between passes, e.g. `30s` or `5m`. Mutually
@@ -537,7 +541,7 @@ pub struct SchemaSpec {
 #[serde(rename_all = "camelCase")]
 pub struct FieldSpec {
     /// The column name: a lowercase CQL identifier, e.g. `street_address`.
-    #[schemars(regex(pattern = CQL_IDENTIFIER_PATTERN))]
+    #[schemars(regex(pattern = CQL_IDENTIFIER_PATTERN), length(min = 1, max = 48))]
     pub name: String,
 
     /// JSON pointer to the value inside the record, e.g. `/streetAddress`. Defaults to
@@ -582,7 +586,7 @@ impl FieldSpec {
 #[serde(rename_all = "camelCase")]
 pub struct DerivedFieldSpec {
     /// The column name: a lowercase CQL identifier, e.g. `price_per_sqft`.
-    #[schemars(regex(pattern = CQL_IDENTIFIER_PATTERN))]
+    #[schemars(regex(pattern = CQL_IDENTIFIER_PATTERN), length(min = 1, max = 48))]
     pub name: String,
 
     /// The CQL type of the result.
@@ -702,7 +706,7 @@ fn default_local_datacenter() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct KeyspaceSpec {
     /// The keyspace name: a lowercase CQL identifier.
-    #[schemars(regex(pattern = CQL_IDENTIFIER_PATTERN))]
+    #[schemars(regex(pattern = CQL_IDENTIFIER_PATTERN), length(min = 1, max = 48))]
     pub name: String,
 
     /// How the keyspace is replicated.
@@ -756,11 +760,11 @@ pub enum ReplicationStrategy {
 #[serde(rename_all = "camelCase")]
 pub struct TableSpec {
     /// The table name: a lowercase CQL identifier, e.g. `listings_by_city`.
-    #[schemars(regex(pattern = CQL_IDENTIFIER_PATTERN))]
+    #[schemars(regex(pattern = CQL_IDENTIFIER_PATTERN), length(min = 1, max = 48))]
     pub name: String,
 
     /// The partition key columns, in order: the query's equality predicate.
-    #[schemars(length(min = 1, max = 8))]
+    #[schemars(length(min = 1, max = 8), inner(regex(pattern = CQL_IDENTIFIER_PATTERN), length(min = 1, max = 48)))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub partition_key: Vec<String>,
 
@@ -773,7 +777,7 @@ pub struct TableSpec {
     /// The columns this table stores. Defaults to every field and derived field. Key columns
     /// are always stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 320))]
+    #[schemars(length(max = 64), inner(regex(pattern = CQL_IDENTIFIER_PATTERN), length(min = 1, max = 48)))]
     pub columns: Option<Vec<String>>,
 
     /// Seconds before written rows expire; 0 (the default) keeps them forever.
@@ -791,7 +795,7 @@ pub struct TableSpec {
 #[serde(rename_all = "camelCase")]
 pub struct ClusteringColumn {
     /// A field or derived field name.
-    #[schemars(regex(pattern = CQL_IDENTIFIER_PATTERN))]
+    #[schemars(regex(pattern = CQL_IDENTIFIER_PATTERN), length(min = 1, max = 48))]
     pub name: String,
 
     /// The order of rows within a partition.

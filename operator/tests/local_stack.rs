@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::CustomResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use rtdp_crds::Pipeline;
 use rtdp_test_support::{eventually, kube_client, unique_name};
 
 #[tokio::test]
@@ -52,7 +50,7 @@ async fn config_map_create_and_read() {
 async fn pipeline_crd_becomes_established() {
     let client = kube_client().await;
     let crds: Api<CustomResourceDefinition> = Api::all(client);
-    let crd = Pipeline::crd();
+    let crd = rtdp_crds::crd();
     let name = crd.metadata.name.clone().expect("the CRD has a name");
     crds.patch(
         &name,
