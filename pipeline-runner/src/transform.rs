@@ -1,0 +1,362 @@
+//! Derived fields and the filter: CEL expressions over a parsed record, compiled once.
+//!
+//! Every field is a variable named by its column (`price`, `living_area`, ...; null when the
+//! record has none), and each derived field becomes a variable for the derived fields after it
+//! and for the filter. An expression that fails, or yields a value that does not fit its
+//! column, rejects the record with the reason; a filter that is false skips it on purpose.
+
+use std::sync::Arc;
+
+use cel::{Context, Program, Value};
+use rtdp_crds::{CqlType, SchemaSpec};
+use scylla::value::{CqlDate, CqlTimestamp, CqlValue};
+
+use crate::record::{ParsedRecord, RecordError, RejectReason};
+
+/// A CEL expression in the Pipeline that does not compile: a configuration error.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {expression:?} does not compile: {detail}")]
+pub struct TransformError {
+    what: String,
+    expression: String,
+    detail: String,
+}
+
+/// What the transforms decided for a record.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Write it, with these derived values appended to the parsed ones.
+    Keep(Vec<Option<CqlValue>>),
+    /// The filter rejected it on purpose.
+    FilteredOut,
+}
+
+struct Derived {
+    name: String,
+    cql_type: CqlType,
+    program: Program,
+}
+
+/// The compiled derived fields and filter of a schema.
+pub struct Transforms {
+    field_names: Vec<String>,
+    derived: Vec<Derived>,
+    filter: Option<Program>,
+}
+
+impl std::fmt::Debug for Transforms {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Transforms")
+            .field(
+                "derived",
+                &self
+                    .derived
+                    .iter()
+                    .map(|derived| &derived.name)
+                    .collect::<Vec<_>>(),
+            )
+            .field("filter", &self.filter.is_some())
+            .finish()
+    }
+}
+
+impl Transforms {
+    /// Compiles every expression of the schema.
+    pub fn new(schema: &SchemaSpec) -> Result<Self, TransformError> {
+        let compile = |what: String, expression: &str| {
+            Program::compile(expression).map_err(|error| TransformError {
+                what,
+                expression: expression.to_string(),
+                detail: error.to_string(),
+            })
+        };
+        let mut derived = Vec::with_capacity(schema.derived.len());
+        for field in &schema.derived {
+            derived.push(Derived {
+                name: field.name.clone(),
+                cql_type: field.type_,
+                program: compile(format!("derived field {}", field.name), &field.expression)?,
+            });
+        }
+        let filter = match &schema.filter {
+            Some(expression) => Some(compile("filter".to_string(), expression)?),
+            None => None,
+        };
+        Ok(Self {
+            field_names: schema
+                .fields
+                .iter()
+                .map(|field| field.name.clone())
+                .collect(),
+            derived,
+            filter,
+        })
+    }
+
+    /// True when there is nothing to evaluate (the fast path).
+    pub fn is_empty(&self) -> bool {
+        self.derived.is_empty() && self.filter.is_none()
+    }
+
+    /// The derived field names, in the order their values are returned.
+    pub fn derived_names(&self) -> impl Iterator<Item = &str> {
+        self.derived.iter().map(|derived| derived.name.as_str())
+    }
+
+    /// Evaluates the derived fields, then the filter. `root` holds CEL's standard functions
+    /// and is built once per worker with `Context::default()`.
+    pub fn apply(
+        &self,
+        root: &Context<'_, '_>,
+        record: &ParsedRecord,
+    ) -> Result<Outcome, RecordError> {
+        if self.is_empty() {
+            return Ok(Outcome::Keep(Vec::new()));
+        }
+        let mut scope = root.new_inner_scope();
+        for (name, value) in self.field_names.iter().zip(&record.values) {
+            scope.add_variable_from_value(name.as_str(), to_cel(value.as_ref()));
+        }
+        let mut derived_values = Vec::with_capacity(self.derived.len());
+        for derived in &self.derived {
+            let failed = |detail: String| RecordError {
+                reason: RejectReason::DerivedFieldFailed,
+                field: Some(derived.name.clone()),
+                detail,
+            };
+            let result = derived
+                .program
+                .execute(&scope)
+                .map_err(|error| failed(format!("evaluating the expression: {error}")))?;
+            let value = from_cel(&result, derived.cql_type).map_err(failed)?;
+            scope.add_variable_from_value(derived.name.as_str(), to_cel(value.as_ref()));
+            derived_values.push(value);
+        }
+        if let Some(filter) = &self.filter {
+            let failed = |detail: String| RecordError {
+                reason: RejectReason::FilterFailed,
+                field: None,
+                detail,
+            };
+            match filter.execute(&scope) {
+                Ok(Value::Bool(true)) => {}
+                Ok(Value::Bool(false)) => return Ok(Outcome::FilteredOut),
+                Ok(other) => {
+                    return Err(failed(format!(
+                        "the filter must be a boolean, got {other:?}"
+                    )));
+                }
+                Err(error) => return Err(failed(format!("evaluating the filter: {error}"))),
+            }
+        }
+        Ok(Outcome::Keep(derived_values))
+    }
+}
+
+/// A column value as CEL sees it.
+fn to_cel(value: Option<&CqlValue>) -> Value {
+    let Some(value) = value else {
+        return Value::Null;
+    };
+    match value {
+        CqlValue::Text(text) | CqlValue::Ascii(text) => Value::String(Arc::new(text.clone())),
+        CqlValue::Boolean(value) => Value::Bool(*value),
+        CqlValue::TinyInt(value) => Value::Int(i64::from(*value)),
+        CqlValue::SmallInt(value) => Value::Int(i64::from(*value)),
+        CqlValue::Int(value) => Value::Int(i64::from(*value)),
+        CqlValue::BigInt(value) => Value::Int(*value),
+        CqlValue::Float(value) => Value::Float(f64::from(*value)),
+        CqlValue::Double(value) => Value::Float(*value),
+        CqlValue::Decimal(decimal) => Value::Float(decimal_to_f64(decimal)),
+        CqlValue::Timestamp(CqlTimestamp(millis)) => {
+            chrono::DateTime::from_timestamp_millis(*millis)
+                .map(|time| Value::Timestamp(time.fixed_offset()))
+                .unwrap_or(Value::Null)
+        }
+        CqlValue::Date(CqlDate(days)) => {
+            let offset = i64::from(*days) - (1_i64 << 31);
+            chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
+                .and_then(|epoch| epoch.checked_add_signed(chrono::TimeDelta::days(offset)))
+                .map(|date| Value::String(Arc::new(date.format("%Y-%m-%d").to_string())))
+                .unwrap_or(Value::Null)
+        }
+        CqlValue::Uuid(uuid) => Value::String(Arc::new(uuid.to_string())),
+        CqlValue::Blob(bytes) => Value::Bytes(Arc::new(bytes.clone())),
+        _ => Value::Null,
+    }
+}
+
+fn decimal_to_f64(decimal: &scylla::value::CqlDecimal) -> f64 {
+    let (bytes, scale) = decimal.as_signed_be_bytes_slice_and_exponent();
+    let mut padded = if bytes.first().is_some_and(|byte| byte & 0x80 != 0) {
+        [0xff; 16]
+    } else {
+        [0; 16]
+    };
+    let start = 16_usize.saturating_sub(bytes.len());
+    padded[start..].copy_from_slice(&bytes[bytes.len().saturating_sub(16)..]);
+    // Expressions compute in doubles; the column itself keeps the exact decimal.
+    #[allow(clippy::cast_precision_loss)]
+    let unscaled = i128::from_be_bytes(padded) as f64;
+    unscaled / 10_f64.powi(scale)
+}
+
+/// A CEL result converted to the derived column's type, exactly.
+fn from_cel(value: &Value, cql_type: CqlType) -> Result<Option<CqlValue>, String> {
+    let mismatch = || {
+        format!(
+            "the expression produced {value:?}, which is not a {}",
+            cql_type.as_cql()
+        )
+    };
+    let out_of_range = || {
+        format!(
+            "the expression produced {value:?}, out of range for {}",
+            cql_type.as_cql()
+        )
+    };
+    Ok(Some(match (cql_type, value) {
+        (_, Value::Null) => return Ok(None),
+        (CqlType::Text, Value::String(text)) => CqlValue::Text(text.to_string()),
+        (CqlType::Ascii, Value::String(text)) if text.is_ascii() => {
+            CqlValue::Ascii(text.to_string())
+        }
+        (CqlType::Boolean, Value::Bool(value)) => CqlValue::Boolean(*value),
+        (CqlType::Bigint, Value::Int(value)) => CqlValue::BigInt(*value),
+        (CqlType::Int, Value::Int(value)) => {
+            CqlValue::Int(i32::try_from(*value).map_err(|_| out_of_range())?)
+        }
+        (CqlType::Smallint, Value::Int(value)) => {
+            CqlValue::SmallInt(i16::try_from(*value).map_err(|_| out_of_range())?)
+        }
+        (CqlType::Tinyint, Value::Int(value)) => {
+            CqlValue::TinyInt(i8::try_from(*value).map_err(|_| out_of_range())?)
+        }
+        (CqlType::Double, Value::Float(value)) if value.is_finite() => CqlValue::Double(*value),
+        #[allow(clippy::cast_precision_loss)]
+        (CqlType::Double, Value::Int(value)) => CqlValue::Double(*value as f64),
+        #[allow(clippy::cast_possible_truncation)]
+        (CqlType::Float, Value::Float(value))
+            if value.is_finite() && value.abs() <= f64::from(f32::MAX) =>
+        {
+            CqlValue::Float(*value as f32)
+        }
+        (CqlType::Timestamp, Value::Timestamp(time)) => {
+            CqlValue::Timestamp(CqlTimestamp(time.timestamp_millis()))
+        }
+        (CqlType::Blob, Value::Bytes(bytes)) => CqlValue::Blob(bytes.to_vec()),
+        (CqlType::Double | CqlType::Float, Value::Float(_)) => return Err(out_of_range()),
+        _ => return Err(mismatch()),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::RecordParser;
+    use rtdp_crds::{DerivedFieldSpec, FieldSpec, UnknownFieldPolicy};
+
+    fn schema(derived: &[(&str, CqlType, &str)], filter: Option<&str>) -> SchemaSpec {
+        let field = |name: &str, cql_type| FieldSpec {
+            name: name.into(),
+            path: None,
+            type_: cql_type,
+            required: false,
+            default: None,
+            max_length: None,
+        };
+        SchemaSpec {
+            fields: vec![
+                field("price", CqlType::Bigint),
+                field("living_area", CqlType::Int),
+                field("city", CqlType::Text),
+            ],
+            derived: derived
+                .iter()
+                .map(|(name, cql_type, expression)| DerivedFieldSpec {
+                    name: (*name).into(),
+                    type_: *cql_type,
+                    expression: (*expression).into(),
+                })
+                .collect(),
+            filter: filter.map(Into::into),
+            unknown_fields: UnknownFieldPolicy::Ignore,
+        }
+    }
+
+    fn run(schema: &SchemaSpec, record: &str) -> Result<Outcome, RecordError> {
+        let parsed = RecordParser::new(schema)
+            .expect("schema")
+            .parse(Some(record.as_bytes()))
+            .expect("parses");
+        let root = Context::default();
+        Transforms::new(schema)
+            .expect("compiles")
+            .apply(&root, &parsed)
+    }
+
+    const PRICE_PER_SQFT: &str =
+        "living_area != null && living_area > 0 ? double(price) / double(living_area) : null";
+
+    #[test]
+    fn derives_price_per_square_foot_or_null() {
+        let spec = schema(
+            &[("price_per_sqft", CqlType::Double, PRICE_PER_SQFT)],
+            Some("price > 0"),
+        );
+        assert_eq!(
+            run(&spec, r#"{"price": 300000, "living_area": 1500}"#),
+            Ok(Outcome::Keep(vec![Some(CqlValue::Double(200.0))]))
+        );
+        assert_eq!(
+            run(&spec, r#"{"price": 300000}"#),
+            Ok(Outcome::Keep(vec![None]))
+        );
+        assert_eq!(
+            run(&spec, r#"{"price": 300000, "living_area": 0}"#),
+            Ok(Outcome::Keep(vec![None]))
+        );
+    }
+
+    #[test]
+    fn filter_false_skips_and_later_expressions_see_derived_fields() {
+        let spec = schema(
+            &[("band", CqlType::Text, "price > 500000 ? 'high' : 'low'")],
+            Some("band == 'high' && city == 'Austin'"),
+        );
+        assert_eq!(
+            run(&spec, r#"{"price": 100, "city": "Austin"}"#),
+            Ok(Outcome::FilteredOut)
+        );
+        assert_eq!(
+            run(&spec, r#"{"price": 900000, "city": "Austin"}"#),
+            Ok(Outcome::Keep(vec![Some(CqlValue::Text("high".into()))]))
+        );
+    }
+
+    #[test]
+    fn failures_are_reasons_not_nulls() {
+        let spec = schema(&[("ratio", CqlType::Double, "price / living_area")], None);
+        let error = run(&spec, r#"{"price": 10}"#).expect_err("null arithmetic fails");
+        assert_eq!(
+            (error.reason, error.field.as_deref()),
+            (RejectReason::DerivedFieldFailed, Some("ratio"))
+        );
+
+        let spec = schema(&[("label", CqlType::Int, "city")], None);
+        let error = run(&spec, r#"{"city": "Houston"}"#).expect_err("wrong type");
+        assert!(error.detail.contains("not a int"), "{error}");
+
+        let spec = schema(&[], Some("city"));
+        let error = run(&spec, r#"{"city": "Houston"}"#).expect_err("non-boolean filter");
+        assert_eq!(error.reason, RejectReason::FilterFailed);
+    }
+
+    #[test]
+    fn expressions_that_do_not_compile_are_configuration_errors() {
+        let error =
+            Transforms::new(&schema(&[("x", CqlType::Int, "price +")], None)).expect_err("syntax");
+        assert!(error.to_string().contains("derived field x"), "{error}");
+    }
+}

@@ -1,0 +1,673 @@
+//! The Cassandra side of a Pipeline: the keyspace and one table per `spec.cassandra.tables`
+//! entry, derived from the single schema. Planning is pure (unit-tested); applying reads
+//! `system_schema` and changes nothing unless every change is safe.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use rtdp_crds::{
+    ClusteringOrder, CqlType, KeyspaceSpec, PipelineSpec, ReplicationStrategy, TableSpec,
+    WriteConsistency,
+};
+use scylla::client::session::Session;
+
+use crate::ProvisionError;
+
+/// A column of a table and its CQL type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Column {
+    /// The column name.
+    pub name: String,
+    /// Its CQL type.
+    pub cql_type: CqlType,
+}
+
+/// A table as the Pipeline declares it, with its columns resolved from the schema.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TableDefinition {
+    /// The keyspace.
+    pub keyspace: String,
+    /// The table name.
+    pub name: String,
+    /// Every stored column: the partition key, then the clustering columns, then the rest.
+    pub columns: Vec<Column>,
+    /// Partition key column names, in order.
+    pub partition_key: Vec<String>,
+    /// Clustering columns and their order.
+    pub clustering: Vec<(String, ClusteringOrder)>,
+    /// `default_time_to_live` in seconds; 0 keeps rows forever.
+    pub ttl_seconds: i32,
+    /// The write consistency.
+    pub consistency: WriteConsistency,
+}
+
+impl TableDefinition {
+    /// `keyspace.table`.
+    pub fn qualified_name(&self) -> String {
+        format!("{}.{}", self.keyspace, self.name)
+    }
+
+    /// `CREATE TABLE IF NOT EXISTS ...`.
+    pub fn create_cql(&self) -> String {
+        let columns: Vec<String> = self
+            .columns
+            .iter()
+            .map(|column| format!("{} {}", column.name, column.cql_type.as_cql()))
+            .collect();
+        let mut primary_key = format!("({})", self.partition_key.join(", "));
+        for (name, _) in &self.clustering {
+            primary_key.push_str(", ");
+            primary_key.push_str(name);
+        }
+        let mut options = Vec::new();
+        if !self.clustering.is_empty() {
+            let order: Vec<String> = self
+                .clustering
+                .iter()
+                .map(|(name, order)| format!("{name} {}", order_cql(*order)))
+                .collect();
+            options.push(format!("CLUSTERING ORDER BY ({})", order.join(", ")));
+        }
+        options.push(format!("default_time_to_live = {}", self.ttl_seconds));
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({primary_key})) WITH {}",
+            self.qualified_name(),
+            columns.join(", "),
+            options.join(" AND ")
+        )
+    }
+
+    /// The prepared INSERT the runner executes: every column, then the write timestamp (the
+    /// Kafka record's, in microseconds) so a replay never overwrites newer data with older.
+    pub fn insert_cql(&self) -> String {
+        let names: Vec<&str> = self
+            .columns
+            .iter()
+            .map(|column| column.name.as_str())
+            .collect();
+        let markers = vec!["?"; names.len()].join(", ");
+        format!(
+            "INSERT INTO {} ({}) VALUES ({markers}) USING TIMESTAMP ?",
+            self.qualified_name(),
+            names.join(", ")
+        )
+    }
+}
+
+fn order_cql(order: ClusteringOrder) -> &'static str {
+    match order {
+        ClusteringOrder::Ascending => "ASC",
+        ClusteringOrder::Descending => "DESC",
+    }
+}
+
+/// `CREATE KEYSPACE IF NOT EXISTS ...` with the declared replication.
+pub fn keyspace_cql(keyspace: &KeyspaceSpec) -> String {
+    format!(
+        "CREATE KEYSPACE IF NOT EXISTS {} WITH replication = {}",
+        keyspace.name,
+        replication_cql(keyspace)
+    )
+}
+
+fn replication_cql(keyspace: &KeyspaceSpec) -> String {
+    let replication = &keyspace.replication;
+    match replication.strategy {
+        ReplicationStrategy::SimpleStrategy => format!(
+            "{{'class': 'SimpleStrategy', 'replication_factor': {}}}",
+            replication.replication_factor.unwrap_or(1)
+        ),
+        ReplicationStrategy::NetworkTopologyStrategy => {
+            let mut entries = vec!["'class': 'NetworkTopologyStrategy'".to_string()];
+            entries.extend(
+                replication
+                    .datacenters
+                    .iter()
+                    .map(|(datacenter, factor)| format!("'{datacenter}': {factor}")),
+            );
+            format!("{{{}}}", entries.join(", "))
+        }
+    }
+}
+
+/// Resolves every declared table against the schema. Assumes a spec the CRD accepted (key
+/// columns are declared fields); an undeclared column is skipped rather than guessed.
+pub fn table_definitions(spec: &PipelineSpec) -> Vec<TableDefinition> {
+    let mut types: BTreeMap<&str, CqlType> = BTreeMap::new();
+    let mut declared_order: Vec<&str> = Vec::new();
+    for field in &spec.schema.fields {
+        types.insert(&field.name, field.type_);
+        declared_order.push(&field.name);
+    }
+    for derived in &spec.schema.derived {
+        types.insert(&derived.name, derived.type_);
+        declared_order.push(&derived.name);
+    }
+    spec.cassandra
+        .tables
+        .iter()
+        .map(|table| {
+            table_definition(
+                &spec.cassandra.keyspace.name,
+                table,
+                &types,
+                &declared_order,
+            )
+        })
+        .collect()
+}
+
+fn table_definition(
+    keyspace: &str,
+    table: &TableSpec,
+    types: &BTreeMap<&str, CqlType>,
+    declared_order: &[&str],
+) -> TableDefinition {
+    let mut names: Vec<&str> = Vec::new();
+    let wanted = table
+        .partition_key
+        .iter()
+        .chain(table.clustering_columns.iter().map(|column| &column.name))
+        .map(String::as_str)
+        .chain(match &table.columns {
+            Some(columns) => columns.iter().map(String::as_str).collect::<Vec<_>>(),
+            None => declared_order.to_vec(),
+        });
+    for name in wanted {
+        if types.contains_key(name) && !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    TableDefinition {
+        keyspace: keyspace.to_string(),
+        name: table.name.clone(),
+        columns: names
+            .iter()
+            .map(|name| Column {
+                name: (*name).to_string(),
+                cql_type: types[name],
+            })
+            .collect(),
+        partition_key: table.partition_key.clone(),
+        clustering: table
+            .clustering_columns
+            .iter()
+            .map(|column| (column.name.clone(), column.order))
+            .collect(),
+        ttl_seconds: table.ttl_seconds,
+        consistency: table.consistency,
+    }
+}
+
+/// What a column is in an existing table, as `system_schema.columns` says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExistingColumn {
+    /// The CQL type as Cassandra prints it (`text`, `bigint`, ...).
+    pub cql_type: String,
+    /// `partition_key`, `clustering` or `regular`.
+    pub kind: String,
+    /// Position within the partition key or clustering columns.
+    pub position: i32,
+    /// `asc`, `desc` or `none`.
+    pub clustering_order: String,
+}
+
+/// An existing table: its columns by name.
+pub type ExistingTable = BTreeMap<String, ExistingColumn>;
+
+/// A change that would lose data or break readers; the operator refuses it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IncompatibleChange {
+    /// A column's type differs.
+    TypeChanged {
+        /// `keyspace.table`.
+        table: String,
+        /// The column.
+        column: String,
+        /// The existing type.
+        existing: String,
+        /// The declared type.
+        declared: String,
+    },
+    /// The primary key (partition key, clustering columns or their order) differs.
+    KeyChanged {
+        /// `keyspace.table`.
+        table: String,
+        /// The existing primary key.
+        existing: String,
+        /// The declared primary key.
+        declared: String,
+    },
+    /// A column exists that the Pipeline no longer declares.
+    ColumnDropped {
+        /// `keyspace.table`.
+        table: String,
+        /// The column.
+        column: String,
+    },
+}
+
+impl fmt::Display for IncompatibleChange {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IncompatibleChange::TypeChanged {
+                table,
+                column,
+                existing,
+                declared,
+            } => write!(
+                formatter,
+                "{table}.{column} is {existing} in Cassandra but declared {declared}"
+            ),
+            IncompatibleChange::KeyChanged {
+                table,
+                existing,
+                declared,
+            } => write!(
+                formatter,
+                "{table} has primary key {existing} in Cassandra but declares {declared}"
+            ),
+            IncompatibleChange::ColumnDropped { table, column } => write!(
+                formatter,
+                "{table}.{column} exists in Cassandra but is no longer declared (dropping a column loses data)"
+            ),
+        }
+    }
+}
+
+/// What applying a table's declaration takes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TablePlan {
+    /// The table does not exist: create it.
+    Create,
+    /// The table lacks these columns: add them with ALTER TABLE.
+    AddColumns(Vec<Column>),
+    /// Nothing to do.
+    UpToDate,
+}
+
+/// Compares a declared table with what exists. Pure.
+pub fn plan_table(
+    declared: &TableDefinition,
+    existing: Option<&ExistingTable>,
+) -> Result<TablePlan, Vec<IncompatibleChange>> {
+    let Some(existing) = existing.filter(|existing| !existing.is_empty()) else {
+        return Ok(TablePlan::Create);
+    };
+    let table = declared.qualified_name();
+    let mut incompatible = Vec::new();
+
+    let existing_key = describe_existing_key(existing);
+    let declared_key = describe_declared_key(declared);
+    if existing_key != declared_key {
+        incompatible.push(IncompatibleChange::KeyChanged {
+            table: table.clone(),
+            existing: existing_key,
+            declared: declared_key,
+        });
+    }
+    let mut additions = Vec::new();
+    for column in &declared.columns {
+        match existing.get(&column.name) {
+            None => additions.push(column.clone()),
+            Some(found) if found.cql_type != column.cql_type.as_cql() => {
+                incompatible.push(IncompatibleChange::TypeChanged {
+                    table: table.clone(),
+                    column: column.name.clone(),
+                    existing: found.cql_type.clone(),
+                    declared: column.cql_type.as_cql().to_string(),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    for name in existing.keys() {
+        if !declared.columns.iter().any(|column| &column.name == name) {
+            incompatible.push(IncompatibleChange::ColumnDropped {
+                table: table.clone(),
+                column: name.clone(),
+            });
+        }
+    }
+    if !incompatible.is_empty() {
+        return Err(incompatible);
+    }
+    Ok(if additions.is_empty() {
+        TablePlan::UpToDate
+    } else {
+        TablePlan::AddColumns(additions)
+    })
+}
+
+fn describe_declared_key(declared: &TableDefinition) -> String {
+    let clustering: Vec<String> = declared
+        .clustering
+        .iter()
+        .map(|(name, order)| format!("{name} {}", order_cql(*order)))
+        .collect();
+    format!(
+        "(({}){})",
+        declared.partition_key.join(", "),
+        prefixed(&clustering)
+    )
+}
+
+fn describe_existing_key(existing: &ExistingTable) -> String {
+    let mut partition: Vec<(i32, &str)> = Vec::new();
+    let mut clustering: Vec<(i32, String)> = Vec::new();
+    for (name, column) in existing {
+        match column.kind.as_str() {
+            "partition_key" => partition.push((column.position, name)),
+            "clustering" => clustering.push((
+                column.position,
+                format!("{name} {}", column.clustering_order.to_uppercase()),
+            )),
+            _ => {}
+        }
+    }
+    partition.sort();
+    clustering.sort();
+    let partition: Vec<&str> = partition.into_iter().map(|(_, name)| name).collect();
+    let clustering: Vec<String> = clustering.into_iter().map(|(_, text)| text).collect();
+    format!("(({}){})", partition.join(", "), prefixed(&clustering))
+}
+
+fn prefixed(items: &[String]) -> String {
+    items.iter().map(|item| format!(", {item}")).collect()
+}
+
+/// What `ensure_schema` did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SchemaReport {
+    /// Tables created, as `keyspace.table`.
+    pub created: Vec<String>,
+    /// Columns added, as `keyspace.table.column`.
+    pub added_columns: Vec<String>,
+}
+
+/// Reads a table's columns from `system_schema.columns`; empty when the table is missing.
+pub async fn read_table(
+    session: &Session,
+    keyspace: &str,
+    table: &str,
+) -> Result<ExistingTable, ProvisionError> {
+    let context = || format!("reading system_schema.columns of {keyspace}.{table}");
+    let rows = session
+        .query_unpaged(
+            "SELECT column_name, type, kind, position, clustering_order FROM system_schema.columns \
+             WHERE keyspace_name = ? AND table_name = ?",
+            (keyspace, table),
+        )
+        .await
+        .map_err(|error| ProvisionError::cassandra(context(), error))?
+        .into_rows_result()
+        .map_err(|error| ProvisionError::cassandra(context(), error))?;
+    let mut columns = ExistingTable::new();
+    for row in rows
+        .rows::<(String, String, String, i32, String)>()
+        .map_err(|error| ProvisionError::cassandra(context(), error))?
+    {
+        let (name, cql_type, kind, position, clustering_order) =
+            row.map_err(|error| ProvisionError::cassandra(context(), error))?;
+        columns.insert(
+            name,
+            ExistingColumn {
+                cql_type,
+                kind,
+                position,
+                clustering_order,
+            },
+        );
+    }
+    Ok(columns)
+}
+
+/// Creates the keyspace and tables, adds new columns, and refuses (changing nothing) when any
+/// table would need an incompatible change.
+pub async fn ensure_schema(
+    session: &Session,
+    spec: &PipelineSpec,
+) -> Result<SchemaReport, ProvisionError> {
+    let keyspace = &spec.cassandra.keyspace;
+    run(
+        session,
+        keyspace_cql(keyspace),
+        format!("creating keyspace {}", keyspace.name),
+    )
+    .await?;
+
+    // Plan every table before touching any, so a refused change alters nothing.
+    let mut plans = Vec::new();
+    let mut incompatible = Vec::new();
+    for table in table_definitions(spec) {
+        let existing = read_table(session, &table.keyspace, &table.name).await?;
+        match plan_table(&table, Some(&existing)) {
+            Ok(plan) => plans.push((table, plan)),
+            Err(changes) => incompatible.extend(changes),
+        }
+    }
+    if !incompatible.is_empty() {
+        return Err(ProvisionError::IncompatibleSchema(incompatible));
+    }
+
+    let mut report = SchemaReport::default();
+    for (table, plan) in plans {
+        match plan {
+            TablePlan::Create => {
+                run(
+                    session,
+                    table.create_cql(),
+                    format!("creating table {}", table.qualified_name()),
+                )
+                .await?;
+                report.created.push(table.qualified_name());
+            }
+            TablePlan::AddColumns(columns) => {
+                for column in columns {
+                    let statement = format!(
+                        "ALTER TABLE {} ADD {} {}",
+                        table.qualified_name(),
+                        column.name,
+                        column.cql_type.as_cql()
+                    );
+                    run(
+                        session,
+                        statement,
+                        format!(
+                            "adding column {} to {}",
+                            column.name,
+                            table.qualified_name()
+                        ),
+                    )
+                    .await?;
+                    report.added_columns.push(format!(
+                        "{}.{}",
+                        table.qualified_name(),
+                        column.name
+                    ));
+                }
+            }
+            TablePlan::UpToDate => {}
+        }
+    }
+    session
+        .await_schema_agreement()
+        .await
+        .map_err(|error| ProvisionError::cassandra("waiting for schema agreement", error))?;
+    Ok(report)
+}
+
+/// Drops the Pipeline's tables (the keyspace stays: other Pipelines may share it).
+pub async fn drop_tables(session: &Session, spec: &PipelineSpec) -> Result<(), ProvisionError> {
+    for table in table_definitions(spec) {
+        run(
+            session,
+            format!("DROP TABLE IF EXISTS {}", table.qualified_name()),
+            format!("dropping table {}", table.qualified_name()),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn run(session: &Session, statement: String, context: String) -> Result<(), ProvisionError> {
+    tracing::debug!(%statement, "cassandra schema statement");
+    session
+        .query_unpaged(statement, ())
+        .await
+        .map(|_| ())
+        .map_err(|error| ProvisionError::cassandra(context, error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtdp_crds::parse_pipeline;
+
+    fn listings() -> PipelineSpec {
+        let text = include_str!("../../examples/property-listings.yaml");
+        parse_pipeline(text, "property-listings.yaml")
+            .expect("the example parses")
+            .spec
+    }
+
+    #[test]
+    fn tables_put_keys_first_and_keep_declared_columns() {
+        let tables = table_definitions(&listings());
+        assert_eq!(tables.len(), 2);
+        let by_id = &tables[0];
+        assert_eq!(by_id.columns.len(), 20, "19 fields and 1 derived field");
+        assert_eq!(by_id.columns[0].name, "zpid");
+        let by_city = &tables[1];
+        let names: Vec<&str> = by_city
+            .columns
+            .iter()
+            .map(|column| column.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "city",
+                "price",
+                "zpid",
+                "street_address",
+                "zipcode",
+                "bedrooms",
+                "bathrooms",
+                "living_area",
+                "price_per_sqft",
+                "home_type",
+                "home_status",
+                "img_src"
+            ]
+        );
+    }
+
+    #[test]
+    fn ddl_is_what_cassandra_expects() {
+        let spec = listings();
+        assert_eq!(
+            keyspace_cql(&spec.cassandra.keyspace),
+            "CREATE KEYSPACE IF NOT EXISTS real_estate WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}"
+        );
+        let tables = table_definitions(&spec);
+        let create = tables[1].create_cql();
+        assert!(create.starts_with("CREATE TABLE IF NOT EXISTS real_estate.listings_by_city (city text, price bigint, zpid bigint, "), "{create}");
+        assert!(create.ends_with("PRIMARY KEY ((city), price, zpid)) WITH CLUSTERING ORDER BY (price ASC, zpid ASC) AND default_time_to_live = 0"), "{create}");
+        assert_eq!(
+            tables[0].insert_cql().matches('?').count(),
+            tables[0].columns.len() + 1,
+            "one marker per column plus the timestamp"
+        );
+    }
+
+    fn existing_from(table: &TableDefinition) -> ExistingTable {
+        table
+            .columns
+            .iter()
+            .map(|column| {
+                let (kind, position, order) = if let Some(index) = table
+                    .partition_key
+                    .iter()
+                    .position(|key| key == &column.name)
+                {
+                    ("partition_key", index, "none".to_string())
+                } else if let Some(index) = table
+                    .clustering
+                    .iter()
+                    .position(|(name, _)| name == &column.name)
+                {
+                    (
+                        "clustering",
+                        index,
+                        order_cql(table.clustering[index].1).to_lowercase(),
+                    )
+                } else {
+                    ("regular", 0, "none".to_string())
+                };
+                (
+                    column.name.clone(),
+                    ExistingColumn {
+                        cql_type: column.cql_type.as_cql().to_string(),
+                        kind: kind.to_string(),
+                        position: i32::try_from(position).unwrap_or_default(),
+                        clustering_order: order,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn plans_create_add_and_nothing() {
+        let table = table_definitions(&listings()).remove(1);
+        assert_eq!(plan_table(&table, None), Ok(TablePlan::Create));
+        let existing = existing_from(&table);
+        assert_eq!(plan_table(&table, Some(&existing)), Ok(TablePlan::UpToDate));
+
+        let mut wider = table.clone();
+        wider.columns.push(Column {
+            name: "country".into(),
+            cql_type: CqlType::Text,
+        });
+        assert_eq!(
+            plan_table(&wider, Some(&existing)),
+            Ok(TablePlan::AddColumns(vec![Column {
+                name: "country".into(),
+                cql_type: CqlType::Text
+            }]))
+        );
+    }
+
+    #[test]
+    fn refuses_type_key_and_dropped_column_changes() {
+        let table = table_definitions(&listings()).remove(1);
+        let existing = existing_from(&table);
+
+        let mut retyped = table.clone();
+        retyped.columns[3].cql_type = CqlType::Int;
+        let changes = plan_table(&retyped, Some(&existing)).expect_err("type change");
+        assert!(
+            matches!(&changes[0], IncompatibleChange::TypeChanged { column, .. } if column == "street_address")
+        );
+
+        let mut rekeyed = table.clone();
+        rekeyed.clustering[0].1 = ClusteringOrder::Descending;
+        let changes = plan_table(&rekeyed, Some(&existing)).expect_err("order change");
+        assert_eq!(
+            changes[0].to_string(),
+            "real_estate.listings_by_city has primary key ((city), price ASC, zpid ASC) in Cassandra but declares ((city), price DESC, zpid ASC)"
+        );
+
+        let mut narrower = table.clone();
+        narrower.columns.retain(|column| column.name != "img_src");
+        let changes = plan_table(&narrower, Some(&existing)).expect_err("dropped column");
+        assert_eq!(
+            changes,
+            vec![IncompatibleChange::ColumnDropped {
+                table: "real_estate.listings_by_city".into(),
+                column: "img_src".into()
+            }]
+        );
+    }
+}

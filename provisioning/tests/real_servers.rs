@@ -1,0 +1,223 @@
+//! Provisioning against the real Kafka and Cassandra of the local stack (`dev/stack up`):
+//! what the operator and the standalone runner both rely on.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminOptions, AlterConfig, ResourceSpecifier};
+use rtdp_crds::{CqlType, FieldSpec, Pipeline, parse_pipeline};
+use rtdp_provisioning::ProvisionError;
+use rtdp_provisioning::cassandra::{drop_tables, ensure_schema, read_table};
+use rtdp_provisioning::kafka::{admin_client, delete_topics, ensure_topics, read_topic};
+use rtdp_test_support::{
+    cassandra_contact_points, eventually, kafka_bootstrap_servers, unique_cql_identifier,
+    unique_name,
+};
+use scylla::client::session_builder::SessionBuilder;
+
+fn pipeline() -> Pipeline {
+    let text = include_str!("../../examples/generated-listings.yaml");
+    let mut pipeline = parse_pipeline(text, "generated-listings.yaml").expect("the example parses");
+    pipeline.metadata.name = Some(unique_name("provisioning"));
+    pipeline.metadata.namespace = Some("tests".into());
+    pipeline.spec.cassandra.keyspace.name = unique_cql_identifier("provisioning");
+    pipeline
+}
+
+#[tokio::test]
+async fn topics_are_created_adopted_grown_and_never_shrunk() {
+    let admin = admin_client(&kafka_bootstrap_servers(), &BTreeMap::new()).expect("admin client");
+    let mut pipeline = pipeline();
+    pipeline.spec.topic.config =
+        BTreeMap::from([("retention.ms".to_string(), "3600000".to_string())]);
+    let topic = pipeline.topic_name();
+
+    let report = ensure_topics(&admin, &pipeline)
+        .await
+        .expect("creating the topics");
+    assert_eq!(
+        report.created,
+        vec![topic.clone(), pipeline.dead_letter_topic_name()]
+    );
+    let existing = eventually("the topic's metadata", Duration::from_secs(20), || {
+        let admin = admin.clone();
+        let topic = topic.clone();
+        async move { read_topic(&admin, &topic).await.ok().flatten() }
+    })
+    .await;
+    assert_eq!((existing.partitions, existing.replication_factor), (4, 1));
+    let dead_letter = eventually(
+        "the dead-letter topic's metadata",
+        Duration::from_secs(20),
+        || {
+            let admin = admin.clone();
+            let topic = pipeline.dead_letter_topic_name();
+            async move { read_topic(&admin, &topic).await.ok().flatten() }
+        },
+    )
+    .await;
+    assert_eq!(dead_letter.partitions, 1);
+
+    // A second reconcile adopts what exists and changes nothing.
+    let report = ensure_topics(&admin, &pipeline)
+        .await
+        .expect("adopting the topics");
+    assert!(
+        report.created.is_empty() && report.grown.is_empty() && report.config_reset.is_empty(),
+        "{report:?}"
+    );
+
+    // Someone changes a managed config by hand: it is set back.
+    let drift = AlterConfig::new(ResourceSpecifier::Topic(&topic)).set("retention.ms", "60000");
+    admin
+        .alter_configs(&[drift], &AdminOptions::new())
+        .await
+        .expect("altering the config by hand");
+    let report = ensure_topics(&admin, &pipeline)
+        .await
+        .expect("resetting drift");
+    assert_eq!(report.config_reset, vec![format!("{topic}: retention.ms")]);
+
+    // Partitions grow in place.
+    pipeline.spec.topic.partitions = 6;
+    let report = ensure_topics(&admin, &pipeline)
+        .await
+        .expect("growing partitions");
+    assert_eq!(report.grown, vec![topic.clone()]);
+    eventually("6 partitions", Duration::from_secs(20), || {
+        let admin = admin.clone();
+        let topic = topic.clone();
+        async move {
+            read_topic(&admin, &topic)
+                .await
+                .ok()
+                .flatten()
+                .filter(|found| found.partitions == 6)
+        }
+    })
+    .await;
+
+    // A decrease is refused and nothing changes.
+    pipeline.spec.topic.partitions = 3;
+    let error = ensure_topics(&admin, &pipeline)
+        .await
+        .expect_err("a decrease is refused");
+    assert!(
+        matches!(error, ProvisionError::TopicNotSupported { .. }),
+        "{error}"
+    );
+    assert_eq!(error.reason(), "NotSupported");
+    let existing = read_topic(&admin, &topic)
+        .await
+        .expect("metadata")
+        .expect("the topic");
+    assert_eq!(existing.partitions, 6);
+
+    delete_topics(&admin, &pipeline)
+        .await
+        .expect("deleting the topics");
+    eventually("the topic to be gone", Duration::from_secs(30), || {
+        let admin = admin.clone();
+        let topic = topic.clone();
+        async move { matches!(read_topic(&admin, &topic).await, Ok(None)).then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tables_are_created_extended_and_protected_from_incompatible_changes() {
+    let session = SessionBuilder::new()
+        .known_nodes(cassandra_contact_points())
+        .build()
+        .await
+        .expect("connecting to Cassandra");
+    let mut pipeline = pipeline();
+    let keyspace = pipeline.spec.cassandra.keyspace.name.clone();
+
+    let report = ensure_schema(&session, &pipeline.spec)
+        .await
+        .expect("creating the schema");
+    assert_eq!(report.created, vec![format!("{keyspace}.listings_by_id")]);
+    let columns = read_table(&session, &keyspace, "listings_by_id")
+        .await
+        .expect("reading the table");
+    assert_eq!(columns["zpid"].kind, "partition_key");
+    assert_eq!(columns["price"].cql_type, "bigint");
+    assert_eq!(columns.len(), 5);
+
+    // A new field is an additive change: ALTER TABLE ADD.
+    pipeline.spec.schema.fields.push(FieldSpec {
+        name: "bedrooms".into(),
+        path: None,
+        type_: CqlType::Int,
+        required: false,
+        default: None,
+        max_length: None,
+    });
+    let report = ensure_schema(&session, &pipeline.spec)
+        .await
+        .expect("adding a column");
+    assert_eq!(
+        report.added_columns,
+        vec![format!("{keyspace}.listings_by_id.bedrooms")]
+    );
+    assert_eq!(
+        read_table(&session, &keyspace, "listings_by_id")
+            .await
+            .expect("reading")["bedrooms"]
+            .cql_type,
+        "int"
+    );
+
+    // A type change is refused, and nothing is altered — not even the additive part.
+    pipeline
+        .spec
+        .schema
+        .fields
+        .retain(|field| field.name != "price");
+    pipeline.spec.schema.fields.push(FieldSpec {
+        name: "price".into(),
+        path: None,
+        type_: CqlType::Double,
+        required: true,
+        default: None,
+        max_length: None,
+    });
+    pipeline.spec.schema.fields.push(FieldSpec {
+        name: "bathrooms".into(),
+        path: None,
+        type_: CqlType::Double,
+        required: false,
+        default: None,
+        max_length: None,
+    });
+    let error = ensure_schema(&session, &pipeline.spec)
+        .await
+        .expect_err("a type change is refused");
+    assert_eq!(error.reason(), "IncompatibleSchemaChange");
+    assert!(
+        error
+            .to_string()
+            .contains("price is bigint in Cassandra but declared double"),
+        "{error}"
+    );
+    let columns = read_table(&session, &keyspace, "listings_by_id")
+        .await
+        .expect("reading");
+    assert_eq!(columns["price"].cql_type, "bigint");
+    assert!(!columns.contains_key("bathrooms"), "nothing altered");
+
+    drop_tables(&session, &pipeline.spec)
+        .await
+        .expect("dropping the tables");
+    assert!(
+        read_table(&session, &keyspace, "listings_by_id")
+            .await
+            .expect("reading")
+            .is_empty()
+    );
+    session
+        .query_unpaged(format!("DROP KEYSPACE {keyspace}"), ())
+        .await
+        .expect("dropping the keyspace");
+}
