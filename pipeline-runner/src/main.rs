@@ -1,16 +1,27 @@
 //! `pipeline-runner`: runs the roles of a Pipeline manifest.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use pipeline_runner::connect::EndpointOverrides;
+use pipeline_runner::error::RunnerError;
+use pipeline_runner::ingest::{self, IngestOptions};
+use pipeline_runner::process::{self, ProcessOptions};
 use pipeline_runner::record::RecordParser;
+use pipeline_runner::standalone::{self, StandaloneOptions};
+use pipeline_runner::telemetry::{self, Health, Metrics};
 use pipeline_runner::transform::Transforms;
+use pipeline_runner::shutdown;
+use rtdp_crds::Pipeline;
 use rtdp_provisioning::cassandra::{keyspace_cql, table_definitions};
 use rtdp_provisioning::kafka::topic_definitions;
+use tokio::sync::watch;
 
 /// The RTDP data plane: moves a Pipeline's records from its source through Kafka into
-/// Cassandra.
+/// Cassandra. Each role reads the same Pipeline manifest the operator reconciles.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
@@ -27,22 +38,238 @@ enum Command {
         #[arg(short = 'f', long = "file", value_name = "PIPELINE_YAML")]
         file: PathBuf,
     },
+    /// Pull records from the Pipeline's source (HTTP API or generator) into its topic, with
+    /// an idempotent producer (acks=all).
+    Ingest {
+        #[command(flatten)]
+        run: RunArgs,
+        /// One pass over the HTTP source's pages (or the generator's totalRecords), then exit:
+        /// 0 when every page was ingested, 3 when some failed after their retries, 1 when
+        /// nothing could be ingested. This is what the CronJob of a scheduled source runs.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Consume the topic in the Pipeline's consumer group, parse and transform each record,
+    /// write it to every table, dead-letter what cannot be written. Offsets are stored only
+    /// after Cassandra acknowledged the record and every earlier one of its partition.
+    /// SIGTERM finishes in-flight writes, commits and exits 0.
+    Process {
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// No Kubernetes: create the topics, keyspace and tables, then run ingest and process in
+    /// one process (like Kafka Connect's standalone mode), with live progress on a terminal.
+    Standalone {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Ingest once, process everything ingested, print a report and exit.
+        #[arg(long)]
+        once: bool,
+        /// Do not draw the progress line.
+        #[arg(long)]
+        no_progress: bool,
+    },
+}
+
+/// Flags shared by the roles that connect to servers.
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The Pipeline manifest (YAML; other documents in the file are skipped).
+    #[arg(short = 'f', long = "file", value_name = "PIPELINE_YAML")]
+    file: PathBuf,
+    /// Kafka bootstrap servers (host:port,...) instead of the manifest's.
+    #[arg(long, env = "RTDP_KAFKA_BOOTSTRAP_SERVERS", value_name = "HOST:PORT,...")]
+    kafka_bootstrap_servers: Option<String>,
+    /// Cassandra contact points (host:port,...) instead of the manifest's.
+    #[arg(long, env = "RTDP_CASSANDRA_CONTACT_POINTS", value_name = "HOST:PORT,...")]
+    cassandra_contact_points: Option<String>,
+    /// The HTTP source's URL instead of the manifest's (a local or staging API).
+    #[arg(long, env = "RTDP_SOURCE_URL", value_name = "URL")]
+    source_url: Option<String>,
+    /// Where to serve /metrics, /healthz and /readyz (port 0 picks a free one).
+    #[arg(
+        long,
+        env = "RTDP_METRICS_ADDRESS",
+        default_value = "0.0.0.0:9090",
+        value_name = "ADDRESS:PORT"
+    )]
+    metrics_address: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "RTDP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (what log collectors want).
+    Json,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Validate { file } => match validate(&file) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("pipeline-runner: {error:#}");
-                ExitCode::from(2)
-            }
-        },
+    let (run, default_level) = match &cli.command {
+        Command::Validate { file } => {
+            return match validate(file) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("pipeline-runner: {error:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Command::Standalone { run, .. } => (run, "warn"),
+        Command::Ingest { run, .. } | Command::Process { run } => (run, "info"),
+    };
+    init_logging(run.log_format, default_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("pipeline-runner: starting the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run_role(cli.command)) {
+        Ok(code) => code,
+        Err(error) => {
+            tracing::error!(reason = error.reason(), %error, "stopped");
+            eprintln!("pipeline-runner: {error}");
+            error.exit_code()
+        }
     }
 }
 
-fn validate(file: &std::path::Path) -> anyhow::Result<()> {
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// What every connected role starts with.
+struct Started {
+    pipeline: Pipeline,
+    overrides: EndpointOverrides,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    shutdown: watch::Receiver<bool>,
+}
+
+async fn start(run: &RunArgs) -> Result<Started, RunnerError> {
+    let pipeline = rtdp_crds::load_pipeline(&run.file)?;
+    RecordParser::new(&pipeline.spec.schema)
+        .map_err(|error| RunnerError::Config(error.to_string()))?;
+    Transforms::new(&pipeline.spec.schema)
+        .map_err(|error| RunnerError::Config(error.to_string()))?;
+    let name = format!(
+        "{}/{}",
+        pipeline.namespace_or_default(),
+        pipeline.metadata.name.clone().unwrap_or_default()
+    );
+    let metrics = Arc::new(Metrics::new(&name));
+    let health = Arc::new(Health::default());
+    let listener = telemetry::bind(run.metrics_address).await?;
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!(%address, "serving /metrics, /healthz and /readyz");
+    }
+    telemetry::serve(listener, Arc::clone(&metrics), Arc::clone(&health));
+    Ok(Started {
+        pipeline,
+        overrides: EndpointOverrides {
+            kafka_bootstrap_servers: run.kafka_bootstrap_servers.clone(),
+            cassandra_contact_points: run.cassandra_contact_points.clone(),
+            source_url: run.source_url.clone(),
+        },
+        metrics,
+        health,
+        shutdown: shutdown::on_signal(),
+    })
+}
+
+async fn run_role(command: Command) -> Result<ExitCode, RunnerError> {
+    match command {
+        Command::Validate { .. } => Ok(ExitCode::SUCCESS),
+        Command::Ingest { run, once } => {
+            let started = start(&run).await?;
+            let report = ingest::run(
+                &started.pipeline,
+                IngestOptions {
+                    overrides: started.overrides,
+                    once,
+                    shutdown: started.shutdown,
+                    metrics: started.metrics,
+                    health: started.health,
+                },
+            )
+            .await?;
+            tracing::info!(
+                records = report.records,
+                pages = report.pages,
+                failures = report.failures,
+                "ingest finished"
+            );
+            if report.is_partial() {
+                eprintln!(
+                    "pipeline-runner: ingest finished with {} failures: {}",
+                    report.failures,
+                    report.first_error.as_deref().unwrap_or("unknown")
+                );
+                return Ok(ExitCode::from(3));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Process { run } => {
+            let started = start(&run).await?;
+            let (_stop_sender, stop_at) = watch::channel(None);
+            process::run(
+                &started.pipeline,
+                ProcessOptions {
+                    overrides: started.overrides,
+                    shutdown: started.shutdown,
+                    stop_at,
+                    metrics: started.metrics,
+                    health: started.health,
+                },
+            )
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Standalone {
+            run,
+            once,
+            no_progress,
+        } => {
+            let started = start(&run).await?;
+            let report = standalone::run(
+                &started.pipeline,
+                StandaloneOptions {
+                    overrides: started.overrides,
+                    once,
+                    progress: !no_progress,
+                    shutdown: started.shutdown,
+                    metrics: started.metrics,
+                    health: started.health,
+                },
+            )
+            .await?;
+            println!("{report}");
+            let partial = report.ingest.as_ref().is_some_and(|ingest| ingest.is_partial());
+            Ok(if partial {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+    }
+}
+
+fn validate(file: &Path) -> anyhow::Result<()> {
     let pipeline = rtdp_crds::load_pipeline(file)?;
     RecordParser::new(&pipeline.spec.schema)?;
     Transforms::new(&pipeline.spec.schema)?;

@@ -3,6 +3,8 @@
 //! Integration tests never skip: when a server is not configured or not reachable they fail
 //! with a message that says how to start it. `make test` brings the stack up first.
 
+pub mod listings_api;
+
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

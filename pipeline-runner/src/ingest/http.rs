@@ -1,0 +1,408 @@
+//! The HTTP source: one pass requests every page of results, extracts the records at the
+//! declared pointer, keys them by the key field and hands them to the sink. Ingest does not
+//! validate records: the process role does, in one place, and dead-letters with reasons.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::{StatusCode, Url};
+use rtdp_crds::{HttpMethod, HttpSource, PaginationType};
+use serde_json::Value as Json;
+
+use crate::connect::secret_from_env;
+use crate::error::RunnerError;
+use crate::ingest::sink::Sink;
+use crate::telemetry::{Metrics, OutcomeLabel};
+
+/// The longest a single backoff waits, whatever Retry-After says.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// What one pass did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PassReport {
+    /// Pages fetched and produced.
+    pub pages: u64,
+    /// Records handed to Kafka.
+    pub records: u64,
+    /// Pages that failed after their retries (their records are missing from this pass).
+    pub failed_pages: u64,
+    /// The first failure, for the log and the exit status.
+    pub first_error: Option<String>,
+}
+
+/// An HTTP source ready to run passes.
+#[derive(Debug)]
+pub struct HttpIngest {
+    client: reqwest::Client,
+    source: HttpSource,
+    url: Url,
+    headers: HeaderMap,
+    base_backoff: Duration,
+}
+
+/// The environment variable carrying a header's secret value (docs/runner-contract.md).
+pub fn header_variable(header: &str) -> String {
+    format!(
+        "RTDP_HTTP_HEADER_{}",
+        header.to_ascii_uppercase().replace('-', "_")
+    )
+}
+
+impl HttpIngest {
+    /// Builds the client; every header value must be resolvable now.
+    pub fn new(source: &HttpSource, url_override: Option<&str>) -> Result<Self, RunnerError> {
+        let url_text = url_override.unwrap_or(&source.url);
+        let url = Url::parse(url_text)
+            .map_err(|error| RunnerError::Config(format!("source url {url_text:?}: {error}")))?;
+        let mut headers = HeaderMap::new();
+        for header in &source.headers {
+            let value = match (&header.value, &header.value_from) {
+                (Some(value), _) => value.clone(),
+                (None, Some(from)) => secret_from_env(
+                    &header_variable(&header.name),
+                    &format!(
+                        "header {} (Secret {} key {})",
+                        header.name, from.secret_key_ref.name, from.secret_key_ref.key
+                    ),
+                )?,
+                (None, None) => String::new(),
+            };
+            let name = HeaderName::from_bytes(header.name.as_bytes()).map_err(|error| {
+                RunnerError::Config(format!("header name {:?}: {error}", header.name))
+            })?;
+            let value = HeaderValue::from_str(&value).map_err(|error| {
+                RunnerError::Config(format!("value of header {}: {error}", header.name))
+            })?;
+            headers.insert(name, value);
+        }
+        let timeout = Duration::from_secs(u64::try_from(source.timeout_seconds).unwrap_or(30));
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("rtdp-pipeline-runner/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|error| RunnerError::Config(format!("building the HTTP client: {error}")))?;
+        Ok(Self {
+            client,
+            source: source.clone(),
+            url,
+            headers,
+            base_backoff: Duration::from_millis(500),
+        })
+    }
+
+    /// Shortens the first retry's wait (tests).
+    pub fn with_base_backoff(mut self, base_backoff: Duration) -> Self {
+        self.base_backoff = base_backoff;
+        self
+    }
+
+    /// Fetches every page once and produces its records.
+    pub async fn run_pass(&self, sink: &mut Sink<'_>, metrics: &Metrics) -> PassReport {
+        let mut report = PassReport::default();
+        let pagination = self.source.pagination.as_ref();
+        let max_pages = pagination.map_or(1, |pagination| {
+            u64::try_from(pagination.max_pages).unwrap_or(1)
+        });
+        let mut page_number = pagination.map_or(1, |pagination| i64::from(pagination.start_page));
+        let mut cursor: Option<String> = None;
+        let mut next_url: Option<Url> = None;
+        let mut last_page: Option<i64> = None;
+        let mut requested = 0_u64;
+
+        while requested < max_pages {
+            requested += 1;
+            let url = self.page_url(page_number, cursor.as_deref(), next_url.as_ref());
+            let document = match self.fetch(url.clone(), metrics).await {
+                Ok(document) => document,
+                Err(error) => {
+                    report.failed_pages += 1;
+                    tracing::error!(%url, %error, "page failed after its retries");
+                    report.first_error.get_or_insert(error);
+                    // Page numbers can skip a bad page when the total is known; cursors and
+                    // next URLs cannot go on without the failed response.
+                    let can_skip = pagination.is_some_and(|pagination| {
+                        pagination.type_ == PaginationType::PageNumber
+                            && last_page.is_some_and(|last| page_number < last)
+                    });
+                    if can_skip {
+                        page_number += 1;
+                        continue;
+                    }
+                    break;
+                }
+            };
+            let records = match records_at(&document, &self.source.records_pointer) {
+                Ok(records) => records,
+                Err(error) => {
+                    report.failed_pages += 1;
+                    tracing::error!(%url, %error, "page has no records array");
+                    report.first_error.get_or_insert(error);
+                    break;
+                }
+            };
+            report.pages += 1;
+            let count = records.len();
+            for record in records {
+                let key = self
+                    .source
+                    .key_field
+                    .as_deref()
+                    .and_then(|pointer| key_of(record, pointer));
+                let payload = serde_json::to_vec(record).unwrap_or_default();
+                sink.send(key.as_deref().map(str::as_bytes), &payload).await;
+                report.records += 1;
+            }
+            tracing::info!(%url, records = count, "page ingested");
+
+            let Some(pagination) = pagination else {
+                break;
+            };
+            match pagination.type_ {
+                PaginationType::PageNumber => {
+                    if let Some(pointer) = &pagination.total_pages_pointer {
+                        last_page = document
+                            .pointer(pointer)
+                            .and_then(Json::as_i64)
+                            .map(|total| i64::from(pagination.start_page) + total - 1);
+                    }
+                    let done = match last_page {
+                        Some(last) => page_number >= last,
+                        None => count == 0,
+                    };
+                    if done {
+                        break;
+                    }
+                    page_number += 1;
+                }
+                PaginationType::Cursor => {
+                    cursor = pagination
+                        .next_cursor_pointer
+                        .as_deref()
+                        .and_then(|pointer| document.pointer(pointer))
+                        .and_then(scalar_text);
+                    if cursor.as_deref().is_none_or(str::is_empty) {
+                        break;
+                    }
+                }
+                PaginationType::NextUrl => {
+                    next_url = pagination
+                        .next_url_pointer
+                        .as_deref()
+                        .and_then(|pointer| document.pointer(pointer))
+                        .and_then(Json::as_str)
+                        .filter(|text| !text.is_empty())
+                        .and_then(|text| self.url.join(text).ok());
+                    if next_url.is_none() {
+                        break;
+                    }
+                }
+            }
+        }
+        sink.flush().await;
+        report
+    }
+
+    fn page_url(&self, page_number: i64, cursor: Option<&str>, next_url: Option<&Url>) -> Url {
+        if let Some(next) = next_url {
+            return next.clone();
+        }
+        let mut url = self.url.clone();
+        {
+            let mut query = url.query_pairs_mut();
+            for (name, value) in &self.source.query_params {
+                query.append_pair(name, value);
+            }
+            if let Some(pagination) = &self.source.pagination {
+                match pagination.type_ {
+                    PaginationType::PageNumber => {
+                        if let Some(parameter) = &pagination.page_param {
+                            query.append_pair(parameter, &page_number.to_string());
+                        }
+                    }
+                    PaginationType::Cursor => {
+                        if let (Some(parameter), Some(cursor)) = (&pagination.cursor_param, cursor)
+                        {
+                            query.append_pair(parameter, cursor);
+                        }
+                    }
+                    PaginationType::NextUrl => {}
+                }
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        url
+    }
+
+    /// One page, with retries and exponential backoff on connection errors, timeouts, 429
+    /// and 5xx (Retry-After honoured). Other statuses fail at once: retrying cannot help.
+    async fn fetch(&self, url: Url, metrics: &Metrics) -> Result<Json, String> {
+        let max_retries = u32::try_from(self.source.max_retries).unwrap_or(0);
+        let mut attempt = 0_u32;
+        loop {
+            let request = match self.source.method {
+                HttpMethod::Get => self.client.get(url.clone()),
+                HttpMethod::Post => self
+                    .client
+                    .post(url.clone())
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(self.source.body.clone().unwrap_or_default()),
+            };
+            let outcome = request.headers(self.headers.clone()).send().await;
+            let (retry_after, error) = match outcome {
+                Ok(response) if response.status().is_success() => {
+                    let body = response
+                        .bytes()
+                        .await
+                        .map_err(|error| format!("reading the response of {url}: {error}"));
+                    match body.and_then(|body| {
+                        serde_json::from_slice::<Json>(&body)
+                            .map_err(|error| format!("the response of {url} is not JSON: {error}"))
+                    }) {
+                        Ok(document) => {
+                            count(metrics, "ok");
+                            return Ok(document);
+                        }
+                        Err(error) => (None, error),
+                    }
+                }
+                Ok(response) => {
+                    let status = response.status();
+                    let retry_after = response
+                        .headers()
+                        .get(RETRY_AFTER)
+                        .and_then(|value| value.to_str().ok())
+                        .and_then(|value| value.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    let error = format!("{url} answered {status}");
+                    if !retryable(status) {
+                        count(metrics, "failed");
+                        return Err(error);
+                    }
+                    (retry_after, error)
+                }
+                Err(error) => (None, format!("requesting {url}: {error}")),
+            };
+            if attempt >= max_retries {
+                count(metrics, "failed");
+                return Err(format!("{error} (after {attempt} retries)"));
+            }
+            count(metrics, "retried");
+            let backoff = retry_after
+                .unwrap_or_else(|| self.base_backoff.saturating_mul(2_u32.saturating_pow(attempt)))
+                .min(MAX_BACKOFF);
+            tracing::warn!(%error, attempt, retry_in_ms = backoff.as_millis() as u64, "request failed; retrying");
+            tokio::time::sleep(backoff).await;
+            attempt += 1;
+        }
+    }
+}
+
+fn count(metrics: &Metrics, outcome: &str) {
+    metrics
+        .source_requests
+        .get_or_create(&OutcomeLabel {
+            outcome: outcome.to_string(),
+        })
+        .inc();
+}
+
+fn retryable(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status.is_server_error()
+}
+
+/// The records array at `pointer` (the whole document when the pointer is empty).
+pub fn records_at<'a>(document: &'a Json, pointer: &str) -> Result<&'a Vec<Json>, String> {
+    match document.pointer(pointer) {
+        Some(Json::Array(records)) => Ok(records),
+        Some(other) => Err(format!(
+            "recordsPointer {pointer:?} points at {}, not an array",
+            kind(other)
+        )),
+        None => Err(format!("recordsPointer {pointer:?} is not in the response")),
+    }
+}
+
+/// The Kafka key of a record: the key field's value as text; none when absent or not a
+/// scalar (the record still goes to Kafka, and the process role judges it).
+pub fn key_of(record: &Json, pointer: &str) -> Option<String> {
+    record.pointer(pointer).and_then(scalar_text)
+}
+
+fn scalar_text(value: &Json) -> Option<String> {
+    match value {
+        Json::String(text) => Some(text.clone()),
+        Json::Number(number) => Some(number.to_string()),
+        Json::Bool(flag) => Some(flag.to_string()),
+        _ => None,
+    }
+}
+
+fn kind(value: &Json) -> &'static str {
+    match value {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn header_variables_follow_the_contract() {
+        assert_eq!(
+            header_variable("X-RapidAPI-Key"),
+            "RTDP_HTTP_HEADER_X_RAPIDAPI_KEY"
+        );
+    }
+
+    #[test]
+    fn records_are_found_at_the_pointer() {
+        let document = json!({"results": [{"zpid": 1}, {"zpid": "2"}], "totalPages": 3});
+        let records = records_at(&document, "/results").expect("an array");
+        assert_eq!(records.len(), 2);
+        assert_eq!(key_of(&records[0], "/zpid").as_deref(), Some("1"));
+        assert_eq!(key_of(&records[1], "/zpid").as_deref(), Some("2"));
+        assert_eq!(key_of(&records[1], "/missing"), None);
+        let error = records_at(&document, "/totalPages").expect_err("not an array");
+        assert!(error.contains("a number"), "{error}");
+        assert!(records_at(&document, "/nothing").is_err());
+        let bare = json!([1, 2]);
+        assert_eq!(records_at(&bare, "").expect("the document").len(), 2);
+    }
+
+    #[test]
+    fn page_urls_carry_query_and_page_parameters() {
+        let source: HttpSource = serde_json::from_value(json!({
+            "url": "http://127.0.0.1:1/search",
+            "queryParams": {"location": "houston, tx"},
+            "pagination": {"type": "PageNumber", "pageParam": "page"},
+            "schedule": "@daily"
+        }))
+        .expect("a source");
+        let ingest = HttpIngest::new(&source, None).expect("an ingest");
+        let url = ingest.page_url(3, None, None);
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:1/search?location=houston%2C+tx&page=3"
+        );
+    }
+
+    #[test]
+    fn retryable_statuses() {
+        assert!(retryable(StatusCode::SERVICE_UNAVAILABLE));
+        assert!(retryable(StatusCode::TOO_MANY_REQUESTS));
+        assert!(!retryable(StatusCode::NOT_FOUND));
+        assert!(!retryable(StatusCode::UNAUTHORIZED));
+    }
+}

@@ -1,0 +1,184 @@
+//! The ingest role: records from the Pipeline's source into its topic.
+
+pub mod generator;
+pub mod http;
+pub mod sink;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rtdp_crds::Pipeline;
+use tokio::sync::watch;
+
+use crate::connect::{EndpointOverrides, kafka_client_config};
+use crate::error::RunnerError;
+use crate::kafka::producer;
+use crate::telemetry::{Health, Metrics};
+use http::HttpIngest;
+use sink::Sink;
+
+/// What the ingest role needs besides the manifest.
+#[derive(Debug)]
+pub struct IngestOptions {
+    /// Endpoint overrides.
+    pub overrides: EndpointOverrides,
+    /// One pass (an HTTP source) or `totalRecords` (a generator), then return.
+    pub once: bool,
+    /// Flips to true on SIGTERM/SIGINT.
+    pub shutdown: watch::Receiver<bool>,
+    /// Metrics to update.
+    pub metrics: Arc<Metrics>,
+    /// Health to report.
+    pub health: Arc<Health>,
+}
+
+/// What the ingest role did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IngestReport {
+    /// Records acknowledged by Kafka.
+    pub records: u64,
+    /// Pages fetched (HTTP source).
+    pub pages: u64,
+    /// Pages or records that failed after retries.
+    pub failures: u64,
+    /// The first failure.
+    pub first_error: Option<String>,
+}
+
+impl IngestReport {
+    /// True when something failed after its retries.
+    pub fn is_partial(&self) -> bool {
+        self.failures > 0
+    }
+}
+
+/// Runs the ingest role.
+pub async fn run(pipeline: &Pipeline, options: IngestOptions) -> Result<IngestReport, RunnerError> {
+    let IngestOptions {
+        overrides,
+        once,
+        mut shutdown,
+        metrics,
+        health,
+    } = options;
+    let Some(source) = &pipeline.spec.source else {
+        return Err(RunnerError::Config(
+            "the Pipeline declares no source, so ingest has nothing to do (records reach its topic from elsewhere)"
+                .to_string(),
+        ));
+    };
+    let base = kafka_client_config(&pipeline.spec.kafka, &overrides)?;
+    let producer = producer(&base, &pipeline.spec.runner.batch)?;
+    let topic = pipeline.topic_name();
+    health.set_kafka(true);
+    let mut sink = Sink::new(&producer, &topic, &metrics);
+    let mut report = IngestReport::default();
+
+    if let Some(generator) = &source.generator {
+        let sent = generator::run(generator, &mut sink, &mut shutdown).await;
+        tracing::info!(records = sent, %topic, "generator finished");
+    } else if let Some(source) = &source.http {
+        let ingest = HttpIngest::new(source, overrides.source_url.as_deref())?;
+        let interval = source.poll_interval.as_deref().map(parse_duration).transpose()?;
+        loop {
+            let pass = ingest.run_pass(&mut sink, &metrics).await;
+            tracing::info!(
+                pages = pass.pages,
+                records = pass.records,
+                failed_pages = pass.failed_pages,
+                %topic,
+                "pass finished"
+            );
+            report.pages += pass.pages;
+            report.failures += pass.failed_pages;
+            if report.first_error.is_none() {
+                report.first_error = pass.first_error;
+            }
+            if pass.pages == 0 && pass.failed_pages > 0 && once {
+                return Err(RunnerError::Source(
+                    report
+                        .first_error
+                        .unwrap_or_else(|| "the first page failed".to_string()),
+                ));
+            }
+            let Some(interval) = interval.filter(|_| !once) else {
+                if !once && source.schedule.is_some() {
+                    tracing::info!(
+                        "a scheduled source runs one pass here; in Kubernetes its CronJob runs `ingest --once` on the schedule"
+                    );
+                }
+                break;
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+    } else {
+        return Err(RunnerError::Config(
+            "source declares neither http nor generator".to_string(),
+        ));
+    }
+    sink.flush().await;
+    report.records = sink.delivered;
+    if sink.failed > 0 {
+        report.failures += sink.failed;
+        if report.first_error.is_none() {
+            report.first_error = sink.last_error().map(str::to_string);
+        }
+        if sink.delivered == 0 {
+            return Err(RunnerError::Source(format!(
+                "no record reached topic {topic}: {}",
+                sink.last_error().unwrap_or("unknown error")
+            )));
+        }
+    }
+    Ok(report)
+}
+
+/// `30s`, `5m`, `1h30m`, `500ms` (the CRD's pattern: number-unit pairs).
+pub fn parse_duration(text: &str) -> Result<Duration, RunnerError> {
+    let invalid =
+        || RunnerError::Config(format!("pollInterval {text:?} is not a duration like 30s or 5m"));
+    let mut rest = text;
+    let mut total = Duration::ZERO;
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|character: char| !character.is_ascii_digit())
+            .ok_or_else(invalid)?;
+        let number: u64 = rest[..digits].parse().map_err(|_| invalid())?;
+        let after = &rest[digits..];
+        let unit_length = after
+            .find(|character: char| character.is_ascii_digit())
+            .unwrap_or(after.len());
+        let part = match &after[..unit_length] {
+            "ms" => Duration::from_millis(number),
+            "s" => Duration::from_secs(number),
+            "m" => Duration::from_secs(number.saturating_mul(60)),
+            "h" => Duration::from_secs(number.saturating_mul(3600)),
+            _ => return Err(invalid()),
+        };
+        total = total.saturating_add(part);
+        rest = &after[unit_length..];
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").ok(), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m").ok(), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("250ms").ok(), Some(Duration::from_millis(250)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 m").is_err());
+        assert!(parse_duration("").is_err());
+        assert_eq!(parse_duration("1h30m").ok(), Some(Duration::from_secs(5400)));
+    }
+}

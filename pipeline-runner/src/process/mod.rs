@@ -1,0 +1,448 @@
+//! The process role: consume the Pipeline's topic, parse and transform each record, write it
+//! to every table, dead-letter what cannot be written, and store each partition's offset
+//! only once every earlier record of it is safely done.
+
+pub mod dead_letter;
+pub mod offsets;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use futures::stream::{FuturesUnordered, StreamExt};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Message, Offset, Timestamp, TopicPartitionList};
+use rtdp_crds::Pipeline;
+use tokio::sync::watch;
+
+use crate::connect::{EndpointOverrides, cassandra_session, kafka_client_config};
+use crate::error::RunnerError;
+use crate::kafka::{ConsumerCallbacks, consumer, producer};
+use crate::record::{RecordError, RecordParser};
+use crate::telemetry::{Health, KindLabel, Metrics};
+use crate::transform::{Outcome, Transforms};
+use offsets::OffsetTracker;
+use writer::{TableWriter, error_kind, write_timestamp_micros};
+
+/// How long in-flight writes may take to finish after SIGTERM before the runner gives up on
+/// them (their offsets are then not stored, so they are re-delivered: nothing is lost).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+
+/// Offsets (next to consume) per partition at which `process` may stop: standalone mode's
+/// "run until everything ingested so far is processed".
+pub type EndOffsets = HashMap<i32, i64>;
+
+/// What the process role needs besides the manifest.
+#[derive(Debug)]
+pub struct ProcessOptions {
+    /// Endpoint overrides.
+    pub overrides: EndpointOverrides,
+    /// Flips to true on SIGTERM/SIGINT.
+    pub shutdown: watch::Receiver<bool>,
+    /// When set, stop once the group's committed offsets reach these.
+    pub stop_at: watch::Receiver<Option<EndOffsets>>,
+    /// Metrics to update.
+    pub metrics: Arc<Metrics>,
+    /// Health to report.
+    pub health: Arc<Health>,
+}
+
+/// What happened to one record.
+enum Done {
+    Written,
+    DeadLettered,
+    Filtered,
+}
+
+type Work = Pin<Box<dyn Future<Output = (i32, i64, Done)> + Send>>;
+
+/// Runs the process role until shutdown (or `stop_at` is reached).
+pub async fn run(pipeline: &Pipeline, options: ProcessOptions) -> Result<(), RunnerError> {
+    let ProcessOptions {
+        overrides,
+        mut shutdown,
+        mut stop_at,
+        metrics,
+        health,
+    } = options;
+    health.require_cassandra();
+    let spec = &pipeline.spec;
+    let pipeline_name = format!(
+        "{}/{}",
+        pipeline.namespace_or_default(),
+        kube_name(pipeline)
+    );
+    let parser = RecordParser::new(&spec.schema).map_err(|error| RunnerError::Config(error.to_string()))?;
+    let transforms =
+        Transforms::new(&spec.schema).map_err(|error| RunnerError::Config(error.to_string()))?;
+    let value_names: Vec<String> = parser
+        .field_names()
+        .chain(transforms.derived_names())
+        .map(str::to_string)
+        .collect();
+
+    let Some(session) =
+        connect_cassandra_with_retry(pipeline, &overrides, &health, &mut shutdown).await?
+    else {
+        return Ok(());
+    };
+    let session = Arc::new(session);
+    let writer = TableWriter::prepare(Arc::clone(&session), spec, &value_names).await?;
+    health.set_cassandra(true);
+
+    let base = kafka_client_config(&spec.kafka, &overrides)?;
+    let dead_letters = producer(&base, &spec.runner.batch)?;
+    let topic = pipeline.topic_name();
+    let dead_letter_topic = pipeline.dead_letter_topic_name();
+    let consumer = consumer(&base, &pipeline.consumer_group(), Arc::clone(&metrics))?;
+    consumer
+        .subscribe(&[topic.as_str()])
+        .map_err(|error| RunnerError::kafka(format!("subscribing to topic {topic}"), error))?;
+    health.set_kafka(true);
+    tracing::info!(
+        pipeline = %pipeline_name,
+        %topic,
+        group = %pipeline.consumer_group(),
+        tables = writer.table_count(),
+        "processing"
+    );
+
+    // Each record writes to every table; `concurrency` bounds the writes in flight.
+    let max_in_flight = (usize::try_from(spec.runner.concurrency).unwrap_or(1)
+        / writer.table_count().max(1))
+    .max(1);
+    let max_batch = usize::try_from(spec.runner.batch.max_records).unwrap_or(1).max(1);
+    let cel_root = cel::Context::default();
+    let mut tracker = OffsetTracker::default();
+    let mut work: FuturesUnordered<Work> = FuturesUnordered::new();
+    let mut paused = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    loop {
+        let capacity = max_in_flight.saturating_sub(work.len());
+        tokio::select! {
+            biased;
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    tracing::info!(in_flight = work.len(), "shutting down: finishing in-flight records");
+                    break;
+                }
+            }
+            Some((partition, offset, done)) = work.next(), if !work.is_empty() => {
+                finish(&consumer, &topic, &mut tracker, &metrics, partition, offset, done);
+            }
+            received = consumer.recv(), if capacity > 0 => {
+                let message = received.map_err(|error| {
+                    RunnerError::kafka(format!("consuming topic {topic}"), error)
+                });
+                let message = match message {
+                    Ok(message) => message.detach(),
+                    Err(error) => {
+                        // librdkafka retries by itself; a consume error is reported, not fatal.
+                        tracing::warn!(%error, "consume error");
+                        continue;
+                    }
+                };
+                let mut batch = vec![message];
+                // Take what is already fetched, up to a batch, without waiting.
+                while batch.len() < max_batch.min(capacity) {
+                    match consumer.recv().now_or_never() {
+                        Some(Ok(message)) => batch.push(message.detach()),
+                        _ => break,
+                    }
+                }
+                for message in batch {
+                    metrics.records_consumed.inc();
+                    tracker.dispatched(message.partition(), message.offset());
+                    let started = Instant::now();
+                    match decide(&parser, &transforms, &cel_root, &message) {
+                        Decision::Write(values) => work.push(Box::pin(write(
+                            writer.clone(),
+                            message,
+                            values,
+                            started,
+                            Arc::clone(&metrics),
+                            Arc::clone(&health),
+                        ))),
+                        Decision::DeadLetter(error) => work.push(Box::pin(dead_letter(
+                            dead_letters.clone(),
+                            dead_letter_topic.clone(),
+                            pipeline_name.clone(),
+                            message,
+                            error,
+                            Arc::clone(&metrics),
+                        ))),
+                        Decision::Filtered => {
+                            finish(&consumer, &topic, &mut tracker, &metrics, message.partition(), message.offset(), Done::Filtered);
+                        }
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                for partition in consumer.context().take_revoked() {
+                    tracker.revoke(partition);
+                }
+                paused = pause_while_cassandra_is_down(&consumer, &health, paused);
+                let target = stop_at.borrow_and_update().clone();
+                if let Some(end_offsets) = target
+                    && work.is_empty()
+                    && reached(&consumer, &end_offsets)
+                {
+                    tracing::info!("caught up with the end offsets; stopping");
+                    break;
+                }
+            }
+        }
+    }
+
+    // Finish what is in flight, store its offsets, commit, leave the group.
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    while !work.is_empty() {
+        match tokio::time::timeout_at(deadline, work.next()).await {
+            Ok(Some((partition, offset, done))) => {
+                finish(&consumer, &topic, &mut tracker, &metrics, partition, offset, done);
+            }
+            Ok(None) => break,
+            Err(_) => {
+                tracing::warn!(
+                    in_flight = work.len(),
+                    "gave up waiting for in-flight writes; their records will be re-delivered"
+                );
+                break;
+            }
+        }
+    }
+    if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
+        // Nothing stored since the last automatic commit is not an error worth failing on.
+        tracing::debug!(%error, "final offset commit");
+    }
+    tracing::info!("offsets committed; process role stopped");
+    Ok(())
+}
+
+fn kube_name(pipeline: &Pipeline) -> String {
+    pipeline.metadata.name.clone().unwrap_or_default()
+}
+
+/// Connects to Cassandra, retrying with backoff until it answers or shutdown.
+async fn connect_cassandra_with_retry(
+    pipeline: &Pipeline,
+    overrides: &EndpointOverrides,
+    health: &Health,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Option<scylla::client::session::Session>, RunnerError> {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match cassandra_session(&pipeline.spec.cassandra, overrides).await {
+            Ok(session) => return Ok(Some(session)),
+            Err(error @ RunnerError::Config(_)) => return Err(error),
+            Err(error) => {
+                health.set_cassandra(false);
+                tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "Cassandra is not reachable yet");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => return Ok(None),
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+enum Decision {
+    Write(Vec<Option<scylla::value::CqlValue>>),
+    DeadLetter(RecordError),
+    Filtered,
+}
+
+/// Parse, validate, derive, filter: pure, per record.
+fn decide(
+    parser: &RecordParser,
+    transforms: &Transforms,
+    cel_root: &cel::Context<'_, '_>,
+    message: &OwnedMessage,
+) -> Decision {
+    let parsed = match parser.parse(message.payload()) {
+        Ok(parsed) => parsed,
+        Err(error) => return Decision::DeadLetter(error),
+    };
+    match transforms.apply(cel_root, &parsed) {
+        Ok(Outcome::Keep(derived)) => {
+            let mut values = parsed.values;
+            values.extend(derived);
+            Decision::Write(values)
+        }
+        Ok(Outcome::FilteredOut) => Decision::Filtered,
+        Err(error) => Decision::DeadLetter(error),
+    }
+}
+
+/// Writes one record to every table, retrying (never dead-lettering) while Cassandra is
+/// unavailable: the record is fine, the database is not.
+async fn write(
+    writer: TableWriter,
+    message: OwnedMessage,
+    values: Vec<Option<scylla::value::CqlValue>>,
+    started: Instant,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) -> (i32, i64, Done) {
+    let millis = match message.timestamp() {
+        Timestamp::CreateTime(millis) | Timestamp::LogAppendTime(millis) => millis,
+        Timestamp::NotAvailable => chrono::Utc::now().timestamp_millis(),
+    };
+    let timestamp = write_timestamp_micros(millis, message.offset());
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match writer.write(&values, timestamp).await {
+            Ok(()) => {
+                health.set_cassandra(true);
+                metrics.records_written.inc();
+                metrics
+                    .write_latency
+                    .observe(started.elapsed().as_secs_f64());
+                let now = chrono::Utc::now().timestamp_millis();
+                metrics.observe_end_to_end((now - millis).max(0) as f64 / 1000.0);
+                return (message.partition(), message.offset(), Done::Written);
+            }
+            Err(error) => {
+                health.set_cassandra(false);
+                metrics
+                    .cassandra_errors
+                    .get_or_create(&KindLabel {
+                        kind: error_kind(&error).to_string(),
+                    })
+                    .inc();
+                tracing::warn!(
+                    %error,
+                    partition = message.partition(),
+                    offset = message.offset(),
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "Cassandra write failed; retrying"
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+async fn dead_letter(
+    producer: FutureProducer,
+    topic: String,
+    pipeline: String,
+    message: OwnedMessage,
+    error: RecordError,
+    metrics: Arc<Metrics>,
+) -> (i32, i64, Done) {
+    tracing::debug!(
+        reason = error.reason.as_str(),
+        partition = message.partition(),
+        offset = message.offset(),
+        %error,
+        "dead-lettering a record"
+    );
+    dead_letter::send(&producer, &topic, &pipeline, &message, &error).await;
+    metrics.dead_lettered(error.reason);
+    (message.partition(), message.offset(), Done::DeadLettered)
+}
+
+fn finish(
+    consumer: &StreamConsumer<ConsumerCallbacks>,
+    topic: &str,
+    tracker: &mut OffsetTracker,
+    metrics: &Metrics,
+    partition: i32,
+    offset: i64,
+    done: Done,
+) {
+    if matches!(done, Done::Filtered) {
+        metrics.records_filtered.inc();
+    }
+    if let Some(next) = tracker.finished(partition, offset)
+        && let Err(error) = consumer.store_offset(topic, partition, next)
+    {
+        // The partition was revoked meanwhile; its new owner re-reads from the last commit.
+        tracing::debug!(%error, partition, next, "storing an offset failed");
+    }
+}
+
+/// Pauses every assigned partition while Cassandra fails (the consumer keeps polling, so it
+/// stays in its group) and resumes when a write succeeds again.
+fn pause_while_cassandra_is_down(
+    consumer: &StreamConsumer<ConsumerCallbacks>,
+    health: &Health,
+    paused: bool,
+) -> bool {
+    let healthy = health.is_ready();
+    if healthy == !paused {
+        return paused;
+    }
+    let Ok(assignment) = consumer.assignment() else {
+        return paused;
+    };
+    if healthy {
+        match consumer.resume(&assignment) {
+            Ok(()) => {
+                tracing::info!("Cassandra is back; resuming consumption");
+                false
+            }
+            Err(error) => {
+                tracing::warn!(%error, "resuming partitions failed");
+                true
+            }
+        }
+    } else {
+        match consumer.pause(&assignment) {
+            Ok(()) => {
+                tracing::warn!("Cassandra is failing; pausing consumption until writes succeed");
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, "pausing partitions failed");
+                false
+            }
+        }
+    }
+}
+
+/// True when the group's committed offsets reached `end_offsets` on every partition.
+fn reached(consumer: &StreamConsumer<ConsumerCallbacks>, end_offsets: &EndOffsets) -> bool {
+    let Ok(assignment) = consumer.assignment() else {
+        return false;
+    };
+    let Some(topic) = assignment.elements().first().map(|element| element.topic().to_string())
+    else {
+        return end_offsets.values().all(|offset| *offset <= 0);
+    };
+    let mut wanted = TopicPartitionList::new();
+    for partition in end_offsets.keys() {
+        wanted.add_partition(&topic, *partition);
+    }
+    // Commit what is stored first, so the comparison sees it.
+    let _ = consumer.commit_consumer_state(CommitMode::Sync);
+    let committed = tokio::task::block_in_place(|| {
+        consumer.committed_offsets(wanted, Duration::from_secs(5))
+    });
+    let Ok(committed) = committed else {
+        return false;
+    };
+    end_offsets.iter().all(|(partition, end)| {
+        if *end <= 0 {
+            return true;
+        }
+        match committed
+            .find_partition(&topic, *partition)
+            .map(|element| element.offset())
+        {
+            Some(Offset::Offset(offset)) => offset >= *end,
+            _ => false,
+        }
+    })
+}

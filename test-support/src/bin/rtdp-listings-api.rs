@@ -1,0 +1,42 @@
+//! `rtdp-listings-api`: the local listings API for `make demo`. Prints its URL on the first
+//! line of stdout, then serves until killed.
+
+use std::net::SocketAddr;
+
+use rtdp_test_support::listings_api::{Listings, ListingsApi};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut address: SocketAddr = "127.0.0.1:0".parse()?;
+    let mut pages = 5_usize;
+    let mut per_page = 40_usize;
+    let mut defect_every = 25_usize;
+    let mut arguments = std::env::args().skip(1);
+    while let Some(flag) = arguments.next() {
+        let mut value = || {
+            arguments
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--address" => address = value()?.parse()?,
+            "--pages" => pages = value()?.parse()?,
+            "--per-page" => per_page = value()?.parse()?,
+            "--defect-every" => defect_every = value()?.parse()?,
+            "--help" | "-h" => {
+                println!(
+                    "rtdp-listings-api [--address 127.0.0.1:0] [--pages 5] [--per-page 40] [--defect-every 25]\n\
+                     Serves Zillow-style search pages at /search?page=N (header X-RapidAPI-Key required)."
+                );
+                return Ok(());
+            }
+            other => anyhow::bail!("unknown flag {other} (see --help)"),
+        }
+    }
+    let api = ListingsApi::start(address, Listings::generate(pages, per_page, defect_every), None)
+        .await
+        .map_err(|error| anyhow::anyhow!("binding {address}: {error}"))?;
+    println!("{}", api.url);
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}

@@ -1,0 +1,322 @@
+//! A local listings API shaped like the seed's Zillow search endpoint: paginated JSON pages
+//! (`{"results": [...], "totalPages": N}`), a required API-key header, and a few malformed
+//! records on purpose. Used by the runner's tests and by `make demo` (the
+//! `rtdp-listings-api` binary); deterministic, so tests know every expected row.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value as Json, json};
+use tokio::net::TcpListener;
+
+/// The header the API requires (as RapidAPI does).
+pub const API_KEY_HEADER: &str = "x-rapidapi-key";
+
+/// What a malformed record should be dead-lettered for, and for which field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Defect {
+    /// `price` is a string.
+    PriceIsText,
+    /// `city` is missing (a required field).
+    MissingCity,
+    /// `bedrooms` is a word.
+    BedroomsIsAWord,
+    /// `imgSrc` exceeds its maxLength of 2048.
+    ImageUrlTooLong,
+    /// `livingArea` does not fit an int.
+    LivingAreaTooLarge,
+    /// `price` is 0: the filter `price > 0` skips it on purpose (not a dead letter).
+    ZeroPrice,
+}
+
+impl Defect {
+    const ROTATION: [Defect; 6] = [
+        Defect::PriceIsText,
+        Defect::MissingCity,
+        Defect::BedroomsIsAWord,
+        Defect::ImageUrlTooLong,
+        Defect::LivingAreaTooLarge,
+        Defect::ZeroPrice,
+    ];
+
+    /// The dead-letter reason and field the runner must report; `None` for a filtered record.
+    pub fn expected(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Defect::PriceIsText => Some(("wrong_type", "price")),
+            Defect::MissingCity => Some(("missing_required_field", "city")),
+            Defect::BedroomsIsAWord => Some(("wrong_type", "bedrooms")),
+            Defect::ImageUrlTooLong => Some(("value_too_long", "img_src")),
+            Defect::LivingAreaTooLarge => Some(("out_of_range", "living_area")),
+            Defect::ZeroPrice => None,
+        }
+    }
+}
+
+/// The listings served, page by page, and which of them are defective.
+#[derive(Clone, Debug)]
+pub struct Listings {
+    /// Records per page.
+    pub pages: Vec<Vec<Json>>,
+    /// Defective records by zpid.
+    pub defects: BTreeMap<i64, Defect>,
+}
+
+const CITIES: [(&str, &str, f64, f64); 4] = [
+    ("Houston", "77002", 29.7604, -95.3698),
+    ("Austin", "78701", 30.2672, -97.7431),
+    ("Dallas", "75201", 32.7767, -96.7970),
+    ("San Antonio", "78205", 29.4241, -98.4936),
+];
+
+impl Listings {
+    /// `pages` pages of `per_page` listings; every `defect_every`-th one (0: none) is
+    /// defective, cycling through every [`Defect`].
+    pub fn generate(pages: usize, per_page: usize, defect_every: usize) -> Self {
+        let mut defects = BTreeMap::new();
+        let mut rotation = Defect::ROTATION.iter().cycle();
+        let pages = (0..pages)
+            .map(|page| {
+                (0..per_page)
+                    .map(|slot| {
+                        let index = page * per_page + slot;
+                        let mut record = listing(index);
+                        if defect_every > 0 && index % defect_every == defect_every - 1 {
+                            let defect = *rotation.next().unwrap_or(&Defect::PriceIsText);
+                            spoil(&mut record, defect);
+                            if let Some(zpid) = record["zpid"].as_i64() {
+                                defects.insert(zpid, defect);
+                            }
+                        }
+                        record
+                    })
+                    .collect()
+            })
+            .collect();
+        Self { pages, defects }
+    }
+
+    /// Every record, in serving order.
+    pub fn all(&self) -> impl Iterator<Item = &Json> {
+        self.pages.iter().flatten()
+    }
+
+    /// The records that must reach Cassandra.
+    pub fn good(&self) -> impl Iterator<Item = &Json> {
+        self.all().filter(|record| {
+            record["zpid"]
+                .as_i64()
+                .is_none_or(|zpid| !self.defects.contains_key(&zpid))
+        })
+    }
+}
+
+/// One realistic listing (a Zillow search result), deterministic per index.
+pub fn listing(index: usize) -> Json {
+    let (city, zipcode, latitude, longitude) = CITIES[index % CITIES.len()];
+    let zpid = 2_080_000_000_i64 + index as i64 * 7;
+    let living_area = 850 + (index as i64 * 137) % 3200;
+    let price = 120_000 + (index as i64 * 48_611) % 900_000;
+    let home_type = ["SINGLE_FAMILY", "CONDO", "TOWNHOUSE"][index % 3];
+    let mut record = json!({
+        "zpid": zpid,
+        "bedrooms": 1 + index % 5,
+        "bathrooms": 1.0 + (index % 4) as f64 * 0.5,
+        "streetAddress": format!("{} Westheimer Rd Unit {}", 1000 + index * 3, index % 40),
+        "city": city,
+        "state": "TX",
+        "zipcode": zipcode,
+        "country": "USA",
+        "daysOnZillow": index % 90,
+        "homeStatus": "FOR_SALE",
+        "homeType": home_type,
+        "isNonOwnerOccupied": index % 2 == 0,
+        "livingArea": living_area,
+        "price": price,
+        "currency": "USD",
+        "rentZestimate": price / 190,
+        "taxAssessedValue": (price as f64 * 0.83).round(),
+        "latitude": latitude + (index % 100) as f64 / 1000.0,
+        "longitude": longitude - (index % 100) as f64 / 1000.0,
+        "imgSrc": format!("https://photos.zillowstatic.com/fp/{zpid:x}-p_e.jpg"),
+        "detailUrl": format!("/homedetails/{zpid}_zpid/"),
+        "listingSubType": {"is_FSBA": true},
+        "priceForHDP": price,
+    });
+    // Like the real API: some listings omit optional fields; isFeatured is often absent.
+    if index % 3 == 0 {
+        record["isFeatured"] = json!(index % 2 == 0);
+    }
+    if index % 11 == 0 {
+        if let Some(object) = record.as_object_mut() {
+            object.remove("livingArea");
+            object.remove("rentZestimate");
+        }
+    }
+    record
+}
+
+fn spoil(record: &mut Json, defect: Defect) {
+    match defect {
+        Defect::PriceIsText => record["price"] = json!("call for price"),
+        Defect::MissingCity => {
+            if let Some(object) = record.as_object_mut() {
+                object.remove("city");
+            }
+        }
+        Defect::BedroomsIsAWord => record["bedrooms"] = json!("three"),
+        Defect::ImageUrlTooLong => {
+            record["imgSrc"] = json!(format!("https://photos.example.com/{}", "x".repeat(3000)))
+        }
+        Defect::LivingAreaTooLarge => record["livingArea"] = json!(40_000_000_000_i64),
+        Defect::ZeroPrice => record["price"] = json!(0),
+    }
+}
+
+/// A running listings API.
+#[derive(Debug)]
+pub struct ListingsApi {
+    /// The search URL, e.g. `http://127.0.0.1:41234/search`.
+    pub url: String,
+    requests: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ListingsApi {
+    /// Serves `listings` on `address` (port 0 picks one). When `fail_first_request_of_page`
+    /// is set, that page answers 503 once before succeeding (to prove retries).
+    pub async fn start(
+        address: SocketAddr,
+        listings: Listings,
+        fail_first_request_of_page: Option<usize>,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(address).await?;
+        let local = listener.local_addr()?;
+        let requests = Arc::new(AtomicU64::new(0));
+        let failed_once = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let listings = Arc::new(listings);
+        let counter = Arc::clone(&requests);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let listings = Arc::clone(&listings);
+                let counter = Arc::clone(&counter);
+                let failed_once = Arc::clone(&failed_once);
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        let response = answer(
+                            &request,
+                            &listings,
+                            fail_first_request_of_page,
+                            &failed_once,
+                        );
+                        async move { Ok::<_, std::convert::Infallible>(response) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(Self {
+            url: format!("http://{local}/search"),
+            requests,
+            task,
+        })
+    }
+
+    /// Requests answered so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for ListingsApi {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn answer(
+    request: &Request<hyper::body::Incoming>,
+    listings: &Listings,
+    fail_first_request_of_page: Option<usize>,
+    failed_once: &std::sync::atomic::AtomicBool,
+) -> Response<Full<Bytes>> {
+    if request.uri().path() != "/search" {
+        return respond(StatusCode::NOT_FOUND, json!({"message": "not found"}));
+    }
+    let has_key = request
+        .headers()
+        .get(API_KEY_HEADER)
+        .is_some_and(|value| !value.is_empty());
+    if !has_key {
+        return respond(
+            StatusCode::UNAUTHORIZED,
+            json!({"message": "You are not subscribed to this API."}),
+        );
+    }
+    let page: usize = request
+        .uri()
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("page="))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(1);
+    if fail_first_request_of_page == Some(page) && !failed_once.swap(true, Ordering::Relaxed) {
+        return respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"message": "try again"}),
+        );
+    }
+    let results = page
+        .checked_sub(1)
+        .and_then(|index| listings.pages.get(index))
+        .cloned()
+        .unwrap_or_default();
+    let total: usize = listings.pages.iter().map(Vec::len).sum();
+    respond(
+        StatusCode::OK,
+        json!({
+            "results": results,
+            "resultsPerPage": listings.pages.first().map_or(0, Vec::len),
+            "totalPages": listings.pages.len(),
+            "totalResultCount": total,
+        }),
+    )
+}
+
+fn respond(status: StatusCode, body: Json) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defects_rotate_and_are_tracked() {
+        let listings = Listings::generate(2, 12, 4);
+        assert_eq!(listings.all().count(), 24);
+        assert_eq!(listings.defects.len(), 6);
+        assert_eq!(listings.good().count(), 18);
+        let kinds: Vec<Defect> = listings.defects.values().copied().collect();
+        assert_eq!(kinds, Defect::ROTATION.to_vec());
+    }
+}
