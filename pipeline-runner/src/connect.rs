@@ -107,7 +107,9 @@ pub async fn cassandra_session(
     let policy = DefaultPolicy::builder()
         .prefer_datacenter(spec.local_datacenter.clone())
         .token_aware(true)
-        .permit_dc_failover(false)
+        // With one datacenter (or SimpleStrategy) failover is moot; it keeps query plans
+        // non-empty when the local datacenter's name is wrong.
+        .permit_dc_failover(true)
         .build();
     let profile = ExecutionProfile::builder()
         .load_balancing_policy(policy)

@@ -365,9 +365,16 @@ fn finish(
     if matches!(done, Done::Filtered) {
         metrics.records_filtered.inc();
     }
-    if let Some(next) = tracker.finished(partition, offset)
-        && let Err(error) = consumer.store_offset(topic, partition, next)
-    {
+    let Some(next) = tracker.finished(partition, offset) else {
+        return;
+    };
+    // `store_offsets` stores exactly the next offset to consume (the legacy per-topic
+    // `store_offset` would add one to it).
+    let mut position = TopicPartitionList::with_capacity(1);
+    let stored = position
+        .add_partition_offset(topic, partition, Offset::Offset(next))
+        .and_then(|()| consumer.store_offsets(&position));
+    if let Err(error) = stored {
         // The partition was revoked meanwhile; its new owner re-reads from the last commit.
         tracing::debug!(%error, partition, next, "storing an offset failed");
     }

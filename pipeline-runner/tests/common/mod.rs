@@ -1,0 +1,329 @@
+//! Shared by the runner's integration tests: a Pipeline on the local stack with unique
+//! topics and keyspace, runner child processes, and readers of what landed in Kafka and
+//! Cassandra.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rtdp_crds::{Pipeline, parse_pipeline};
+use rtdp_test_support::{
+    cassandra_contact_points, kafka_bootstrap_servers, unique_cql_identifier, unique_name,
+};
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::value::{CqlValue, Row};
+
+/// The property-listings example, pointed at the local stack, with unique names.
+pub fn listings_pipeline(prefix: &str) -> Pipeline {
+    let text = include_str!("../../../examples/property-listings.yaml");
+    let mut pipeline = parse_pipeline(text, "property-listings.yaml").expect("the example parses");
+    let name = unique_name(prefix);
+    pipeline.metadata.name = Some(name.clone());
+    pipeline.metadata.namespace = Some("tests".into());
+    pipeline.spec.topic.name = Some(name);
+    pipeline.spec.topic.partitions = 3;
+    pipeline.spec.kafka.bootstrap_servers = vec![kafka_bootstrap_servers()];
+    pipeline.spec.cassandra.contact_points = cassandra_contact_points();
+    pipeline.spec.cassandra.keyspace.name = unique_cql_identifier(prefix);
+    pipeline
+}
+
+/// Writes the manifest where a runner process can read it.
+pub fn write_manifest(pipeline: &Pipeline) -> PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "{}.yaml",
+        pipeline.metadata.name.as_deref().unwrap_or("pipeline")
+    ));
+    let text = serde_yaml::to_string(pipeline).expect("the pipeline serializes");
+    std::fs::write(&path, text).expect("writing the manifest");
+    path
+}
+
+/// Creates the topics, keyspace and tables with the shared provisioning code.
+pub async fn provision(pipeline: &Pipeline) {
+    let admin = rtdp_provisioning::kafka::admin_client(
+        &pipeline.spec.kafka.bootstrap_servers.join(","),
+        &BTreeMap::new(),
+    )
+    .expect("a Kafka admin client");
+    rtdp_provisioning::kafka::ensure_topics(&admin, pipeline)
+        .await
+        .expect("creating the topics");
+    let session = cassandra().await;
+    rtdp_provisioning::cassandra::ensure_schema(&session, &pipeline.spec)
+        .await
+        .expect("creating the schema");
+}
+
+/// A Cassandra session on the local stack.
+pub async fn cassandra() -> Session {
+    SessionBuilder::new()
+        .known_nodes(cassandra_contact_points())
+        .build()
+        .await
+        .expect("connecting to Cassandra")
+}
+
+/// A `pipeline-runner` child process, killed when dropped; its stderr goes to a log file
+/// that failures print.
+pub struct Runner {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Runner {
+    /// Starts `pipeline-runner ARGS... --file MANIFEST` with the test's secrets.
+    pub fn start(arguments: &[&str], manifest: &PathBuf, extra_env: &[(&str, &str)]) -> Self {
+        let role = arguments.first().copied().unwrap_or("runner");
+        let log = manifest.with_extension(format!("{role}.log"));
+        let log_file = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("opening the runner log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pipeline-runner"));
+        command
+            .args(arguments)
+            .arg("--file")
+            .arg(manifest)
+            .env("RTDP_HTTP_HEADER_X_RAPIDAPI_KEY", "test-key")
+            .env("RTDP_METRICS_ADDRESS", "127.0.0.1:0")
+            .env("RUST_LOG", "info,pipeline_runner=debug")
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        for (name, value) in extra_env {
+            command.env(name, value);
+        }
+        let child = command.spawn().expect("starting pipeline-runner");
+        Self { child, log }
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait(mut self, timeout: Duration) -> ExitStatus {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for the runner") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the runner did not exit within {timeout:?}; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Sends SIGTERM (what Kubernetes does) and waits for the exit.
+    pub fn terminate(self, timeout: Duration) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -TERM {pid} failed");
+        self.wait(timeout)
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    pub fn kill(mut self) {
+        self.child.kill().expect("killing the runner");
+        let _ = self.child.wait();
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every row of a table, each as column name → value.
+pub async fn read_rows(session: &Session, table: &str) -> Vec<BTreeMap<String, Option<CqlValue>>> {
+    let result = session
+        .query_unpaged(format!("SELECT * FROM {table}"), ())
+        .await
+        .unwrap_or_else(|error| panic!("reading {table}: {error}"))
+        .into_rows_result()
+        .expect("a rows result");
+    let names: Vec<String> = result
+        .column_specs()
+        .iter()
+        .map(|spec| spec.name().to_string())
+        .collect();
+    result
+        .rows::<Row>()
+        .expect("typed rows")
+        .map(|row| {
+            let row = row.expect("a row");
+            names.iter().cloned().zip(row.columns).collect()
+        })
+        .collect()
+}
+
+/// Rows of a table keyed by a bigint column.
+pub async fn rows_by(
+    session: &Session,
+    table: &str,
+    key: &str,
+) -> BTreeMap<i64, BTreeMap<String, Option<CqlValue>>> {
+    read_rows(session, table)
+        .await
+        .into_iter()
+        .map(|row| {
+            let Some(Some(CqlValue::BigInt(id))) = row.get(key) else {
+                panic!("row without a bigint {key}: {row:?}")
+            };
+            (*id, row)
+        })
+        .collect()
+}
+
+/// A dead letter as read back from the dead-letter topic.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub headers: HashMap<String, String>,
+    pub payload: Option<Vec<u8>>,
+}
+
+/// Reads `count` records of the dead-letter topic (fails after a timeout).
+pub async fn read_dead_letters(pipeline: &Pipeline, count: usize) -> Vec<DeadLetter> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", pipeline.spec.kafka.bootstrap_servers.join(","))
+        .set("group.id", unique_name("dead-letter-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("a consumer");
+    consumer
+        .subscribe(&[pipeline.dead_letter_topic_name().as_str()])
+        .expect("subscribing to the dead-letter topic");
+    let mut letters = Vec::new();
+    while letters.len() < count {
+        let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "only {} of {count} dead letters arrived: {letters:?}",
+                    letters.len()
+                )
+            })
+            .expect("consuming a dead letter");
+        let mut headers = HashMap::new();
+        if let Some(record_headers) = message.headers() {
+            for header in record_headers.iter() {
+                headers.insert(
+                    header.key.to_string(),
+                    String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
+                );
+            }
+        }
+        letters.push(DeadLetter {
+            headers,
+            payload: message.payload().map(<[u8]>::to_vec),
+        });
+    }
+    letters
+}
+
+/// The group's committed offset and the end offset of every partition of the topic.
+pub fn committed_and_end(pipeline: &Pipeline) -> Vec<(i32, Option<i64>, i64)> {
+    let topic = pipeline.topic_name();
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", pipeline.spec.kafka.bootstrap_servers.join(","))
+        .set("group.id", pipeline.consumer_group())
+        .create()
+        .expect("a consumer");
+    let timeout = Duration::from_secs(10);
+    let mut partitions = TopicPartitionList::new();
+    for partition in 0..pipeline.spec.topic.partitions {
+        partitions.add_partition(&topic, partition);
+    }
+    let committed = consumer
+        .committed_offsets(partitions, timeout)
+        .expect("reading committed offsets");
+    (0..pipeline.spec.topic.partitions)
+        .map(|partition| {
+            let (_, high) = consumer
+                .fetch_watermarks(&topic, partition, timeout)
+                .expect("reading watermarks");
+            let committed = match committed
+                .find_partition(&topic, partition)
+                .map(|element| element.offset())
+            {
+                Some(Offset::Offset(offset)) => Some(offset),
+                _ => None,
+            };
+            (partition, committed, high)
+        })
+        .collect()
+}
+
+/// Asserts the group committed exactly the end of every partition: nothing skipped, nothing
+/// left behind.
+pub fn assert_offsets_at_end(pipeline: &Pipeline) {
+    for (partition, committed, end) in committed_and_end(pipeline) {
+        if end == 0 {
+            continue;
+        }
+        assert_eq!(
+            committed,
+            Some(end),
+            "partition {partition}: committed offset should be the end offset"
+        );
+    }
+}
+
+/// Moves the group back to the beginning of every partition (the group must be empty).
+pub fn reset_group_to_beginning(pipeline: &Pipeline) {
+    let topic = pipeline.topic_name();
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", pipeline.spec.kafka.bootstrap_servers.join(","))
+        .set("group.id", pipeline.consumer_group())
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("a consumer");
+    let mut offsets = TopicPartitionList::new();
+    for partition in 0..pipeline.spec.topic.partitions {
+        offsets
+            .add_partition_offset(&topic, partition, Offset::Offset(0))
+            .expect("an offset");
+    }
+    consumer
+        .commit(&offsets, rdkafka::consumer::CommitMode::Sync)
+        .expect("committing offset 0 for the group");
+}
+
+/// An idempotent producer for raw test records.
+pub fn producer(pipeline: &Pipeline) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", pipeline.spec.kafka.bootstrap_servers.join(","))
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("a producer")
+}
+
+/// Produces one raw record (key, payload) and waits for the ack.
+pub async fn produce(producer: &FutureProducer, topic: &str, key: &str, payload: Option<&[u8]>) {
+    let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(key);
+    if let Some(payload) = payload {
+        record = record.payload(payload);
+    }
+    producer
+        .send(record, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|(error, _)| panic!("producing {key}: {error}"));
+}
