@@ -23,6 +23,8 @@ lint: ## rustfmt and clippy (warnings are errors)
 
 integration: ## All cargo tests; needs the stack's endpoints in the environment (dev/stack env)
 	$(CARGO) test --workspace --locked --no-fail-fast
+	@# Stops and restarts the shared Cassandra, so it runs alone, after the rest.
+	$(CARGO) test --locked -p pipeline-runner --test cassandra_outage -- --ignored
 
 crds: ## Regenerate the CRD YAML in the chart from the Rust types
 	$(CARGO) run --quiet -p rtdp-crds --bin crdgen -- --write
