@@ -69,6 +69,18 @@ enum Command {
         #[arg(long)]
         no_progress: bool,
     },
+    /// Run one CQL query against the Pipeline's Cassandra and print the rows as a table
+    /// (e.g. `SELECT city, price FROM real_estate.listings_by_city PER PARTITION LIMIT 5`).
+    Query {
+        /// The Pipeline manifest whose Cassandra to query.
+        #[arg(short = 'f', long = "file", value_name = "PIPELINE_YAML")]
+        file: PathBuf,
+        /// Cassandra contact points (host:port,...) instead of the manifest's.
+        #[arg(long, env = "RTDP_CASSANDRA_CONTACT_POINTS", value_name = "HOST:PORT,...")]
+        cassandra_contact_points: Option<String>,
+        /// The CQL statement.
+        cql: String,
+    },
 }
 
 /// Flags shared by the roles that connect to servers.
@@ -116,6 +128,23 @@ fn main() -> ExitCode {
                 Err(error) => {
                     eprintln!("pipeline-runner: {error:#}");
                     ExitCode::from(2)
+                }
+            };
+        }
+        Command::Query { .. } => {
+            init_logging(LogFormat::Text, "warn");
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    eprintln!("pipeline-runner: starting the async runtime: {error}");
+                    return ExitCode::from(1);
+                }
+            };
+            return match runtime.block_on(query(cli.command)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("pipeline-runner: {error}");
+                    error.exit_code()
                 }
             };
         }
@@ -195,7 +224,7 @@ async fn start(run: &RunArgs) -> Result<Started, RunnerError> {
 
 async fn run_role(command: Command) -> Result<ExitCode, RunnerError> {
     match command {
-        Command::Validate { .. } => Ok(ExitCode::SUCCESS),
+        Command::Validate { .. } | Command::Query { .. } => Ok(ExitCode::SUCCESS),
         Command::Ingest { run, once } => {
             let started = start(&run).await?;
             let report = ingest::run(
@@ -267,6 +296,77 @@ async fn run_role(command: Command) -> Result<ExitCode, RunnerError> {
                 ExitCode::SUCCESS
             })
         }
+    }
+}
+
+async fn query(command: Command) -> Result<(), RunnerError> {
+    let Command::Query {
+        file,
+        cassandra_contact_points,
+        cql,
+    } = command
+    else {
+        return Ok(());
+    };
+    let pipeline = rtdp_crds::load_pipeline(&file)?;
+    let overrides = EndpointOverrides {
+        cassandra_contact_points,
+        ..EndpointOverrides::default()
+    };
+    let session =
+        pipeline_runner::connect::cassandra_session(&pipeline.spec.cassandra, &overrides).await?;
+    let failed = |error: &dyn std::fmt::Display| RunnerError::CassandraUnavailable {
+        context: format!("running {cql:?}"),
+        message: error.to_string(),
+    };
+    let result = session
+        .query_unpaged(cql.as_str(), ())
+        .await
+        .map_err(|error| failed(&error))?;
+    let rows = result.into_rows_result().map_err(|error| failed(&error))?;
+    let header: Vec<String> = rows
+        .column_specs()
+        .iter()
+        .map(|spec| spec.name().to_string())
+        .collect();
+    let mut table: Vec<Vec<String>> = vec![header];
+    for row in rows
+        .rows::<scylla::value::Row>()
+        .map_err(|error| failed(&error))?
+    {
+        let row = row.map_err(|error| failed(&error))?;
+        table.push(row.columns.iter().map(|value| render(value.as_ref())).collect());
+    }
+    let widths: Vec<usize> = (0..table[0].len())
+        .map(|column| table.iter().map(|row| row[column].chars().count()).max().unwrap_or(0))
+        .collect();
+    for (index, row) in table.iter().enumerate() {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+        if index == 0 {
+            let rule: Vec<String> = widths.iter().map(|width| "-".repeat(*width)).collect();
+            println!("{}", rule.join("  "));
+        }
+    }
+    println!("({} rows)", table.len() - 1);
+    Ok(())
+}
+
+fn render(value: Option<&scylla::value::CqlValue>) -> String {
+    use scylla::value::CqlValue;
+    match value {
+        None => "null".to_string(),
+        Some(CqlValue::Text(text) | CqlValue::Ascii(text)) => text.clone(),
+        Some(CqlValue::Double(number)) => format!("{number:.2}"),
+        Some(CqlValue::Float(number)) => format!("{number:.2}"),
+        Some(CqlValue::Int(number)) => number.to_string(),
+        Some(CqlValue::BigInt(number)) => number.to_string(),
+        Some(CqlValue::Boolean(flag)) => flag.to_string(),
+        Some(other) => format!("{other:?}"),
     }
 }
 
