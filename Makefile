@@ -26,6 +26,9 @@ integration: ## All cargo tests; needs the stack's endpoints in the environment 
 	@# Stops and restarts the shared Cassandra, so it runs alone, after the rest.
 	$(CARGO) test --locked -p pipeline-runner --test cassandra_outage -- --ignored
 
+bench: ## Throughput, latency and RSS of `process` vs. the Cassandra ceiling (release build; prints figures)
+	@dev/stack run -- $(CARGO) bench --locked -p pipeline-runner --bench throughput
+
 crds: ## Regenerate the CRD YAML in the chart from the Rust types
 	$(CARGO) run --quiet -p rtdp-crds --bin crdgen -- --write
 

@@ -1,0 +1,367 @@
+//! `make bench`: the runner's throughput, latency and memory on the local stack, against the
+//! ceiling of the same Cassandra in the same run.
+//!
+//! 1. N generated ~1 KB listings are produced to a fresh topic (3 partitions).
+//! 2. `pipeline-runner process` (a child process, release build) drains them into the two
+//!    tables of the property-listings example: sustained records/s, and its peak RSS.
+//! 3. Ceiling: the scylla driver alone (the runner's own prepared INSERTs, same concurrency)
+//!    writes the same N rows into the same tables, no Kafka: records/s.
+//! 4. Latency: listings produced at half the measured rate for a while; p50/p99 of produce →
+//!    Cassandra ack from the runner's end-to-end histogram.
+//!
+//! Not a test: these machines are shared and noisy; read the figures, don't assert them.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use pipeline_runner::ingest::generator::listing;
+use pipeline_runner::process::writer::TableWriter;
+use pipeline_runner::record::RecordParser;
+use pipeline_runner::transform::{Outcome, Transforms};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use rtdp_crds::{Pipeline, parse_pipeline};
+use scylla::client::session_builder::SessionBuilder;
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run `make bench` (it starts the local stack and exports it)")
+    })
+}
+
+fn pipeline(suffix: &str) -> Pipeline {
+    let text = include_str!("../../examples/property-listings.yaml");
+    let mut pipeline = parse_pipeline(text, "property-listings.yaml").expect("the example parses");
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or_default();
+    let name = format!("bench-{stamp}-{suffix}");
+    pipeline.metadata.name = Some(name.clone());
+    pipeline.metadata.namespace = Some("bench".into());
+    pipeline.spec.topic.name = Some(name);
+    pipeline.spec.topic.partitions = 3;
+    pipeline.spec.source = None;
+    pipeline.spec.kafka.bootstrap_servers = vec![env("KAFKA_BOOTSTRAP_SERVERS")];
+    pipeline.spec.cassandra.contact_points = env("CASSANDRA_CONTACT_POINTS")
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    pipeline.spec.cassandra.keyspace.name = format!("bench_{stamp}_{suffix}");
+    pipeline
+}
+
+async fn provision(pipeline: &Pipeline) {
+    let admin = rtdp_provisioning::kafka::admin_client(
+        &pipeline.spec.kafka.bootstrap_servers.join(","),
+        &BTreeMap::new(),
+    )
+    .expect("admin client");
+    rtdp_provisioning::kafka::ensure_topics(&admin, pipeline)
+        .await
+        .expect("topics");
+    let session = SessionBuilder::new()
+        .known_nodes(&pipeline.spec.cassandra.contact_points)
+        .build()
+        .await
+        .expect("cassandra");
+    rtdp_provisioning::cassandra::ensure_schema(&session, &pipeline.spec)
+        .await
+        .expect("schema");
+}
+
+async fn produce(producer: &FutureProducer, topic: &str, count: u64, rate: Option<f64>) {
+    let started = Instant::now();
+    let mut pending = FuturesUnordered::new();
+    for index in 0..count {
+        if let Some(rate) = rate {
+            let due = Duration::from_secs_f64(index as f64 / rate);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        let (key, payload) = listing(index, 50_000);
+        loop {
+            let record = FutureRecord::to(topic).key(&key).payload(&payload);
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    pending.push(delivery);
+                    break;
+                }
+                Err(_) => {
+                    // librdkafka's queue is full: wait for a delivery and try again.
+                    let _ = pending.next().await;
+                }
+            }
+        }
+        while pending.len() > 10_000 {
+            let _ = pending.next().await;
+        }
+    }
+    while let Some(result) = pending.next().await {
+        result
+            .expect("the producer lives")
+            .map_err(|(error, _)| error)
+            .expect("produce");
+    }
+}
+
+fn committed_at_end(pipeline: &Pipeline) -> bool {
+    let topic = pipeline.topic_name();
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", pipeline.spec.kafka.bootstrap_servers.join(","))
+        .set("group.id", pipeline.consumer_group())
+        .create()
+        .expect("consumer");
+    let mut partitions = TopicPartitionList::new();
+    for partition in 0..pipeline.spec.topic.partitions {
+        partitions.add_partition(&topic, partition);
+    }
+    let Ok(committed) = consumer.committed_offsets(partitions, Duration::from_secs(5)) else {
+        return false;
+    };
+    (0..pipeline.spec.topic.partitions).all(|partition| {
+        let Ok((_, high)) = consumer.fetch_watermarks(&topic, partition, Duration::from_secs(5))
+        else {
+            return false;
+        };
+        match committed
+            .find_partition(&topic, partition)
+            .map(|element| element.offset())
+        {
+            Some(Offset::Offset(offset)) => offset >= high,
+            _ => high == 0,
+        }
+    })
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_default()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
+}
+
+/// Percentiles (seconds) from the runner's end-to-end histogram, interpolated in buckets.
+fn histogram_percentiles(metrics: &str, percentiles: &[f64]) -> Vec<f64> {
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for line in metrics.lines() {
+        if !line.starts_with("rtdp_end_to_end_latency_seconds_bucket{") {
+            continue;
+        }
+        let Some(le) = line
+            .split("le=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+        else {
+            continue;
+        };
+        let bound = le.parse().unwrap_or(f64::INFINITY);
+        let count: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0.0);
+        buckets.push((bound, count));
+    }
+    let total = buckets.last().map_or(0.0, |bucket| bucket.1);
+    percentiles
+        .iter()
+        .map(|percentile| {
+            let target = total * percentile / 100.0;
+            let mut previous = (0.0, 0.0);
+            for (bound, count) in &buckets {
+                if *count >= target {
+                    if bound.is_infinite() {
+                        return previous.0;
+                    }
+                    let width = count - previous.1;
+                    let share = if width > 0.0 {
+                        (target - previous.1) / width
+                    } else {
+                        1.0
+                    };
+                    return previous.0 + (bound - previous.0) * share;
+                }
+                previous = (*bound, *count);
+            }
+            previous.0
+        })
+        .collect()
+}
+
+async fn scrape(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return String::new();
+    };
+    let _ = stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await;
+    let mut body = String::new();
+    let _ = stream.read_to_string(&mut body).await;
+    body
+}
+
+fn start_process(pipeline: &Pipeline, port: u16) -> std::process::Child {
+    let manifest = std::env::temp_dir().join(format!("{}.yaml", pipeline.topic_name()));
+    std::fs::write(&manifest, serde_yaml::to_string(pipeline).expect("yaml")).expect("manifest");
+    Command::new(env!("CARGO_BIN_EXE_pipeline-runner"))
+        .args(["process", "--file"])
+        .arg(&manifest)
+        .arg("--metrics-address")
+        .arg(format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starting pipeline-runner process")
+}
+
+fn stop(child: &mut std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+#[tokio::main]
+async fn main() {
+    let records: u64 = std::env::var("BENCH_RECORDS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(100_000);
+    println!(
+        "RTDP bench: {records} listings (~1 KB) into 2 tables; local stack on {} CPUs",
+        std::thread::available_parallelism()
+            .map(|count| count.get())
+            .unwrap_or(1)
+    );
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", env("KAFKA_BOOTSTRAP_SERVERS"))
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .create()
+        .expect("producer");
+
+    // 1-2: process throughput and RSS.
+    let throughput = pipeline("throughput");
+    provision(&throughput).await;
+    produce(&producer, &throughput.topic_name(), records, None).await;
+    let started = Instant::now();
+    let mut child = start_process(&throughput, free_port());
+    while !committed_at_end(&throughput) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let elapsed = started.elapsed();
+    let rate = records as f64 / elapsed.as_secs_f64();
+    let rss = peak_rss_kib(child.id());
+    stop(&mut child);
+    println!(
+        "process:  {records} records in {:.1} s = {rate:.0} records/s (start-up and commits included); peak RSS {:.1} MiB",
+        elapsed.as_secs_f64(),
+        rss as f64 / 1024.0
+    );
+
+    // 3: the ceiling: same rows, tables, statements and concurrency, no Kafka.
+    let ceiling_pipeline = pipeline("ceiling");
+    provision(&ceiling_pipeline).await;
+    let parser = RecordParser::new(&ceiling_pipeline.spec.schema).expect("parser");
+    let transforms = Transforms::new(&ceiling_pipeline.spec.schema).expect("transforms");
+    let context = cel::Context::default();
+    let rows: Vec<_> = (0..records)
+        .filter_map(|index| {
+            let (_, payload) = listing(index, 50_000);
+            let parsed = parser.parse(Some(&payload)).ok()?;
+            match transforms.apply(&context, &parsed).ok()? {
+                Outcome::Keep(derived) => {
+                    let mut values = parsed.values;
+                    values.extend(derived);
+                    Some(values)
+                }
+                Outcome::FilteredOut => None,
+            }
+        })
+        .collect();
+    let names: Vec<String> = parser
+        .field_names()
+        .chain(transforms.derived_names())
+        .map(str::to_string)
+        .collect();
+    let session = Arc::new(
+        pipeline_runner::connect::cassandra_session(
+            &ceiling_pipeline.spec.cassandra,
+            &Default::default(),
+        )
+        .await
+        .expect("session"),
+    );
+    let writer = TableWriter::prepare(session, &ceiling_pipeline.spec, &names)
+        .await
+        .expect("prepare");
+    let in_flight =
+        (usize::try_from(ceiling_pipeline.spec.runner.concurrency).unwrap_or(1) / writer.table_count()).max(1);
+    let started = Instant::now();
+    let mut pending = FuturesUnordered::new();
+    for (index, values) in rows.iter().enumerate() {
+        pending.push(writer.write(values, 1_000_000 + index as i64));
+        if pending.len() >= in_flight {
+            pending
+                .next()
+                .await
+                .expect("a write")
+                .expect("the write succeeds");
+        }
+    }
+    while let Some(result) = pending.next().await {
+        result.expect("the write succeeds");
+    }
+    let ceiling = rows.len() as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "ceiling:  {} rows in {:.1} s = {ceiling:.0} records/s (scylla driver alone, {in_flight} records in flight)",
+        rows.len(),
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "ratio:    process / ceiling = {:.0} % (target >= 80 %)",
+        rate / ceiling * 100.0
+    );
+
+    // 4: latency at half the measured rate.
+    let latency = pipeline("latency");
+    provision(&latency).await;
+    let port = free_port();
+    let mut child = start_process(&latency, port);
+    // Let it join its group before the clock starts.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let half = rate / 2.0;
+    let seconds = 20.0;
+    produce(&producer, &latency.topic_name(), (half * seconds) as u64, Some(half)).await;
+    while !committed_at_end(&latency) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let values = histogram_percentiles(&scrape(port).await, &[50.0, 99.0]);
+    let rss = peak_rss_kib(child.id());
+    stop(&mut child);
+    println!(
+        "latency:  at {half:.0} records/s for {seconds:.0} s, produce -> Cassandra ack p50 {:.1} ms, p99 {:.1} ms (target p99 <= 50 ms); peak RSS {:.1} MiB",
+        values.first().copied().unwrap_or_default() * 1000.0,
+        values.get(1).copied().unwrap_or_default() * 1000.0,
+        rss as f64 / 1024.0
+    );
+}
