@@ -115,7 +115,10 @@ async fn produce(producer: &FutureProducer, topic: &str, count: u64, rate: Optio
 fn committed_at_end(pipeline: &Pipeline) -> bool {
     let topic = pipeline.topic_name();
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", pipeline.spec.kafka.bootstrap_servers.join(","))
+        .set(
+            "bootstrap.servers",
+            pipeline.spec.kafka.bootstrap_servers.join(","),
+        )
         .set("group.id", pipeline.consumer_group())
         .create()
         .expect("consumer");
@@ -314,8 +317,9 @@ async fn main() {
     let writer = TableWriter::prepare(session, &ceiling_pipeline.spec, &names)
         .await
         .expect("prepare");
-    let in_flight =
-        (usize::try_from(ceiling_pipeline.spec.runner.concurrency).unwrap_or(1) / writer.table_count()).max(1);
+    let in_flight = (usize::try_from(ceiling_pipeline.spec.runner.concurrency).unwrap_or(1)
+        / writer.table_count())
+    .max(1);
     let started = Instant::now();
     let mut pending = FuturesUnordered::new();
     for (index, values) in rows.iter().enumerate() {
@@ -351,7 +355,13 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let half = rate / 2.0;
     let seconds = 20.0;
-    produce(&producer, &latency.topic_name(), (half * seconds) as u64, Some(half)).await;
+    produce(
+        &producer,
+        &latency.topic_name(),
+        (half * seconds) as u64,
+        Some(half),
+    )
+    .await;
     while !committed_at_end(&latency) {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

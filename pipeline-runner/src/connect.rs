@@ -75,18 +75,27 @@ pub fn kafka_client_config(
         config.set("sasl.mechanism", sasl.mechanism.as_str());
         config.set(
             "sasl.username",
-            secret_from_env("RTDP_KAFKA_USERNAME", &format!("the Kafka username ({origin})"))?,
+            secret_from_env(
+                "RTDP_KAFKA_USERNAME",
+                &format!("the Kafka username ({origin})"),
+            )?,
         );
         config.set(
             "sasl.password",
-            secret_from_env("RTDP_KAFKA_PASSWORD", &format!("the Kafka password ({origin})"))?,
+            secret_from_env(
+                "RTDP_KAFKA_PASSWORD",
+                &format!("the Kafka password ({origin})"),
+            )?,
         );
     }
     Ok(config)
 }
 
 /// The contact points to use.
-pub fn cassandra_contact_points(spec: &CassandraSpec, overrides: &EndpointOverrides) -> Vec<String> {
+pub fn cassandra_contact_points(
+    spec: &CassandraSpec,
+    overrides: &EndpointOverrides,
+) -> Vec<String> {
     match &overrides.cassandra_contact_points {
         Some(points) => points
             .split(',')

@@ -11,10 +11,10 @@ use pipeline_runner::error::RunnerError;
 use pipeline_runner::ingest::{self, IngestOptions};
 use pipeline_runner::process::{self, ProcessOptions};
 use pipeline_runner::record::RecordParser;
+use pipeline_runner::shutdown;
 use pipeline_runner::standalone::{self, StandaloneOptions};
 use pipeline_runner::telemetry::{self, Health, Metrics};
 use pipeline_runner::transform::Transforms;
-use pipeline_runner::shutdown;
 use rtdp_crds::Pipeline;
 use rtdp_provisioning::cassandra::{keyspace_cql, table_definitions};
 use rtdp_provisioning::kafka::topic_definitions;
@@ -76,7 +76,11 @@ enum Command {
         #[arg(short = 'f', long = "file", value_name = "PIPELINE_YAML")]
         file: PathBuf,
         /// Cassandra contact points (host:port,...) instead of the manifest's.
-        #[arg(long, env = "RTDP_CASSANDRA_CONTACT_POINTS", value_name = "HOST:PORT,...")]
+        #[arg(
+            long,
+            env = "RTDP_CASSANDRA_CONTACT_POINTS",
+            value_name = "HOST:PORT,..."
+        )]
         cassandra_contact_points: Option<String>,
         /// The CQL statement.
         cql: String,
@@ -90,10 +94,18 @@ struct RunArgs {
     #[arg(short = 'f', long = "file", value_name = "PIPELINE_YAML")]
     file: PathBuf,
     /// Kafka bootstrap servers (host:port,...) instead of the manifest's.
-    #[arg(long, env = "RTDP_KAFKA_BOOTSTRAP_SERVERS", value_name = "HOST:PORT,...")]
+    #[arg(
+        long,
+        env = "RTDP_KAFKA_BOOTSTRAP_SERVERS",
+        value_name = "HOST:PORT,..."
+    )]
     kafka_bootstrap_servers: Option<String>,
     /// Cassandra contact points (host:port,...) instead of the manifest's.
-    #[arg(long, env = "RTDP_CASSANDRA_CONTACT_POINTS", value_name = "HOST:PORT,...")]
+    #[arg(
+        long,
+        env = "RTDP_CASSANDRA_CONTACT_POINTS",
+        value_name = "HOST:PORT,..."
+    )]
     cassandra_contact_points: Option<String>,
     /// The HTTP source's URL instead of the manifest's (a local or staging API).
     #[arg(long, env = "RTDP_SOURCE_URL", value_name = "URL")]
@@ -133,7 +145,10 @@ fn main() -> ExitCode {
         }
         Command::Query { .. } => {
             init_logging(LogFormat::Text, "warn");
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(runtime) => runtime,
                 Err(error) => {
                     eprintln!("pipeline-runner: starting the async runtime: {error}");
@@ -152,7 +167,10 @@ fn main() -> ExitCode {
         Command::Ingest { run, .. } | Command::Process { run } => (run, "info"),
     };
     init_logging(run.log_format, default_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("pipeline-runner: starting the async runtime: {error}");
@@ -289,7 +307,10 @@ async fn run_role(command: Command) -> Result<ExitCode, RunnerError> {
             )
             .await?;
             println!("{report}");
-            let partial = report.ingest.as_ref().is_some_and(|ingest| ingest.is_partial());
+            let partial = report
+                .ingest
+                .as_ref()
+                .is_some_and(|ingest| ingest.is_partial());
             Ok(if partial {
                 ExitCode::from(3)
             } else {
@@ -335,10 +356,21 @@ async fn query(command: Command) -> Result<(), RunnerError> {
         .map_err(|error| failed(&error))?
     {
         let row = row.map_err(|error| failed(&error))?;
-        table.push(row.columns.iter().map(|value| render(value.as_ref())).collect());
+        table.push(
+            row.columns
+                .iter()
+                .map(|value| render(value.as_ref()))
+                .collect(),
+        );
     }
     let widths: Vec<usize> = (0..table[0].len())
-        .map(|column| table.iter().map(|row| row[column].chars().count()).max().unwrap_or(0))
+        .map(|column| {
+            table
+                .iter()
+                .map(|row| row[column].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     for (index, row) in table.iter().enumerate() {
         let line: Vec<String> = row

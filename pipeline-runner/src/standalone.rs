@@ -71,7 +71,11 @@ impl std::fmt::Display for StandaloneReport {
             )?;
         }
         writeln!(formatter, "consumed       {:>9}", self.consumed)?;
-        writeln!(formatter, "written        {:>9} (to every table)", self.written)?;
+        writeln!(
+            formatter,
+            "written        {:>9} (to every table)",
+            self.written
+        )?;
         writeln!(formatter, "filtered out   {:>9}", self.filtered)?;
         let dead: u64 = self.dead_lettered.values().sum();
         writeln!(formatter, "dead-lettered  {dead:>9}")?;
@@ -86,7 +90,11 @@ impl std::fmt::Display for StandaloneReport {
                 p99 * 1000.0
             )?;
         }
-        write!(formatter, "elapsed        {:.1} s", self.elapsed.as_secs_f64())
+        write!(
+            formatter,
+            "elapsed        {:.1} s",
+            self.elapsed.as_secs_f64()
+        )
     }
 }
 
@@ -257,7 +265,11 @@ pub async fn end_offsets(
             .fetch_metadata(Some(&topic), timeout)
             .map_err(|error| RunnerError::kafka(format!("reading metadata of {topic}"), error))?;
         let mut end = EndOffsets::new();
-        for found in metadata.topics().iter().filter(|found| found.name() == topic) {
+        for found in metadata
+            .topics()
+            .iter()
+            .filter(|found| found.name() == topic)
+        {
             for partition in found.partitions() {
                 let (_, high) = consumer
                     .fetch_watermarks(&topic, partition.id(), timeout)

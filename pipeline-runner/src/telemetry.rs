@@ -331,7 +331,11 @@ fn respond(path: &str, metrics: &Metrics, health: &Health) -> Response<Full<Byte
             "text/plain",
             "not ready: waiting for Kafka or Cassandra\n".to_string(),
         ),
-        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_string(),
+        ),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
@@ -350,7 +354,10 @@ mod tests {
     #[test]
     fn percentiles_use_the_nearest_rank() {
         let mut values: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentiles_of(&mut values, &[50.0, 99.0, 100.0]), vec![50.0, 99.0, 100.0]);
+        assert_eq!(
+            percentiles_of(&mut values, &[50.0, 99.0, 100.0]),
+            vec![50.0, 99.0, 100.0]
+        );
         assert!(percentiles_of(&mut [], &[50.0]).is_empty());
     }
 

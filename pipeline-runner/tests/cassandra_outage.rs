@@ -40,7 +40,13 @@ async fn cassandra_outage_pauses_and_resumes_without_losing_a_record() {
             for index in from..to {
                 let listing = rtdp_test_support::listings_api::listing(index);
                 let key = listing["zpid"].to_string();
-                produce(&producer, &topic, &key, Some(listing.to_string().as_bytes())).await;
+                produce(
+                    &producer,
+                    &topic,
+                    &key,
+                    Some(listing.to_string().as_bytes()),
+                )
+                .await;
             }
         }
     };
@@ -48,9 +54,11 @@ async fn cassandra_outage_pauses_and_resumes_without_losing_a_record() {
     let process = Runner::start(&["process"], &manifest, &[]);
     {
         let session = cassandra().await;
-        eventually("the first listings written", Duration::from_secs(60), || async {
-            (read_rows(&session, &by_id).await.len() >= 200).then_some(())
-        })
+        eventually(
+            "the first listings written",
+            Duration::from_secs(60),
+            || async { (read_rows(&session, &by_id).await.len() >= 200).then_some(()) },
+        )
         .await;
     }
 
@@ -61,9 +69,11 @@ async fn cassandra_outage_pauses_and_resumes_without_losing_a_record() {
     stack(&["up", "cassandra"]);
 
     let session = cassandra().await;
-    eventually("every listing written after the outage", Duration::from_secs(180), || async {
-        (read_rows(&session, &by_id).await.len() >= total).then_some(())
-    })
+    eventually(
+        "every listing written after the outage",
+        Duration::from_secs(180),
+        || async { (read_rows(&session, &by_id).await.len() >= total).then_some(()) },
+    )
     .await;
     eventually("offsets at the end", Duration::from_secs(30), || async {
         committed_and_end(&pipeline)
@@ -80,5 +90,8 @@ async fn cassandra_outage_pauses_and_resumes_without_losing_a_record() {
         log.contains("pausing consumption") && log.contains("resuming consumption"),
         "the runner paused and resumed; log:\n{log}"
     );
-    assert!(!log.contains("dead-lettering"), "nothing was dead-lettered for the outage");
+    assert!(
+        !log.contains("dead-lettering"),
+        "nothing was dead-lettered for the outage"
+    );
 }

@@ -21,7 +21,10 @@ type Columns = BTreeMap<String, Option<CqlValue>>;
 fn expected_row(pipeline: &Pipeline, record: &Json) -> Columns {
     let mut row = Columns::new();
     for field in &pipeline.spec.schema.fields {
-        let pointer = field.path.clone().unwrap_or_else(|| format!("/{}", field.name));
+        let pointer = field
+            .path
+            .clone()
+            .unwrap_or_else(|| format!("/{}", field.name));
         let value = match record.pointer(&pointer) {
             None | Some(Json::Null) => field.default.as_ref().map(|default| match field.type_ {
                 CqlType::Boolean => Json::Bool(default == "true"),
@@ -43,7 +46,9 @@ fn expected_row(pipeline: &Pipeline, record: &Json) -> Columns {
     let area = record["livingArea"].as_f64().filter(|area| *area > 0.0);
     row.insert(
         "price_per_sqft".into(),
-        price.zip(area).map(|(price, area)| CqlValue::Double(price / area)),
+        price
+            .zip(area)
+            .map(|(price, area)| CqlValue::Double(price / area)),
     );
     row
 }
@@ -53,13 +58,21 @@ async fn http_round_trip_fills_both_tables_dead_letters_defects_and_replays_iden
     let pipeline = listings_pipeline("round-trip");
     provision(&pipeline).await;
     let listings = Listings::generate(3, 20, 7);
-    let api = ListingsApi::start("127.0.0.1:0".parse().expect("an address"), listings.clone(), Some(2))
-        .await
-        .expect("starting the listings API");
+    let api = ListingsApi::start(
+        "127.0.0.1:0".parse().expect("an address"),
+        listings.clone(),
+        Some(2),
+    )
+    .await
+    .expect("starting the listings API");
     let manifest = write_manifest(&pipeline);
 
     // One pass of the source, as the CronJob runs it; page 2 fails once and is retried.
-    let ingest = Runner::start(&["ingest", "--once", "--source-url", &api.url], &manifest, &[]);
+    let ingest = Runner::start(
+        &["ingest", "--once", "--source-url", &api.url],
+        &manifest,
+        &[],
+    );
     let log = ingest.log.clone();
     let status = ingest.wait(Duration::from_secs(60));
     assert!(
@@ -75,15 +88,27 @@ async fn http_round_trip_fills_both_tables_dead_letters_defects_and_replays_iden
     let expected: BTreeMap<i64, Columns> = listings
         .good()
         .filter(|record| record["price"].as_i64().is_some_and(|price| price > 0))
-        .map(|record| (record["zpid"].as_i64().expect("a zpid"), expected_row(&pipeline, record)))
+        .map(|record| {
+            (
+                record["zpid"].as_i64().expect("a zpid"),
+                expected_row(&pipeline, record),
+            )
+        })
         .collect();
-    assert!(expected.len() >= 45, "the data set has mostly good listings");
+    assert!(
+        expected.len() >= 45,
+        "the data set has mostly good listings"
+    );
 
     let process = Runner::start(&["process"], &manifest, &[]);
-    eventually("every good listing in listings_by_id", Duration::from_secs(90), || async {
-        let count = read_rows(&session, &by_id).await.len();
-        (count >= expected.len()).then_some(())
-    })
+    eventually(
+        "every good listing in listings_by_id",
+        Duration::from_secs(90),
+        || async {
+            let count = read_rows(&session, &by_id).await.len();
+            (count >= expected.len()).then_some(())
+        },
+    )
     .await;
     let log = process.log.clone();
     let status = process.terminate(Duration::from_secs(30));
@@ -95,7 +120,10 @@ async fn http_round_trip_fills_both_tables_dead_letters_defects_and_replays_iden
 
     // Every row and column of listings_by_id.
     let rows = rows_by(&session, &by_id, "zpid").await;
-    assert_eq!(rows.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
+    assert_eq!(
+        rows.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>()
+    );
     for (zpid, want) in &expected {
         assert_eq!(&rows[zpid], want, "listing {zpid} in listings_by_id");
     }
@@ -108,12 +136,25 @@ async fn http_round_trip_fills_both_tables_dead_letters_defects_and_replays_iden
         };
         let want = &expected[zpid];
         let columns = [
-            "city", "price", "zpid", "street_address", "zipcode", "bedrooms", "bathrooms",
-            "living_area", "price_per_sqft", "home_type", "home_status", "img_src",
+            "city",
+            "price",
+            "zpid",
+            "street_address",
+            "zipcode",
+            "bedrooms",
+            "bathrooms",
+            "living_area",
+            "price_per_sqft",
+            "home_type",
+            "home_status",
+            "img_src",
         ];
         assert_eq!(row.len(), columns.len(), "by-city columns: {row:?}");
         for column in columns {
-            assert_eq!(row[column], want[column], "listing {zpid} column {column} in listings_by_city");
+            assert_eq!(
+                row[column], want[column],
+                "listing {zpid} column {column} in listings_by_city"
+            );
         }
     }
 
@@ -129,14 +170,26 @@ async fn http_round_trip_fills_both_tables_dead_letters_defects_and_replays_iden
         let payload: Json = serde_json::from_slice(letter.payload.as_deref().expect("a payload"))
             .expect("the dead letter carries the original record");
         assert_eq!(letter.headers["rtdp.original.topic"], pipeline.topic_name());
-        assert!(letter.headers["rtdp.original.offset"].parse::<i64>().is_ok());
-        assert!(letter.headers["rtdp.original.partition"].parse::<i32>().is_ok());
+        assert!(
+            letter.headers["rtdp.original.offset"]
+                .parse::<i64>()
+                .is_ok()
+        );
+        assert!(
+            letter.headers["rtdp.original.partition"]
+                .parse::<i32>()
+                .is_ok()
+        );
         assert!(!letter.headers["rtdp.error"].is_empty());
         found.insert(
             payload["zpid"].as_i64().expect("a zpid"),
             (
                 letter.headers["rtdp.reason"].clone(),
-                letter.headers.get("rtdp.field").cloned().unwrap_or_default(),
+                letter
+                    .headers
+                    .get("rtdp.field")
+                    .cloned()
+                    .unwrap_or_default(),
             ),
         );
     }
@@ -152,12 +205,16 @@ async fn http_round_trip_fills_both_tables_dead_letters_defects_and_replays_iden
     let before_by_city = read_rows(&session, &format!("{keyspace}.listings_by_city")).await;
     reset_group_to_beginning(&pipeline);
     let replay = Runner::start(&["process"], &manifest, &[]);
-    eventually("the replay to reach the end offsets", Duration::from_secs(90), || async {
-        committed_and_end(&pipeline)
-            .iter()
-            .all(|(_, committed, end)| *end == 0 || *committed == Some(*end))
-            .then_some(())
-    })
+    eventually(
+        "the replay to reach the end offsets",
+        Duration::from_secs(90),
+        || async {
+            committed_and_end(&pipeline)
+                .iter()
+                .all(|(_, committed, end)| *end == 0 || *committed == Some(*end))
+                .then_some(())
+        },
+    )
     .await;
     let status = replay.terminate(Duration::from_secs(30));
     assert!(status.success(), "replay process exit: {status}");
@@ -182,12 +239,31 @@ async fn raw_bad_records_are_dead_lettered_with_reasons_and_never_block_good_one
     );
     let bad: Vec<(&str, Option<Vec<u8>>, &str)> = vec![
         ("utf8", Some(vec![b'{', 0xff, 0xfe, b'}']), "invalid_utf8"),
-        ("json", Some(b"{\"zpid\": 1, \"city\": ".to_vec()), "malformed_json"),
+        (
+            "json",
+            Some(b"{\"zpid\": 1, \"city\": ".to_vec()),
+            "malformed_json",
+        ),
         ("array", Some(b"[1, 2, 3]".to_vec()), "not_an_object"),
         ("tombstone", None, "empty_payload"),
-        ("required", Some(b"{\"zpid\": 2, \"price\": 10}".to_vec()), "missing_required_field"),
-        ("type", Some(b"{\"zpid\": \"two\", \"city\": \"Austin\", \"price\": 10}".to_vec()), "wrong_type"),
-        ("range", Some(b"{\"zpid\": 3, \"city\": \"Austin\", \"price\": 10, \"bedrooms\": 3000000000}".to_vec()), "out_of_range"),
+        (
+            "required",
+            Some(b"{\"zpid\": 2, \"price\": 10}".to_vec()),
+            "missing_required_field",
+        ),
+        (
+            "type",
+            Some(b"{\"zpid\": \"two\", \"city\": \"Austin\", \"price\": 10}".to_vec()),
+            "wrong_type",
+        ),
+        (
+            "range",
+            Some(
+                b"{\"zpid\": 3, \"city\": \"Austin\", \"price\": 10, \"bedrooms\": 3000000000}"
+                    .to_vec(),
+            ),
+            "out_of_range",
+        ),
         ("long", Some(oversized.into_bytes()), "value_too_long"),
     ];
     // Good, then every kind of bad, then good again, all in one partition (same key).
@@ -202,30 +278,47 @@ async fn raw_bad_records_are_dead_lettered_with_reasons_and_never_block_good_one
     let manifest = write_manifest(&pipeline);
     let process = Runner::start(&["process"], &manifest, &[]);
     let letters = read_dead_letters(&pipeline, bad.len()).await;
-    let reasons: Vec<&str> = letters.iter().map(|letter| letter.headers["rtdp.reason"].as_str()).collect();
+    let reasons: Vec<&str> = letters
+        .iter()
+        .map(|letter| letter.headers["rtdp.reason"].as_str())
+        .collect();
     let wanted: Vec<&str> = bad.iter().map(|(_, _, reason)| *reason).collect();
-    assert_eq!(reasons, wanted, "one dead letter per bad record, in order, with its reason");
+    assert_eq!(
+        reasons, wanted,
+        "one dead letter per bad record, in order, with its reason"
+    );
     for (letter, (what, payload, _)) in letters.iter().zip(&bad) {
-        assert_eq!(&letter.payload, payload, "{what}: the original bytes are kept");
+        assert_eq!(
+            &letter.payload, payload,
+            "{what}: the original bytes are kept"
+        );
     }
     assert_eq!(letters[4].headers["rtdp.field"], "city");
     assert_eq!(letters[5].headers["rtdp.field"], "zpid");
 
     let session = cassandra().await;
     let by_id = format!("{}.listings_by_id", pipeline.spec.cassandra.keyspace.name);
-    eventually("both good listings written", Duration::from_secs(60), || async {
-        let rows = rows_by(&session, &by_id, "zpid").await;
-        (rows.contains_key(&good_zpid) && rows.contains_key(&(good_zpid + 1))).then_some(())
-    })
+    eventually(
+        "both good listings written",
+        Duration::from_secs(60),
+        || async {
+            let rows = rows_by(&session, &by_id, "zpid").await;
+            (rows.contains_key(&good_zpid) && rows.contains_key(&(good_zpid + 1))).then_some(())
+        },
+    )
     .await;
-    eventually("offsets past every record", Duration::from_secs(30), || async {
-        let offsets = committed_and_end(&pipeline);
-        eprintln!("committed and end offsets: {offsets:?}");
-        offsets
-            .iter()
-            .all(|(_, committed, end)| *end == 0 || *committed == Some(*end))
-            .then_some(())
-    })
+    eventually(
+        "offsets past every record",
+        Duration::from_secs(30),
+        || async {
+            let offsets = committed_and_end(&pipeline);
+            eprintln!("committed and end offsets: {offsets:?}");
+            offsets
+                .iter()
+                .all(|(_, committed, end)| *end == 0 || *committed == Some(*end))
+                .then_some(())
+        },
+    )
     .await;
     let status = process.terminate(Duration::from_secs(30));
     assert!(status.success(), "process exit: {status}");
@@ -253,7 +346,13 @@ async fn sigkill_mid_stream_loses_nothing_and_keeps_the_latest_value() {
             for round in from..to {
                 for key in 0..keys {
                     let (zpid, payload) = record(key, round);
-                    produce(&producer, &topic, &zpid.to_string(), Some(payload.as_bytes())).await;
+                    produce(
+                        &producer,
+                        &topic,
+                        &zpid.to_string(),
+                        Some(payload.as_bytes()),
+                    )
+                    .await;
                 }
             }
         }
@@ -273,18 +372,24 @@ async fn sigkill_mid_stream_loses_nothing_and_keeps_the_latest_value() {
     producing.await.expect("the producer task");
 
     let second = Runner::start(&["process"], &manifest, &[]);
-    let latest: BTreeMap<i64, i64> = (0..keys).map(|key| (record(key, 0).0, 100_000 + rounds - 1)).collect();
-    eventually("every key with its latest price", Duration::from_secs(120), || async {
-        let rows = rows_by(&session, &by_id, "zpid").await;
-        let prices: BTreeMap<i64, i64> = rows
-            .iter()
-            .filter_map(|(zpid, row)| match row.get("price") {
-                Some(Some(CqlValue::BigInt(price))) => Some((*zpid, *price)),
-                _ => None,
-            })
-            .collect();
-        (prices == latest).then_some(())
-    })
+    let latest: BTreeMap<i64, i64> = (0..keys)
+        .map(|key| (record(key, 0).0, 100_000 + rounds - 1))
+        .collect();
+    eventually(
+        "every key with its latest price",
+        Duration::from_secs(120),
+        || async {
+            let rows = rows_by(&session, &by_id, "zpid").await;
+            let prices: BTreeMap<i64, i64> = rows
+                .iter()
+                .filter_map(|(zpid, row)| match row.get("price") {
+                    Some(Some(CqlValue::BigInt(price))) => Some((*zpid, *price)),
+                    _ => None,
+                })
+                .collect();
+            (prices == latest).then_some(())
+        },
+    )
     .await;
     let status = second.terminate(Duration::from_secs(30));
     assert!(status.success(), "process exit after the crash: {status}");

@@ -136,7 +136,7 @@ pub fn listing(index: usize) -> Json {
         "daysOnZillow": index % 90,
         "homeStatus": "FOR_SALE",
         "homeType": home_type,
-        "isNonOwnerOccupied": index % 2 == 0,
+        "isNonOwnerOccupied": index.is_multiple_of(2),
         "livingArea": living_area,
         "price": price,
         "currency": "USD",
@@ -150,15 +150,14 @@ pub fn listing(index: usize) -> Json {
         "priceForHDP": price,
     });
     // Like the real API: some listings omit optional fields; isFeatured is often absent.
-    if index % 3 == 0 {
-        record["isFeatured"] = json!(index % 2 == 0);
+    if index.is_multiple_of(3) {
+        record["isFeatured"] = json!(index.is_multiple_of(2));
     }
-    if index % 11 == 0 {
-        if let Some(object) = record.as_object_mut() {
+    if index.is_multiple_of(11)
+        && let Some(object) = record.as_object_mut() {
             object.remove("livingArea");
             object.remove("rentZestimate");
         }
-    }
     record
 }
 

@@ -57,8 +57,8 @@ pub fn listing(index: u64, distinct_keys: u64) -> (String, Vec<u8>) {
         "daysOnZillow": (random >> 20) % 120,
         "homeStatus": "FOR_SALE",
         "homeType": home_type,
-        "isFeatured": random % 7 == 0,
-        "isNonOwnerOccupied": random % 3 == 0,
+        "isFeatured": random.is_multiple_of(7),
+        "isNonOwnerOccupied": random.is_multiple_of(3),
         "livingArea": living_area,
         "lotAreaValue": living_area * 3,
         "lotAreaUnit": "sqft",
@@ -72,11 +72,14 @@ pub fn listing(index: u64, distinct_keys: u64) -> (String, Vec<u8>) {
         "longitude": longitude - offset,
         "imgSrc": format!("https://photos.example.com/p/{zpid:x}/{random:016x}-p_e.jpg"),
         "detailUrl": format!("https://listings.example.com/homedetails/{number}-{street}-St-{city}-{state}/{zpid}_zpid/"),
-        "listingSubType": {"isFSBA": random % 2 == 0, "isOpenHouse": random % 5 == 0},
+        "listingSubType": {"isFSBA": random.is_multiple_of(2), "isOpenHouse": random.is_multiple_of(5)},
         "description": "Light-filled home with an updated kitchen, hardwood floors, a fenced back yard and a two-car garage, close to schools, parks and shopping. Recent roof, new HVAC, energy-efficient windows; move-in ready.",
         "sequence": index,
     });
-    (zpid.to_string(), serde_json::to_vec(&record).unwrap_or_default())
+    (
+        zpid.to_string(),
+        serde_json::to_vec(&record).unwrap_or_default(),
+    )
 }
 
 /// Produces listings at the configured rate until `totalRecords` (or shutdown). Returns the

@@ -291,7 +291,10 @@ impl HttpIngest {
             }
             count(metrics, "retried");
             let backoff = retry_after
-                .unwrap_or_else(|| self.base_backoff.saturating_mul(2_u32.saturating_pow(attempt)))
+                .unwrap_or_else(|| {
+                    self.base_backoff
+                        .saturating_mul(2_u32.saturating_pow(attempt))
+                })
                 .min(MAX_BACKOFF);
             tracing::warn!(%error, attempt, retry_in_ms = backoff.as_millis() as u64, "request failed; retrying");
             tokio::time::sleep(backoff).await;

@@ -79,7 +79,11 @@ pub async fn run(pipeline: &Pipeline, options: IngestOptions) -> Result<IngestRe
         tracing::info!(records = sent, %topic, "generator finished");
     } else if let Some(source) = &source.http {
         let ingest = HttpIngest::new(source, overrides.source_url.as_deref())?;
-        let interval = source.poll_interval.as_deref().map(parse_duration).transpose()?;
+        let interval = source
+            .poll_interval
+            .as_deref()
+            .map(parse_duration)
+            .transpose()?;
         loop {
             let pass = ingest.run_pass(&mut sink, &metrics).await;
             tracing::info!(
@@ -138,8 +142,11 @@ pub async fn run(pipeline: &Pipeline, options: IngestOptions) -> Result<IngestRe
 
 /// `30s`, `5m`, `1h30m`, `500ms` (the CRD's pattern: number-unit pairs).
 pub fn parse_duration(text: &str) -> Result<Duration, RunnerError> {
-    let invalid =
-        || RunnerError::Config(format!("pollInterval {text:?} is not a duration like 30s or 5m"));
+    let invalid = || {
+        RunnerError::Config(format!(
+            "pollInterval {text:?} is not a duration like 30s or 5m"
+        ))
+    };
     let mut rest = text;
     let mut total = Duration::ZERO;
     if rest.is_empty() {
@@ -175,10 +182,16 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("30s").ok(), Some(Duration::from_secs(30)));
         assert_eq!(parse_duration("5m").ok(), Some(Duration::from_secs(300)));
-        assert_eq!(parse_duration("250ms").ok(), Some(Duration::from_millis(250)));
+        assert_eq!(
+            parse_duration("250ms").ok(),
+            Some(Duration::from_millis(250))
+        );
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5 m").is_err());
         assert!(parse_duration("").is_err());
-        assert_eq!(parse_duration("1h30m").ok(), Some(Duration::from_secs(5400)));
+        assert_eq!(
+            parse_duration("1h30m").ok(),
+            Some(Duration::from_secs(5400))
+        );
     }
 }

@@ -77,7 +77,8 @@ pub async fn run(pipeline: &Pipeline, options: ProcessOptions) -> Result<(), Run
         pipeline.namespace_or_default(),
         kube_name(pipeline)
     );
-    let parser = RecordParser::new(&spec.schema).map_err(|error| RunnerError::Config(error.to_string()))?;
+    let parser =
+        RecordParser::new(&spec.schema).map_err(|error| RunnerError::Config(error.to_string()))?;
     let transforms =
         Transforms::new(&spec.schema).map_err(|error| RunnerError::Config(error.to_string()))?;
     let value_names: Vec<String> = parser
@@ -116,7 +117,9 @@ pub async fn run(pipeline: &Pipeline, options: ProcessOptions) -> Result<(), Run
     let max_in_flight = (usize::try_from(spec.runner.concurrency).unwrap_or(1)
         / writer.table_count().max(1))
     .max(1);
-    let max_batch = usize::try_from(spec.runner.batch.max_records).unwrap_or(1).max(1);
+    let max_batch = usize::try_from(spec.runner.batch.max_records)
+        .unwrap_or(1)
+        .max(1);
     let cel_root = cel::Context::default();
     let mut tracker = OffsetTracker::default();
     let mut work: FuturesUnordered<Work> = FuturesUnordered::new();
@@ -206,7 +209,15 @@ pub async fn run(pipeline: &Pipeline, options: ProcessOptions) -> Result<(), Run
     while !work.is_empty() {
         match tokio::time::timeout_at(deadline, work.next()).await {
             Ok(Some((partition, offset, done))) => {
-                finish(&consumer, &topic, &mut tracker, &metrics, partition, offset, done);
+                finish(
+                    &consumer,
+                    &topic,
+                    &mut tracker,
+                    &metrics,
+                    partition,
+                    offset,
+                    done,
+                );
             }
             Ok(None) => break,
             Err(_) => {
@@ -388,7 +399,7 @@ fn pause_while_cassandra_is_down(
     paused: bool,
 ) -> bool {
     let healthy = health.is_ready();
-    if healthy == !paused {
+    if healthy != paused {
         return paused;
     }
     let Ok(assignment) = consumer.assignment() else {
@@ -424,7 +435,10 @@ fn reached(consumer: &StreamConsumer<ConsumerCallbacks>, end_offsets: &EndOffset
     let Ok(assignment) = consumer.assignment() else {
         return false;
     };
-    let Some(topic) = assignment.elements().first().map(|element| element.topic().to_string())
+    let Some(topic) = assignment
+        .elements()
+        .first()
+        .map(|element| element.topic().to_string())
     else {
         return end_offsets.values().all(|offset| *offset <= 0);
     };
@@ -434,9 +448,8 @@ fn reached(consumer: &StreamConsumer<ConsumerCallbacks>, end_offsets: &EndOffset
     }
     // Commit what is stored first, so the comparison sees it.
     let _ = consumer.commit_consumer_state(CommitMode::Sync);
-    let committed = tokio::task::block_in_place(|| {
-        consumer.committed_offsets(wanted, Duration::from_secs(5))
-    });
+    let committed =
+        tokio::task::block_in_place(|| consumer.committed_offsets(wanted, Duration::from_secs(5)));
     let Ok(committed) = committed else {
         return false;
     };

@@ -76,7 +76,10 @@ impl OffsetTracker {
 
     /// Records in flight over all partitions.
     pub fn in_flight(&self) -> usize {
-        self.partitions.values().map(PartitionOffsets::in_flight).sum()
+        self.partitions
+            .values()
+            .map(PartitionOffsets::in_flight)
+            .sum()
     }
 }
 

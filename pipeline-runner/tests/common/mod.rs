@@ -202,7 +202,10 @@ pub struct DeadLetter {
 /// Reads `count` records of the dead-letter topic (fails after a timeout).
 pub async fn read_dead_letters(pipeline: &Pipeline, count: usize) -> Vec<DeadLetter> {
     let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", pipeline.spec.kafka.bootstrap_servers.join(","))
+        .set(
+            "bootstrap.servers",
+            pipeline.spec.kafka.bootstrap_servers.join(","),
+        )
         .set("group.id", unique_name("dead-letter-reader"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -243,7 +246,10 @@ pub async fn read_dead_letters(pipeline: &Pipeline, count: usize) -> Vec<DeadLet
 pub fn committed_and_end(pipeline: &Pipeline) -> Vec<(i32, Option<i64>, i64)> {
     let topic = pipeline.topic_name();
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", pipeline.spec.kafka.bootstrap_servers.join(","))
+        .set(
+            "bootstrap.servers",
+            pipeline.spec.kafka.bootstrap_servers.join(","),
+        )
         .set("group.id", pipeline.consumer_group())
         .create()
         .expect("a consumer");
@@ -291,7 +297,10 @@ pub fn assert_offsets_at_end(pipeline: &Pipeline) {
 pub fn reset_group_to_beginning(pipeline: &Pipeline) {
     let topic = pipeline.topic_name();
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", pipeline.spec.kafka.bootstrap_servers.join(","))
+        .set(
+            "bootstrap.servers",
+            pipeline.spec.kafka.bootstrap_servers.join(","),
+        )
         .set("group.id", pipeline.consumer_group())
         .set("enable.auto.commit", "false")
         .create()
@@ -310,7 +319,10 @@ pub fn reset_group_to_beginning(pipeline: &Pipeline) {
 /// An idempotent producer for raw test records.
 pub fn producer(pipeline: &Pipeline) -> FutureProducer {
     ClientConfig::new()
-        .set("bootstrap.servers", pipeline.spec.kafka.bootstrap_servers.join(","))
+        .set(
+            "bootstrap.servers",
+            pipeline.spec.kafka.bootstrap_servers.join(","),
+        )
         .set("enable.idempotence", "true")
         .create()
         .expect("a producer")

@@ -33,9 +33,13 @@ async fn main() -> anyhow::Result<()> {
             other => anyhow::bail!("unknown flag {other} (see --help)"),
         }
     }
-    let api = ListingsApi::start(address, Listings::generate(pages, per_page, defect_every), None)
-        .await
-        .map_err(|error| anyhow::anyhow!("binding {address}: {error}"))?;
+    let api = ListingsApi::start(
+        address,
+        Listings::generate(pages, per_page, defect_every),
+        None,
+    )
+    .await
+    .map_err(|error| anyhow::anyhow!("binding {address}: {error}"))?;
     println!("{}", api.url);
     tokio::signal::ctrl_c().await?;
     Ok(())
