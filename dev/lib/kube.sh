@@ -83,7 +83,7 @@ _make_certificates() {
     openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=rtdp-local-ca" \
       -keyout ca.key -out ca.crt
     openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" -keyout apiserver.key -out apiserver.csr
-    printf 'subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\nextendedKeyUsage=serverAuth\n' >apiserver.ext
+    printf 'subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\nextendedKeyUsage=serverAuth\n' >apiserver.ext
     openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
       -extfile apiserver.ext -out apiserver.crt
     openssl req -newkey rsa:2048 -nodes -subj "/O=system:masters/CN=rtdp-admin" -keyout admin.key -out admin.csr
@@ -177,7 +177,7 @@ kube_up() {
       --cert-dir="$RTDP_STATE/kube-apiserver/certs" \
       --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
       --client-ca-file="$pki/ca.crt" \
-      --service-cluster-ip-range=10.0.0.0/24 --allow-privileged=true \
+      --service-cluster-ip-range=10.96.0.0/16 --allow-privileged=true \
       --authorization-mode=RBAC \
       --service-account-issuer=https://kubernetes.default.svc.cluster.local \
       --service-account-key-file="$pki/service-account.pub" \
