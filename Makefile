@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help demo test lint unit integration crds stack-up stack-down stack-status bench
+.PHONY: help demo test lint unit integration crds stack-up stack-down stack-status bench kind-e2e
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ integration: ## All cargo tests; needs the stack's endpoints in the environment 
 
 bench: ## Throughput, latency and RSS of `process` vs. the Cassandra ceiling (release build; prints figures)
 	@dev/stack run -- $(CARGO) bench --locked -p pipeline-runner --bench throughput
+
+kind-e2e: ## Machines with Docker + kind only: the chart, images and example Pipeline on a kind cluster, end to end
+	@dev/kind-e2e
 
 crds: ## Regenerate the CRD YAML in the chart from the Rust types
 	$(CARGO) run --quiet -p rtdp-crds --bin crdgen -- --write

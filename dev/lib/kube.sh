@@ -194,7 +194,9 @@ kube_up() {
     local log_file="$RTDP_STATE/kube-controller-manager/kube-controller-manager.log"
     : >"$log_file"
     # Garbage collection (owner references) and namespace deletion, as on a real cluster;
-    # no scheduler or kubelet exists, so pods are created but never run.
+    # no scheduler or kubelet exists, so pods are created but never run. Each controller
+    # acts as its own service account (system:controller:* roles), as kubeadm runs it: the
+    # controller manager's own identity may not delete what those controllers must.
     log "starting kube-controller-manager (log: $log_file)"
     start_daemon kube-controller-manager "$log_file" "$KUBE_DIR/bin/kube-controller-manager" \
       --kubeconfig="$KUBE_STATE/controller-manager.kubeconfig" \
@@ -203,7 +205,7 @@ kube_up() {
       --bind-address=127.0.0.1 --secure-port="${CONTROLLER_MANAGER_PORT:-10257}" \
       --cert-dir="$RTDP_STATE/kube-controller-manager/certs" \
       --root-ca-file="$pki/ca.crt" --service-account-private-key-file="$pki/service-account.key" \
-      --use-service-account-credentials=false --leader-elect=false \
+      --use-service-account-credentials=true --leader-elect=false \
       --controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller \
       --concurrent-gc-syncs=5 --v=1
     wait_until kube-controller-manager "$log_file" 60 controller_manager_ready || return 1

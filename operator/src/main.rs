@@ -1,1 +1,234 @@
-fn main() {}
+//! `rtdp-operator`: watches Pipelines and makes the world match each one.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use futures::FutureExt;
+use kube::runtime::events::{Recorder, Reporter};
+use rtdp_operator::controller::{self, Context, Settings, Step};
+use rtdp_operator::leader::{LeaderElector, LeaseSettings};
+use rtdp_operator::metrics::{self, Metrics};
+use rtdp_operator::resources::BuildContext;
+use tokio::sync::watch;
+
+/// The RTDP operator: reconciles Pipelines into Kafka topics, Cassandra schema and runner
+/// workloads.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Namespaces to watch, comma-separated; all namespaces when empty.
+    #[arg(long, env = "RTDP_NAMESPACES", value_delimiter = ',')]
+    namespaces: Vec<String>,
+
+    /// Where to serve /metrics and /healthz.
+    #[arg(long, env = "RTDP_METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
+    metrics_address: SocketAddr,
+
+    /// The pipeline-runner image for Pipelines that do not set spec.runner.image.
+    #[arg(
+        long,
+        env = "RTDP_RUNNER_IMAGE",
+        default_value = "ghcr.io/rtdp-dev/pipeline-runner:0.1.0"
+    )]
+    runner_image: String,
+
+    /// The namespace of the leader election Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    leader_election_namespace: String,
+
+    /// The name of the leader election Lease.
+    #[arg(long, env = "RTDP_LEASE_NAME", default_value = "rtdp-operator")]
+    lease_name: String,
+
+    /// This replica's identity in the Lease; defaults to the pod name (or host) and the pid.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+
+    /// The field manager of server-side applies.
+    #[arg(long, default_value = "rtdp-operator")]
+    field_manager: String,
+
+    /// Reconciles running at once.
+    #[arg(long, env = "RTDP_CONCURRENCY", default_value_t = 16)]
+    concurrency: u16,
+
+    /// How often a healthy Pipeline is reconciled anyway, in seconds (to set drift in Kafka
+    /// and Cassandra back).
+    #[arg(long, env = "RTDP_RESYNC_SECONDS", default_value_t = 300)]
+    resync_seconds: u64,
+
+    /// Attempts at dropping a deleted Pipeline's topics and tables before the deletion is
+    /// reported as blocked (with how to release it).
+    #[arg(long, env = "RTDP_CLEANUP_ATTEMPTS", default_value_t = 5)]
+    cleanup_attempts: u32,
+
+    /// The longest retry delay after transient errors, in seconds.
+    #[arg(long, default_value_t = 300)]
+    max_backoff_seconds: u64,
+
+    /// Log format: json (structured, the default) or text.
+    #[arg(long, env = "RTDP_LOG_FORMAT", default_value = "json")]
+    log_format: LogFormat,
+
+    /// Tests only: pause every reconcile after this step (to restart the operator mid-way).
+    #[arg(long, hide = true)]
+    test_pause_after: Option<Step>,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_logging(args.log_format);
+
+    let identity = args.identity.clone().unwrap_or_else(default_identity);
+    let metrics = Arc::new(Metrics::new());
+    let (stop_sender, stop) = watch::channel(false);
+    tokio::spawn(signals(stop_sender));
+
+    let listener = metrics::bind(args.metrics_address).await?;
+    tracing::info!(address = %args.metrics_address, "serving /metrics and /healthz");
+    tokio::spawn(metrics::serve(
+        listener,
+        Arc::clone(&metrics),
+        stopped(stop.clone()),
+    ));
+
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API server (in-cluster config or KUBECONFIG)")?;
+
+    let elector = Arc::new(LeaderElector::new(
+        client.clone(),
+        LeaseSettings::new(
+            args.leader_election_namespace.clone(),
+            args.lease_name.clone(),
+            identity.clone(),
+        ),
+    ));
+    tokio::select! {
+        () = elector.acquire() => {}
+        () = stopped(stop.clone()) => {
+            tracing::info!("stopped before becoming the leader");
+            return Ok(());
+        }
+    }
+    metrics.set_leader(true);
+
+    let settings = Settings {
+        field_manager: args.field_manager.clone(),
+        build: BuildContext {
+            default_image: args.runner_image.clone(),
+        },
+        resync: Duration::from_secs(args.resync_seconds.max(1)),
+        backoff_base: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(args.max_backoff_seconds.max(1)),
+        cleanup_attempts: args.cleanup_attempts.max(1),
+        concurrency: args.concurrency,
+        pause_after: args.test_pause_after,
+    };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: args.field_manager.clone(),
+            instance: Some(identity.clone()),
+        },
+    );
+    let context = Arc::new(Context::new(
+        client,
+        settings,
+        Arc::clone(&metrics),
+        recorder,
+    ));
+    tracing::info!(namespaces = ?args.namespaces, %identity, "starting the controller");
+
+    // The controller stops gracefully on SIGTERM; losing the Lease stops it at once.
+    let (graceful_sender, graceful) = futures::channel::oneshot::channel::<()>();
+    let mut stop_for_controller = stop.clone();
+    tokio::spawn(async move {
+        let _ = stop_for_controller.wait_for(|stopped| *stopped).await;
+        let _ = graceful_sender.send(());
+    });
+    let controller = controller::run(context, args.namespaces.clone(), graceful.map(|_| ()));
+    let holder = Arc::clone(&elector);
+    tokio::select! {
+        () = controller => {
+            metrics.set_leader(false);
+            elector.release().await;
+            tracing::info!("stopped");
+            Ok(())
+        }
+        lost = holder.hold() => {
+            metrics.set_leader(false);
+            metrics.set_unhealthy();
+            tracing::error!(error = %lost, "lost leadership; exiting so a new leader takes over");
+            Err(anyhow::anyhow!("lost leadership: {lost}"))
+        }
+    }
+}
+
+/// Resolves once a stop was requested.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+/// The first SIGTERM or Ctrl-C asks for a graceful stop; the second exits at once.
+async fn signals(stop: watch::Sender<bool>) {
+    wait_for_signal().await;
+    tracing::info!("shutting down gracefully; signal again to exit at once");
+    let _ = stop.send(true);
+    wait_for_signal().await;
+    tracing::warn!("exiting at once");
+    std::process::exit(130);
+}
+
+async fn wait_for_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+fn default_identity() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|host| !host.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|host| host.trim().to_string())
+        })
+        .unwrap_or_else(|| "rtdp-operator".into());
+    format!("{host}-{}", std::process::id())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}

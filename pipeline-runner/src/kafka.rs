@@ -122,7 +122,12 @@ pub fn consumer(
         // A crashed member's partitions move on after 10 s rather than 45.
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "3000")
-        .set("statistics.interval.ms", "5000");
+        .set("statistics.interval.ms", "5000")
+        // librdkafka prefetches up to 100 000 messages / 64 MiB per partition by default; the
+        // runner has at most `concurrency` records in flight, so a few thousand is plenty and
+        // keeps the process small.
+        .set("queued.min.messages", "2000")
+        .set("queued.max.messages.kbytes", "4096");
     config
         .create_with_context(ConsumerCallbacks::new(metrics))
         .map_err(|error| RunnerError::kafka("creating the Kafka consumer", error))

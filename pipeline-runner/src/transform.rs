@@ -40,6 +40,9 @@ struct Derived {
 /// The compiled derived fields and filter of a schema.
 pub struct Transforms {
     field_names: Vec<String>,
+    /// Whether any expression reads the field; only those become CEL variables (building
+    /// a variable clones its value, and most records have many fields no expression reads).
+    field_used: Vec<bool>,
     derived: Vec<Derived>,
     filter: Option<Program>,
 }
@@ -83,12 +86,24 @@ impl Transforms {
             Some(expression) => Some(compile("filter".to_string(), expression)?),
             None => None,
         };
+        let field_used = schema
+            .fields
+            .iter()
+            .map(|field| {
+                derived
+                    .iter()
+                    .map(|derived| &derived.program)
+                    .chain(filter.as_ref())
+                    .any(|program| program.references().has_variable(&field.name))
+            })
+            .collect();
         Ok(Self {
             field_names: schema
                 .fields
                 .iter()
                 .map(|field| field.name.clone())
                 .collect(),
+            field_used,
             derived,
             filter,
         })
@@ -115,8 +130,15 @@ impl Transforms {
             return Ok(Outcome::Keep(Vec::new()));
         }
         let mut scope = root.new_inner_scope();
-        for (name, value) in self.field_names.iter().zip(&record.values) {
-            scope.add_variable_from_value(name.as_str(), to_cel(value.as_ref()));
+        for ((name, value), used) in self
+            .field_names
+            .iter()
+            .zip(&record.values)
+            .zip(&self.field_used)
+        {
+            if *used {
+                scope.add_variable_from_value(name.as_str(), to_cel(value.as_ref()));
+            }
         }
         let mut derived_values = Vec::with_capacity(self.derived.len());
         for derived in &self.derived {

@@ -154,10 +154,11 @@ pub fn listing(index: usize) -> Json {
         record["isFeatured"] = json!(index.is_multiple_of(2));
     }
     if index.is_multiple_of(11)
-        && let Some(object) = record.as_object_mut() {
-            object.remove("livingArea");
-            object.remove("rentZestimate");
-        }
+        && let Some(object) = record.as_object_mut()
+    {
+        object.remove("livingArea");
+        object.remove("rentZestimate");
+    }
     record
 }
 

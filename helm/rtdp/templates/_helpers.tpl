@@ -1,0 +1,100 @@
+{{/* The chart's name. */}}
+{{- define "rtdp.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The release's full name: "<release>-rtdp-operator", or "<release>" when it contains the chart name. */}}
+{{- define "rtdp.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- printf "%s-operator" .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s-operator" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "rtdp.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "rtdp.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "rtdp.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "rtdp.labels" -}}
+helm.sh/chart: {{ include "rtdp.chart" . }}
+{{ include "rtdp.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: rtdp
+{{- end }}
+
+{{- define "rtdp.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "rtdp.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "rtdp.leaseNamespace" -}}
+{{- default .Release.Namespace .Values.leaderElection.namespace }}
+{{- end }}
+
+{{- define "rtdp.operatorImage" -}}
+{{- printf "%s:%s" .Values.operator.image.repository (default .Chart.AppVersion .Values.operator.image.tag) }}
+{{- end }}
+
+{{- define "rtdp.runnerImage" -}}
+{{- printf "%s:%s" .Values.runner.image.repository (default .Chart.AppVersion .Values.runner.image.tag) }}
+{{- end }}
+
+{{/*
+What the operator does in every namespace it serves, derived from operator/src (keep in step
+with it; tests/helm_chart.rs runs the operator with exactly these rights):
+- Pipelines: the controller lists/watches them, patches metadata.finalizers (merge patch)
+  and applies the status subresource (server-side apply). It never updates or deletes them.
+- pipelines/finalizers update: owned objects carry an ownerReference with
+  blockOwnerDeletion=true, which the OwnerReferencesPermissionEnforcement admission plugin
+  (enabled on many distributions) allows only with this right.
+- ConfigMaps, Services, Deployments, CronJobs: watched (label-selected owned objects) and
+  written with server-side apply, which needs create as well as patch for a new object.
+  Only Deployments and CronJobs are ever deleted (an ingest workload that changed kind).
+- events.k8s.io Events: kube-runtime's Recorder creates them and patches a repeated one.
+- Secrets: get only, and only when rbac.readSecrets (operator/src/secrets.rs reads one
+  Secret by name; it never lists or watches them).
+*/}}
+{{- define "rtdp.namespacedRules" -}}
+- apiGroups: ["rtdp.dev"]
+  resources: ["pipelines"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["rtdp.dev"]
+  resources: ["pipelines/status"]
+  verbs: ["patch"]
+- apiGroups: ["rtdp.dev"]
+  resources: ["pipelines/finalizers"]
+  verbs: ["update"]
+- apiGroups: [""]
+  resources: ["configmaps", "services"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["batch"]
+  resources: ["cronjobs"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- if .Values.rbac.readSecrets }}
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+{{- end }}
+{{- end }}

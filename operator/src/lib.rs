@@ -1,0 +1,23 @@
+//! The RTDP operator: reconciles `Pipeline`s (rtdp.dev/v1alpha1) into Kafka topics, a
+//! Cassandra keyspace and tables, and the runner's Kubernetes workloads.
+//!
+//! - [`controller`]: the reconcile pipeline (fetch → validate → build → apply → status) and
+//!   the finalizer;
+//! - [`resources`]: pure builders of the owned Kubernetes objects;
+//! - [`kafka`], [`cassandra`]: the external resources, through `rtdp-provisioning`;
+//! - [`status`]: typed conditions;
+//! - [`leader`]: Lease-based leader election;
+//! - [`metrics`]: Prometheus metrics, `/healthz`;
+//! - [`error`]: the error type, its reasons and which errors are permanent.
+
+pub mod cassandra;
+pub mod controller;
+pub mod error;
+pub mod kafka;
+pub mod leader;
+pub mod metrics;
+pub mod resources;
+pub mod secrets;
+pub mod status;
+
+pub use error::{Error, Result};

@@ -1,0 +1,200 @@
+//! `<pipeline>-ingest`: a CronJob running `pipeline-runner ingest --once` for an HTTP source
+//! with a `schedule`, or a Deployment running `pipeline-runner ingest` for a continuous source
+//! (an HTTP `pollInterval`, or the generator). None without a source.
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::batch::v1::{
+    CronJob, CronJobSpec, JobSpec, JobTemplateSpec, PodFailurePolicy,
+    PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyRule,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use rtdp_crds::Pipeline;
+
+use super::{
+    CONFIG_PATH, CONTAINER_NAME, Ingest, Role, Workload, child_name, common_labels, object_meta,
+    selector_labels,
+};
+
+/// Completed and failed Jobs kept for `kubectl logs`.
+pub const HISTORY_LIMIT: i32 = 3;
+/// Retries of a failed ingest pass before the Job fails.
+pub const BACKOFF_LIMIT: i32 = 2;
+/// A run that could not start within this many seconds of its time is skipped.
+pub const STARTING_DEADLINE_SECONDS: i64 = 300;
+/// The runner's exit code for bad configuration: retrying cannot help.
+pub const EXIT_BAD_CONFIGURATION: i32 = 2;
+
+/// The ingest workload's name: `<pipeline>-ingest`.
+pub fn name(pipeline: &Pipeline) -> String {
+    child_name(pipeline, Role::Ingest.as_str())
+}
+
+/// The cron schedule, when the source is an HTTP API pulled on a schedule.
+pub fn schedule(pipeline: &Pipeline) -> Option<&str> {
+    pipeline
+        .spec
+        .source
+        .as_ref()
+        .and_then(|source| source.http.as_ref())
+        .and_then(|http| http.schedule.as_deref())
+}
+
+/// Builds the ingest workload, if the Pipeline has a source. Pure.
+pub fn build(workload: &Workload<'_>) -> Option<Ingest> {
+    let pipeline = workload.pipeline;
+    let source = pipeline.spec.source.as_ref()?;
+    if source.http.is_none() && source.generator.is_none() {
+        return None;
+    }
+    Some(match schedule(pipeline) {
+        Some(schedule) => Ingest::Scheduled(Box::new(cron_job(workload, schedule))),
+        None => Ingest::Continuous(Box::new(deployment(workload))),
+    })
+}
+
+fn cron_job(workload: &Workload<'_>, schedule: &str) -> CronJob {
+    let pipeline = workload.pipeline;
+    let mut job_labels = common_labels(pipeline);
+    job_labels.extend(selector_labels(pipeline, Role::Ingest));
+    CronJob {
+        metadata: object_meta(pipeline, name(pipeline), workload.owner, Some(Role::Ingest)),
+        spec: Some(CronJobSpec {
+            schedule: schedule.to_string(),
+            concurrency_policy: Some("Forbid".into()),
+            successful_jobs_history_limit: Some(HISTORY_LIMIT),
+            failed_jobs_history_limit: Some(HISTORY_LIMIT),
+            starting_deadline_seconds: Some(STARTING_DEADLINE_SECONDS),
+            job_template: JobTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(job_labels),
+                    ..Default::default()
+                }),
+                spec: Some(JobSpec {
+                    backoff_limit: Some(BACKOFF_LIMIT),
+                    // Bad configuration fails the Job at once instead of retrying.
+                    pod_failure_policy: Some(PodFailurePolicy {
+                        rules: vec![PodFailurePolicyRule {
+                            action: "FailJob".into(),
+                            on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                                container_name: Some(CONTAINER_NAME.into()),
+                                operator: "In".into(),
+                                values: vec![EXIT_BAD_CONFIGURATION],
+                            }),
+                            ..Default::default()
+                        }],
+                    }),
+                    template: workload.pod_template(
+                        Role::Ingest,
+                        &["ingest", "--once", "--file", CONFIG_PATH],
+                        "Never",
+                    ),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn deployment(workload: &Workload<'_>) -> Deployment {
+    let pipeline = workload.pipeline;
+    Deployment {
+        metadata: object_meta(pipeline, name(pipeline), workload.owner, Some(Role::Ingest)),
+        spec: Some(DeploymentSpec {
+            // One producer: a second would duplicate every record.
+            replicas: Some(1),
+            strategy: Some(DeploymentStrategy {
+                type_: Some("Recreate".into()),
+                ..Default::default()
+            }),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(pipeline, Role::Ingest)),
+                ..Default::default()
+            },
+            template: workload.pod_template(
+                Role::Ingest,
+                &["ingest", "--file", CONFIG_PATH],
+                "Always",
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::desired_objects;
+    use crate::resources::tests::{context, generated, listings, web_events};
+
+    #[test]
+    fn a_scheduled_source_is_a_cron_job() {
+        let pipeline = listings();
+        let objects = desired_objects(&pipeline, &context()).expect("builds");
+        let Some(Ingest::Scheduled(cron_job)) = objects.ingest else {
+            panic!("expected a CronJob");
+        };
+        assert_eq!(
+            cron_job.metadata.name.as_deref(),
+            Some("property-listings-ingest")
+        );
+        let spec = cron_job.spec.expect("spec");
+        assert_eq!(spec.schedule, "@daily");
+        assert_eq!(spec.concurrency_policy.as_deref(), Some("Forbid"));
+        assert_eq!(spec.successful_jobs_history_limit, Some(HISTORY_LIMIT));
+        assert_eq!(spec.failed_jobs_history_limit, Some(HISTORY_LIMIT));
+        let job = spec.job_template.spec.expect("job spec");
+        assert_eq!(job.backoff_limit, Some(BACKOFF_LIMIT));
+        let pod = job.template.spec.expect("pod spec");
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        let container = &pod.containers[0];
+        assert_eq!(
+            container.args.clone().expect("args"),
+            ["ingest", "--once", "--file", "/etc/rtdp/pipeline.yaml"]
+        );
+        let env = container.env.clone().unwrap_or_default();
+        let key = env
+            .iter()
+            .find(|var| var.name == "RTDP_HTTP_HEADER_X_RAPIDAPI_KEY")
+            .expect("the API key header");
+        let reference = key
+            .value_from
+            .as_ref()
+            .and_then(|from| from.secret_key_ref.as_ref())
+            .expect("a secretKeyRef");
+        assert_eq!(
+            (reference.name.as_str(), reference.key.as_str()),
+            ("listings-api", "api-key")
+        );
+        // Literal headers stay in the ConfigMap; only secrets become environment variables.
+        assert!(
+            !env.iter()
+                .any(|var| var.name == "RTDP_HTTP_HEADER_X_RAPIDAPI_HOST")
+        );
+    }
+
+    #[test]
+    fn a_continuous_source_is_a_deployment() {
+        let pipeline = generated();
+        let objects = desired_objects(&pipeline, &context()).expect("builds");
+        let Some(Ingest::Continuous(deployment)) = objects.ingest else {
+            panic!("expected a Deployment");
+        };
+        let spec = deployment.spec.expect("spec");
+        assert_eq!(spec.replicas, Some(1));
+        let container = &spec.template.spec.expect("pod").containers[0];
+        assert_eq!(
+            container.args.clone().expect("args"),
+            ["ingest", "--file", "/etc/rtdp/pipeline.yaml"]
+        );
+    }
+
+    #[test]
+    fn no_source_no_ingest() {
+        let pipeline = web_events();
+        let objects = desired_objects(&pipeline, &context()).expect("builds");
+        assert!(objects.ingest.is_none());
+    }
+}

@@ -1,0 +1,390 @@
+//! The Pipeline's status as a typed value: what each reconcile observed, turned into the
+//! conditions the CRD defines (Ready, TopicReady, SchemaReady, RunnerReady, Degraded). Pure;
+//! the controller writes the result with server-side apply on the status subresource.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use rtdp_crds::{Pipeline, PipelineStatus, condition_types};
+use serde::Serialize;
+
+/// How one part of the reconcile went: a reason and a message either way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// The part is as declared.
+    Done {
+        /// The condition reason.
+        reason: &'static str,
+        /// What is in place.
+        message: String,
+    },
+    /// The part failed.
+    Failed {
+        /// The error's reason.
+        reason: &'static str,
+        /// The error.
+        message: String,
+    },
+}
+
+impl StepOutcome {
+    /// A failure from an error.
+    pub fn failed(error: &crate::error::Error) -> Self {
+        StepOutcome::Failed {
+            reason: error.reason(),
+            message: error.to_string(),
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        matches!(self, StepOutcome::Done { .. })
+    }
+
+    fn condition(&self, type_: &'static str) -> DesiredCondition {
+        match self {
+            StepOutcome::Done { reason, message } => {
+                DesiredCondition::new(type_, true, reason, message.clone())
+            }
+            StepOutcome::Failed { reason, message } => {
+                DesiredCondition::new(type_, false, reason, message.clone())
+            }
+        }
+    }
+
+    fn failure(&self) -> Option<(&'static str, &str)> {
+        match self {
+            StepOutcome::Done { .. } => None,
+            StepOutcome::Failed { reason, message } => Some((reason, message)),
+        }
+    }
+}
+
+/// What one reconcile observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    /// The topic and the dead-letter topic.
+    pub topics: StepOutcome,
+    /// The keyspace and tables.
+    pub schema: StepOutcome,
+    /// The Kubernetes objects (ConfigMap, workloads, Service).
+    pub workloads: StepOutcome,
+    /// Processor replicas the Deployment reports as ready.
+    pub ready_replicas: i32,
+}
+
+/// A condition as we want it, before timestamps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredCondition {
+    /// The type.
+    pub type_: &'static str,
+    /// True or False.
+    pub status: bool,
+    /// A CamelCase reason.
+    pub reason: String,
+    /// A human-readable message.
+    pub message: String,
+}
+
+impl DesiredCondition {
+    /// A condition.
+    pub fn new(type_: &'static str, status: bool, reason: &str, message: String) -> Self {
+        Self {
+            type_,
+            status,
+            reason: reason.to_string(),
+            message,
+        }
+    }
+}
+
+/// The order conditions are listed in.
+const ORDER: [&str; 5] = [
+    condition_types::READY,
+    condition_types::TOPIC_READY,
+    condition_types::SCHEMA_READY,
+    condition_types::RUNNER_READY,
+    condition_types::DEGRADED,
+];
+
+/// The status a reconcile's observations amount to. `Ready` means the topics, the schema and
+/// the runner workloads are in place; `RunnerReady` reports the processor's ready replicas as
+/// the Deployment does.
+pub fn desired_status(pipeline: &Pipeline, observed: &Observed, now: Timestamp) -> PipelineStatus {
+    let desired_replicas = pipeline.spec.runner.replicas;
+    let steps = [&observed.topics, &observed.schema, &observed.workloads];
+    let failures: Vec<(&'static str, &str)> =
+        steps.iter().filter_map(|step| step.failure()).collect();
+
+    let ready = match failures.first() {
+        None => DesiredCondition::new(
+            condition_types::READY,
+            true,
+            "Reconciled",
+            "the topics, the schema and the runner workloads are in place".into(),
+        ),
+        Some((reason, message)) => DesiredCondition::new(
+            condition_types::READY,
+            false,
+            reason,
+            (*message).to_string(),
+        ),
+    };
+    let runner = if let StepOutcome::Failed { reason, message } = &observed.workloads {
+        DesiredCondition::new(
+            condition_types::RUNNER_READY,
+            false,
+            reason,
+            message.clone(),
+        )
+    } else {
+        let message = format!(
+            "{} of {desired_replicas} processor replicas ready",
+            observed.ready_replicas
+        );
+        let available = observed.ready_replicas >= desired_replicas;
+        let reason = if available {
+            "ReplicasReady"
+        } else {
+            "ReplicasUnavailable"
+        };
+        DesiredCondition::new(condition_types::RUNNER_READY, available, reason, message)
+    };
+    let degraded = match failures.first() {
+        None => DesiredCondition::new(
+            condition_types::DEGRADED,
+            false,
+            "AsExpected",
+            "no errors".into(),
+        ),
+        Some((reason, _)) => DesiredCondition::new(
+            condition_types::DEGRADED,
+            true,
+            reason,
+            failures
+                .iter()
+                .map(|(_, message)| *message)
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+    };
+    let conditions = vec![
+        ready,
+        observed.topics.condition(condition_types::TOPIC_READY),
+        observed.schema.condition(condition_types::SCHEMA_READY),
+        runner,
+        degraded,
+    ];
+    let current = pipeline.status.clone().unwrap_or_default();
+    let message = (!failures.is_empty()).then(|| {
+        failures
+            .iter()
+            .map(|(_, message)| *message)
+            .collect::<Vec<_>>()
+            .join("; ")
+    });
+    let provisioned = observed.topics.is_done() && observed.schema.is_done();
+    PipelineStatus {
+        observed_generation: pipeline.metadata.generation,
+        conditions: merge_conditions(
+            &current.conditions,
+            conditions,
+            pipeline.metadata.generation,
+            now,
+        ),
+        topic: Some(pipeline.topic_name()),
+        dead_letter_topic: Some(pipeline.dead_letter_topic_name()),
+        tables: if provisioned || !current.tables.is_empty() {
+            pipeline.qualified_table_names()
+        } else {
+            Vec::new()
+        },
+        replicas: Some(desired_replicas),
+        ready_replicas: Some(observed.ready_replicas),
+        message,
+    }
+}
+
+/// Sets conditions, keeping each one's `lastTransitionTime` unless its status changes, and
+/// keeping conditions not mentioned. Listed in a fixed order.
+pub fn merge_conditions(
+    existing: &[Condition],
+    desired: Vec<DesiredCondition>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
+    let now = Time(Timestamp::from_second(now.as_second()).unwrap_or(now));
+    let mut merged: Vec<Condition> = existing
+        .iter()
+        .filter(|condition| !desired.iter().any(|wanted| wanted.type_ == condition.type_))
+        .cloned()
+        .collect();
+    for wanted in desired {
+        let status = if wanted.status { "True" } else { "False" };
+        let previous = existing
+            .iter()
+            .find(|condition| condition.type_ == wanted.type_);
+        let last_transition_time = match previous {
+            Some(previous) if previous.status == status => previous.last_transition_time.clone(),
+            _ => now.clone(),
+        };
+        merged.push(Condition {
+            type_: wanted.type_.to_string(),
+            status: status.to_string(),
+            reason: wanted.reason,
+            message: wanted.message,
+            observed_generation: generation,
+            last_transition_time,
+        });
+    }
+    merged.sort_by_key(|condition| {
+        ORDER
+            .iter()
+            .position(|type_| *type_ == condition.type_)
+            .unwrap_or(ORDER.len())
+    });
+    merged
+}
+
+/// The conditions whose status or reason changed: each is worth an Event.
+pub fn transitions<'a>(before: &[Condition], after: &'a [Condition]) -> Vec<&'a Condition> {
+    after
+        .iter()
+        .filter(|condition| {
+            !before.iter().any(|previous| {
+                previous.type_ == condition.type_
+                    && previous.status == condition.status
+                    && previous.reason == condition.reason
+            })
+        })
+        .collect()
+}
+
+/// Whether a condition is good news (`Ready=True`, `Degraded=False`, ...).
+pub fn is_healthy(condition: &Condition) -> bool {
+    (condition.type_ == condition_types::DEGRADED) == (condition.status == "False")
+}
+
+/// The body of a server-side apply on the status subresource.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusApply {
+    api_version: &'static str,
+    kind: &'static str,
+    status: PipelineStatus,
+}
+
+impl StatusApply {
+    /// Wraps a status for applying.
+    pub fn new(status: PipelineStatus) -> Self {
+        Self {
+            api_version: "rtdp.dev/v1alpha1",
+            kind: "Pipeline",
+            status,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::tests::generated;
+
+    fn done(reason: &'static str) -> StepOutcome {
+        StepOutcome::Done {
+            reason,
+            message: "ok".into(),
+        }
+    }
+
+    fn observed() -> Observed {
+        Observed {
+            topics: done("TopicsReady"),
+            schema: done("SchemaReady"),
+            workloads: done("WorkloadsApplied"),
+            ready_replicas: 0,
+        }
+    }
+
+    fn condition<'a>(status: &'a PipelineStatus, type_: &str) -> &'a Condition {
+        status
+            .conditions
+            .iter()
+            .find(|condition| condition.type_ == type_)
+            .unwrap_or_else(|| panic!("no {type_} condition"))
+    }
+
+    #[test]
+    fn ready_when_everything_is_in_place() {
+        let pipeline = generated();
+        let status = desired_status(&pipeline, &observed(), Timestamp::now());
+        assert_eq!(status.observed_generation, Some(1));
+        assert_eq!(condition(&status, "Ready").status, "True");
+        assert_eq!(condition(&status, "TopicReady").status, "True");
+        assert_eq!(condition(&status, "Degraded").status, "False");
+        // No kubelet, no ready replicas: reported honestly.
+        let runner = condition(&status, "RunnerReady");
+        assert_eq!(
+            (runner.status.as_str(), runner.reason.as_str()),
+            ("False", "ReplicasUnavailable")
+        );
+        assert_eq!(runner.message, "0 of 1 processor replicas ready");
+        assert_eq!(status.message, None);
+        assert_eq!(status.topic.as_deref(), Some("demo.generated-listings"));
+        assert_eq!(status.tables, vec!["generated.listings_by_id".to_string()]);
+        let types: Vec<&str> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, ORDER);
+    }
+
+    #[test]
+    fn a_failure_reaches_its_condition_ready_degraded_and_the_message() {
+        let pipeline = generated();
+        let mut observed = observed();
+        observed.topics = StepOutcome::Failed {
+            reason: "NotSupported",
+            message: "topic t has 6 partitions in Kafka but declares 3".into(),
+        };
+        let status = desired_status(&pipeline, &observed, Timestamp::now());
+        let topic = condition(&status, "TopicReady");
+        assert_eq!(
+            (topic.status.as_str(), topic.reason.as_str()),
+            ("False", "NotSupported")
+        );
+        assert_eq!(condition(&status, "Ready").reason, "NotSupported");
+        assert_eq!(condition(&status, "Degraded").status, "True");
+        assert_eq!(condition(&status, "SchemaReady").status, "True");
+        assert!(status.message.expect("message").contains("6 partitions"));
+    }
+
+    #[test]
+    fn transition_times_move_only_on_status_changes() {
+        let mut pipeline = generated();
+        let earlier = Timestamp::from_second(1_700_000_000).expect("timestamp");
+        let first = desired_status(&pipeline, &observed(), earlier);
+        pipeline.status = Some(first.clone());
+
+        let later = Timestamp::from_second(1_700_000_600).expect("timestamp");
+        let same = desired_status(&pipeline, &observed(), later);
+        assert_eq!(same, first, "an unchanged status is identical, so no write");
+
+        let mut failing = observed();
+        failing.schema = StepOutcome::Failed {
+            reason: "CassandraUnavailable",
+            message: "down".into(),
+        };
+        let changed = desired_status(&pipeline, &failing, later);
+        assert_eq!(
+            condition(&changed, "SchemaReady").last_transition_time.0,
+            later
+        );
+        assert_eq!(
+            condition(&changed, "TopicReady").last_transition_time.0,
+            earlier
+        );
+        let moved: Vec<&str> = transitions(&first.conditions, &changed.conditions)
+            .iter()
+            .map(|condition| condition.type_.as_str())
+            .collect();
+        assert_eq!(moved, ["Ready", "SchemaReady", "Degraded"]);
+        assert!(!is_healthy(condition(&changed, "Degraded")));
+        assert!(is_healthy(condition(&changed, "TopicReady")));
+    }
+}

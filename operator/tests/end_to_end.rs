@@ -1,0 +1,432 @@
+//! The property-listings story through Kubernetes, end to end, on the local stack: the
+//! operator runs against the real API server; `kubectl apply -f` a Pipeline; the topics,
+//! tables, ConfigMap, Deployment and CronJob appear; listings flow from a local listings API
+//! through Kafka into Cassandra; a `kubectl apply` that adds a column reaches Cassandra; and
+//! `kubectl delete` with `deletionPolicy: Delete` removes the topics and tables.
+//!
+//! There is no kubelet on these machines, so pods never run. This test therefore starts the
+//! `pipeline-runner` processes itself, exactly as the CronJob's and the Deployment's pod
+//! templates say: the container's args, its environment (with `secretKeyRef` values read
+//! from the real Secret) and its mounted ConfigMap (written to a temporary directory that
+//! stands in for the mount path). The one liberty: each process gets its own metrics port
+//! (`RTDP_METRICS_ADDRESS=127.0.0.1:0`), since they share one network namespace here.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Operator, TestWorld, cassandra, condition_of};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, Secret};
+use kube::api::{Api, PostParams};
+use rtdp_crds::{DeletionPolicy, Pipeline, parse_pipeline};
+use rtdp_test_support::listings_api::{Listings, ListingsApi};
+use rtdp_test_support::{
+    cassandra_contact_points, eventually, kafka_bootstrap_servers, required_env,
+    unique_cql_identifier,
+};
+
+/// A runner process started from a pod template; killed when dropped.
+struct Pod {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Pod {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait(mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for the runner") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the runner did not finish within {timeout:?}; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The runner binary of this workspace. `cargo test --workspace` (what `make test` runs)
+/// builds it; a cargo build from inside a running test would wait on cargo's own lock.
+fn runner_binary() -> PathBuf {
+    let binary =
+        PathBuf::from(env!("CARGO_BIN_EXE_rtdp-operator")).with_file_name("pipeline-runner");
+    assert!(
+        binary.exists(),
+        "{} is missing: build it first with `cargo build -p pipeline-runner` (make test does)",
+        binary.display()
+    );
+    binary
+}
+
+/// Starts the pod template's container as a process: args, env (secrets resolved from the
+/// API server), and the ConfigMap mount written under `root` (args that name a path under a
+/// mount are rewritten to the stand-in directory).
+async fn start_pod(world: &TestWorld, template: &PodTemplateSpec, root: &Path, name: &str) -> Pod {
+    let spec = template.spec.as_ref().expect("a pod spec");
+    let container = spec.containers.first().expect("a container");
+    let mut mounts: Vec<(String, PathBuf)> = Vec::new();
+    for mount in container.volume_mounts.iter().flatten() {
+        let volume = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|volume| volume.name == mount.name)
+            .unwrap_or_else(|| panic!("mount {} has no volume", mount.name));
+        let local = root.join(mount.mount_path.trim_start_matches('/'));
+        if let Some(source) = &volume.config_map {
+            let config_maps: Api<ConfigMap> = world.api();
+            let config_map = config_maps.get(&source.name).await.unwrap_or_else(|error| {
+                panic!("the pod mounts ConfigMap {}: {error}", source.name)
+            });
+            let data = config_map.data.unwrap_or_default();
+            match &mount.sub_path {
+                Some(sub_path) => {
+                    std::fs::create_dir_all(local.parent().expect("a parent")).expect("mkdir");
+                    std::fs::write(&local, &data[sub_path]).expect("writing the mounted file");
+                }
+                None => {
+                    std::fs::create_dir_all(&local).expect("mkdir");
+                    for (key, value) in &data {
+                        std::fs::write(local.join(key), value).expect("writing a mounted key");
+                    }
+                }
+            }
+        } else {
+            std::fs::create_dir_all(&local).expect("mkdir");
+        }
+        mounts.push((mount.mount_path.clone(), local));
+    }
+    let rewrite = |argument: &str| {
+        for (mount_path, local) in &mounts {
+            if let Some(rest) = argument.strip_prefix(mount_path.as_str()) {
+                return format!("{}{rest}", local.display());
+            }
+        }
+        argument.to_string()
+    };
+    let mut command = Command::new(runner_binary());
+    command.args(
+        container
+            .command
+            .iter()
+            .flatten()
+            .skip(1)
+            .map(|part| rewrite(part)),
+    );
+    command.args(container.args.iter().flatten().map(|part| rewrite(part)));
+    command.env_clear();
+    command.env("PATH", std::env::var("PATH").unwrap_or_default());
+    for variable in container.env.iter().flatten() {
+        let value = match (&variable.value, &variable.value_from) {
+            (Some(value), _) => value.clone(),
+            (None, Some(source)) => {
+                let reference = source
+                    .secret_key_ref
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("env {} is not from a Secret", variable.name));
+                let secrets: Api<Secret> = world.api();
+                let secret = secrets
+                    .get(&reference.name)
+                    .await
+                    .expect("reading the Secret");
+                let bytes = secret
+                    .data
+                    .unwrap_or_default()
+                    .remove(&reference.key)
+                    .unwrap_or_else(|| {
+                        panic!("Secret {} has no {}", reference.name, reference.key)
+                    });
+                String::from_utf8(bytes.0).expect("a UTF-8 secret")
+            }
+            (None, None) => String::new(),
+        };
+        command.env(&variable.name, rewrite(&value));
+    }
+    command.env("RTDP_METRICS_ADDRESS", "127.0.0.1:0");
+    command.env("RUST_LOG", "info");
+    let log = root.join(format!("{name}.log"));
+    let file = std::fs::File::create(&log).expect("a log file");
+    command.stdout(Stdio::null()).stderr(file);
+    let child = command.spawn().expect("starting pipeline-runner");
+    Pod { child, log }
+}
+
+fn kubectl(arguments: &[&str]) -> String {
+    let output = Command::new("kubectl")
+        .args(arguments)
+        .output()
+        .unwrap_or_else(|error| {
+            panic!(
+                "kubectl is not on PATH ({error}); run `eval \"$(dev/stack env)\"` or `make test`"
+            )
+        });
+    assert!(
+        output.status.success(),
+        "kubectl {arguments:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+async fn columns_of(keyspace: &str, table: &str) -> Vec<String> {
+    let session = cassandra().await;
+    let rows = session
+        .query_unpaged(
+            "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ?",
+            (keyspace, table),
+        )
+        .await
+        .expect("reading system_schema.columns")
+        .into_rows_result()
+        .expect("rows");
+    rows.rows::<(String,)>()
+        .expect("typed rows")
+        .map(|row| row.expect("a row").0)
+        .collect()
+}
+
+async fn count(table: &str) -> usize {
+    let session = cassandra().await;
+    match session
+        .query_unpaged(format!("SELECT zpid FROM {table}"), ())
+        .await
+    {
+        Ok(result) => result
+            .into_rows_result()
+            .map(|rows| rows.rows_num())
+            .unwrap_or_default(),
+        Err(_) => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn property_listings_through_kubernetes() {
+    required_env("KUBECONFIG");
+    let world = TestWorld::new("e2e").await;
+    let namespace = world.namespace.clone();
+    let _operator = Operator::start(&namespace, &[]);
+    let listings = Listings::generate(3, 20, 9);
+    let api = ListingsApi::start(
+        "127.0.0.1:0".parse().expect("an address"),
+        listings.clone(),
+        None,
+    )
+    .await
+    .expect("starting the listings API");
+
+    // The example as a user would apply it, pointed at this machine's servers and API.
+    let text = include_str!("../../examples/property-listings.yaml");
+    let mut pipeline: Pipeline = parse_pipeline(text, "property-listings.yaml").expect("example");
+    pipeline.metadata.namespace = Some(namespace.clone());
+    let topic = format!("{namespace}.listings");
+    pipeline.spec.topic.name = Some(topic.clone());
+    pipeline.spec.topic.partitions = 3;
+    pipeline.spec.kafka.bootstrap_servers = vec![kafka_bootstrap_servers()];
+    pipeline.spec.cassandra.contact_points = cassandra_contact_points();
+    let keyspace = unique_cql_identifier("e2e");
+    pipeline.spec.cassandra.keyspace.name = keyspace.clone();
+    pipeline.spec.deletion_policy = DeletionPolicy::Delete;
+    if let Some(http) = pipeline
+        .spec
+        .source
+        .as_mut()
+        .and_then(|source| source.http.as_mut())
+    {
+        http.url = api.url.clone();
+    }
+    let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(&namespace);
+    std::fs::create_dir_all(&work).expect("a work directory");
+    let manifest = work.join("property-listings.yaml");
+    std::fs::write(&manifest, serde_yaml::to_string(&pipeline).expect("yaml")).expect("manifest");
+
+    // The API key Secret the example references.
+    let secrets: Api<Secret> = world.api();
+    secrets
+        .create(
+            &PostParams::default(),
+            &Secret {
+                metadata: kube::api::ObjectMeta {
+                    name: Some("listings-api".into()),
+                    ..Default::default()
+                },
+                string_data: Some(BTreeMap::from([("api-key".into(), "e2e-key".into())])),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("creating the API key Secret");
+
+    kubectl(&[
+        "apply",
+        "-n",
+        &namespace,
+        "-f",
+        manifest.to_str().expect("a path"),
+    ]);
+    let name = "property-listings";
+    world
+        .wait_for(
+            name,
+            "TopicReady and SchemaReady",
+            Duration::from_secs(90),
+            |pipeline| {
+                condition_of(pipeline, "TopicReady").0 == "True"
+                    && condition_of(pipeline, "SchemaReady").0 == "True"
+            },
+        )
+        .await;
+    assert!(world.topic_exists(&topic).await, "topic {topic}");
+    assert!(
+        world.topic_exists(&format!("{topic}.dlq")).await,
+        "dead-letter topic"
+    );
+    for table in ["listings_by_id", "listings_by_city"] {
+        assert!(
+            !columns_of(&keyspace, table).await.is_empty(),
+            "table {keyspace}.{table}"
+        );
+    }
+    let config_maps: Api<ConfigMap> = world.api();
+    let deployments: Api<Deployment> = world.api();
+    let cron_jobs: Api<CronJob> = world.api();
+    let (processor, ingest) =
+        eventually("the runner workloads", Duration::from_secs(60), || async {
+            config_maps
+                .get_opt(&format!("{name}-runner"))
+                .await
+                .ok()
+                .flatten()?;
+            let processor = deployments
+                .get_opt(&format!("{name}-processor"))
+                .await
+                .ok()
+                .flatten()?;
+            let ingest = cron_jobs
+                .get_opt(&format!("{name}-ingest"))
+                .await
+                .ok()
+                .flatten()?;
+            Some((processor, ingest))
+        })
+        .await;
+    assert_eq!(
+        ingest.spec.as_ref().map(|spec| spec.schedule.as_str()),
+        Some("@daily")
+    );
+
+    // The CronJob's run, then the Deployment's pod, as their templates say.
+    let ingest_template = ingest
+        .spec
+        .and_then(|spec| spec.job_template.spec)
+        .map(|job| job.template)
+        .expect("the CronJob's pod template");
+    let ingest_pod = start_pod(&world, &ingest_template, &work.join("ingest"), "ingest").await;
+    let log = ingest_pod.log.clone();
+    let status = ingest_pod.wait(Duration::from_secs(60));
+    assert!(
+        status.success(),
+        "ingest --once from the CronJob's template: {status}\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    let processor_template = processor.spec.expect("a spec").template;
+    let processor_pod = start_pod(
+        &world,
+        &processor_template,
+        &work.join("processor"),
+        "processor",
+    )
+    .await;
+    let expected = listings
+        .good()
+        .filter(|record| record["price"].as_i64().is_some_and(|price| price > 0))
+        .count();
+    let by_id = format!("{keyspace}.listings_by_id");
+    eventually(
+        "the listings in Cassandra",
+        Duration::from_secs(90),
+        || async { (count(&by_id).await >= expected).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        count(&by_id).await,
+        expected,
+        "{}",
+        processor_pod.log_text()
+    );
+    world
+        .wait_for(name, "Ready", Duration::from_secs(60), |pipeline| {
+            condition_of(pipeline, "Ready").0 == "True"
+        })
+        .await;
+
+    // A kubectl apply that adds a column reaches Cassandra.
+    pipeline.spec.schema.fields.push(
+        serde_json::from_value(
+            serde_json::json!({"name": "price_for_hdp", "path": "/priceForHDP", "type": "bigint"}),
+        )
+        .expect("a field"),
+    );
+    std::fs::write(&manifest, serde_yaml::to_string(&pipeline).expect("yaml")).expect("manifest");
+    kubectl(&[
+        "apply",
+        "-n",
+        &namespace,
+        "-f",
+        manifest.to_str().expect("a path"),
+    ]);
+    eventually(
+        "the new column in listings_by_id",
+        Duration::from_secs(60),
+        || async {
+            columns_of(&keyspace, "listings_by_id")
+                .await
+                .contains(&"price_for_hdp".to_string())
+                .then_some(())
+        },
+    )
+    .await;
+    drop(processor_pod);
+
+    // kubectl delete with deletionPolicy: Delete removes topics and tables.
+    kubectl(&[
+        "delete",
+        "-n",
+        &namespace,
+        "pipeline",
+        name,
+        "--wait=true",
+        "--timeout=90s",
+    ]);
+    eventually(
+        "the topics and tables gone",
+        Duration::from_secs(60),
+        || async {
+            let topics_gone = !world.topic_exists(&topic).await
+                && !world.topic_exists(&format!("{topic}.dlq")).await;
+            let tables_gone = columns_of(&keyspace, "listings_by_id").await.is_empty()
+                && columns_of(&keyspace, "listings_by_city").await.is_empty();
+            (topics_gone && tables_gone).then_some(())
+        },
+    )
+    .await;
+    world.cleanup().await;
+}

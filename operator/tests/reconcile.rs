@@ -1,0 +1,741 @@
+//! The operator against the real local stack (`dev/stack up`): create, update and delete
+//! scenarios, checked by reading Kafka's topic metadata, Cassandra's system_schema and the
+//! Kubernetes objects. Each test runs its own operator process in its own namespace.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{Operator, TestWorld, cassandra, condition_of, find_condition};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::ResourceExt;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use rdkafka::admin::{AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication};
+use rtdp_crds::{DeletionPolicy, HttpSource, SourceSpec};
+use rtdp_provisioning::cassandra::read_table;
+use rtdp_test_support::eventually;
+
+const HASH: &str = "rtdp.dev/config-hash";
+
+fn template_hash(deployment: &Deployment) -> String {
+    deployment
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.template.metadata.as_ref())
+        .and_then(|meta| meta.annotations.as_ref())
+        .and_then(|annotations| annotations.get(HASH).cloned())
+        .expect("the config-hash annotation")
+}
+
+/// Create, then update in place: topics, tables, ConfigMap, processor and ingest workloads,
+/// Service, status and events.
+#[tokio::test]
+async fn creates_everything_then_updates_in_place() {
+    let world = TestWorld::new("op-create").await;
+    let _operator = Operator::start(&world.namespace, &[]);
+    let name = "listings";
+    let mut pipeline = world.pipeline(name);
+    pipeline.spec.topic.config = BTreeMap::from([("retention.ms".into(), "7200000".into())]);
+    let keyspace = pipeline.spec.cassandra.keyspace.name.clone();
+    world.create(&pipeline).await;
+
+    let ready = world
+        .wait_for_condition(name, "Ready", "True", Some("Reconciled"))
+        .await;
+    let status = ready.status.clone().expect("status");
+    assert_eq!(status.observed_generation, ready.metadata.generation);
+    assert_eq!(
+        condition_of(&ready, "TopicReady"),
+        ("True".into(), "TopicsReady".into())
+    );
+    assert_eq!(
+        condition_of(&ready, "SchemaReady"),
+        ("True".into(), "SchemaReady".into())
+    );
+    assert_eq!(
+        condition_of(&ready, "Degraded"),
+        ("False".into(), "AsExpected".into())
+    );
+    // No kubelet here: the Deployment never has ready replicas, and the status says so.
+    assert_eq!(
+        condition_of(&ready, "RunnerReady"),
+        ("False".into(), "ReplicasUnavailable".into())
+    );
+    assert_eq!((status.replicas, status.ready_replicas), (Some(1), Some(0)));
+    let topic = format!("{}.{name}", world.namespace);
+    assert_eq!(status.topic.as_deref(), Some(topic.as_str()));
+    assert_eq!(status.tables, vec![format!("{keyspace}.listings_by_id")]);
+    assert!(ready.finalizers().contains(&"rtdp.dev/cleanup".to_string()));
+
+    // Kafka: both topics as declared.
+    let found = world.topic(&topic).await;
+    assert_eq!((found.partitions, found.replication_factor), (2, 1));
+    assert_eq!(world.topic(&format!("{topic}.dlq")).await.partitions, 1);
+
+    // Cassandra: the table, read from system_schema.
+    let session = cassandra().await;
+    let columns = read_table(&session, &keyspace, "listings_by_id")
+        .await
+        .expect("system_schema.columns");
+    assert_eq!(columns["zpid"].kind, "partition_key");
+    assert_eq!(columns["price"].cql_type, "bigint");
+    assert_eq!(columns.len(), 5);
+
+    // Kubernetes: the runner's config, workloads and Service.
+    let config_map = world
+        .api::<ConfigMap>()
+        .get(&format!("{name}-runner"))
+        .await
+        .expect("the ConfigMap");
+    let manifest = config_map
+        .data
+        .as_ref()
+        .and_then(|data| data.get("pipeline.yaml"))
+        .expect("pipeline.yaml");
+    let parsed = rtdp_crds::parse_pipeline(manifest, "configmap").expect("the runner can read it");
+    assert_eq!(parsed.spec, ready.spec);
+    let processor = world
+        .api::<Deployment>()
+        .get(&format!("{name}-processor"))
+        .await
+        .expect("the processor Deployment");
+    let owner = &processor.metadata.owner_references.clone().expect("owner")[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.controller),
+        ("Pipeline", Some(true))
+    );
+    assert_eq!(Some(owner.uid.clone()), ready.metadata.uid);
+    let processor_spec = processor.spec.clone().expect("spec");
+    assert_eq!(processor_spec.replicas, Some(1));
+    let pod = processor_spec.template.spec.clone().expect("pod spec");
+    let container = &pod.containers[0];
+    assert_eq!(
+        container.args.clone().expect("args"),
+        ["process", "--file", "/etc/rtdp/pipeline.yaml"]
+    );
+    assert_eq!(
+        container.image.as_deref(),
+        Some("ghcr.io/rtdp-dev/pipeline-runner:0.1.0")
+    );
+    let security = container
+        .security_context
+        .clone()
+        .expect("security context");
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(security.run_as_non_root, Some(true));
+    assert!(container.liveness_probe.is_some() && container.readiness_probe.is_some());
+    let first_hash = template_hash(&processor);
+    // The generator is a continuous source: an ingest Deployment.
+    let ingest = world
+        .api::<Deployment>()
+        .get(&format!("{name}-ingest"))
+        .await
+        .expect("the ingest Deployment");
+    assert_eq!(
+        ingest
+            .spec
+            .expect("spec")
+            .template
+            .spec
+            .expect("pod")
+            .containers[0]
+            .args
+            .clone()
+            .expect("args"),
+        ["ingest", "--file", "/etc/rtdp/pipeline.yaml"]
+    );
+    let service = world
+        .api::<Service>()
+        .get(&format!("{name}-metrics"))
+        .await
+        .expect("the metrics Service");
+    assert_eq!(
+        service.spec.expect("spec").ports.expect("ports")[0].port,
+        9090
+    );
+
+    let reasons = world.event_reasons(name).await;
+    for expected in ["TopicCreated", "TableCreated", "Reconciled"] {
+        assert!(
+            reasons.iter().any(|reason| reason == expected),
+            "{expected} in {reasons:?}"
+        );
+    }
+
+    // Update: more partitions, a new column, more replicas, a scheduled HTTP source.
+    let mut fields = serde_json::to_value(&ready.spec.schema.fields).expect("fields");
+    fields
+        .as_array_mut()
+        .expect("array")
+        .push(serde_json::json!({"name": "bedrooms", "type": "int"}));
+    world
+        .patch_spec(
+            name,
+            serde_json::json!({
+                "topic": {"partitions": 4},
+                "schema": {"fields": fields},
+                "runner": {"replicas": 2},
+                "source": {
+                    "generator": null,
+                    "http": {"url": "http://127.0.0.1:1/search", "schedule": "*/5 * * * *"}
+                }
+            }),
+        )
+        .await;
+    world
+        .wait_for(
+            name,
+            "the update to be reconciled",
+            Duration::from_secs(90),
+            |pipeline| {
+                find_condition(pipeline, "Ready").is_some_and(|ready| ready.status == "True")
+                    && pipeline.status.as_ref().and_then(|status| status.replicas) == Some(2)
+            },
+        )
+        .await;
+    assert_eq!(world.topic(&topic).await.partitions, 4);
+    let columns = read_table(&session, &keyspace, "listings_by_id")
+        .await
+        .expect("system_schema.columns");
+    assert_eq!(columns["bedrooms"].cql_type, "int");
+    let processor = world
+        .api::<Deployment>()
+        .get(&format!("{name}-processor"))
+        .await
+        .expect("the processor Deployment");
+    assert_eq!(
+        processor.spec.as_ref().and_then(|spec| spec.replicas),
+        Some(2)
+    );
+    assert_ne!(
+        template_hash(&processor),
+        first_hash,
+        "a spec change rolls the pods"
+    );
+    let cron_job = world
+        .api::<CronJob>()
+        .get(&format!("{name}-ingest"))
+        .await
+        .expect("the ingest CronJob");
+    let cron_spec = cron_job.spec.expect("spec");
+    assert_eq!(cron_spec.schedule, "*/5 * * * *");
+    assert_eq!(cron_spec.concurrency_policy.as_deref(), Some("Forbid"));
+    assert!(cron_spec.successful_jobs_history_limit.is_some());
+    assert!(
+        cron_spec
+            .job_template
+            .spec
+            .expect("job")
+            .backoff_limit
+            .is_some()
+    );
+    eventually(
+        "the ingest Deployment to be removed",
+        Duration::from_secs(30),
+        || {
+            let deployments = world.api::<Deployment>();
+            let name = format!("{name}-ingest");
+            async move { matches!(deployments.get_opt(&name).await, Ok(None)).then_some(()) }
+        },
+    )
+    .await;
+    let reasons = world.event_reasons(name).await;
+    for expected in ["PartitionsIncreased", "ColumnAdded"] {
+        assert!(
+            reasons.iter().any(|reason| reason == expected),
+            "{expected} in {reasons:?}"
+        );
+    }
+
+    // Delete (policy Delete): topics and tables are dropped, then the Pipeline goes.
+    world.delete(name).await;
+    world.wait_gone(name, Duration::from_secs(90)).await;
+    eventually("the topics to be deleted", Duration::from_secs(60), || {
+        let world = &world;
+        let topic = topic.clone();
+        async move { (!world.topic_exists(&topic).await).then_some(()) }
+    })
+    .await;
+    let columns = read_table(&session, &keyspace, "listings_by_id")
+        .await
+        .expect("system_schema.columns");
+    assert!(columns.is_empty(), "the table is dropped: {columns:?}");
+    world.cleanup().await;
+}
+
+/// Owned objects edited or deleted by hand come back.
+#[tokio::test]
+async fn owned_objects_that_are_edited_or_deleted_come_back() {
+    let world = TestWorld::new("op-owned").await;
+    let _operator = Operator::start(&world.namespace, &[]);
+    let name = "owned";
+    world.create(&world.pipeline(name)).await;
+    world.wait_for_condition(name, "Ready", "True", None).await;
+
+    let deployments = world.api::<Deployment>();
+    let processor = format!("{name}-processor");
+    deployments
+        .patch(
+            &processor,
+            &PatchParams::apply("someone-else").force(),
+            &Patch::Apply(serde_json::json!({
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "spec": {"replicas": 7}
+            })),
+        )
+        .await
+        .expect("scaling by hand");
+    eventually(
+        "the replicas to be set back",
+        Duration::from_secs(30),
+        || {
+            let deployments = deployments.clone();
+            let processor = processor.clone();
+            async move {
+                let deployment = deployments.get(&processor).await.ok()?;
+                (deployment.spec?.replicas == Some(1)).then_some(())
+            }
+        },
+    )
+    .await;
+
+    let config_maps = world.api::<ConfigMap>();
+    config_maps
+        .delete(&format!("{name}-runner"), &DeleteParams::default())
+        .await
+        .expect("deleting the ConfigMap");
+    world
+        .api::<Service>()
+        .delete(&format!("{name}-metrics"), &DeleteParams::default())
+        .await
+        .expect("deleting the Service");
+    deployments
+        .delete(&format!("{name}-ingest"), &DeleteParams::default())
+        .await
+        .expect("deleting the ingest Deployment");
+    eventually(
+        "the deleted objects to come back",
+        Duration::from_secs(30),
+        || {
+            let world = &world;
+            async move {
+                world
+                    .api::<ConfigMap>()
+                    .get_opt(&format!("{name}-runner"))
+                    .await
+                    .ok()??;
+                world
+                    .api::<Service>()
+                    .get_opt(&format!("{name}-metrics"))
+                    .await
+                    .ok()??;
+                world
+                    .api::<Deployment>()
+                    .get_opt(&format!("{name}-ingest"))
+                    .await
+                    .ok()??;
+                Some(())
+            }
+        },
+    )
+    .await;
+
+    world.delete(name).await;
+    world.wait_gone(name, Duration::from_secs(60)).await;
+    world.cleanup().await;
+}
+
+/// Existing topics are adopted; what Kafka or Cassandra cannot change in place is refused
+/// with a condition and nothing is altered; drifted topic configs are set back.
+#[tokio::test]
+async fn adopts_refuses_and_sets_drift_back() {
+    let world = TestWorld::new("op-refuse").await;
+    let _operator = Operator::start(&world.namespace, &["--resync-seconds", "3"]);
+    let name = "refuse";
+    let mut pipeline = world.pipeline(name);
+    pipeline.spec.topic.config = BTreeMap::from([("retention.ms".into(), "3600000".into())]);
+    let topic = format!("{}.{name}", world.namespace);
+    let keyspace = pipeline.spec.cassandra.keyspace.name.clone();
+
+    // The topic already exists with more partitions than declared: adopted, but a decrease is
+    // refused.
+    let existing = NewTopic::new(&topic, 3, TopicReplication::Fixed(1));
+    world
+        .admin
+        .create_topics(&[existing], &AdminOptions::new())
+        .await
+        .expect("creating the topic by hand");
+    world.topic(&topic).await;
+    world.create(&pipeline).await;
+    let refused = world
+        .wait_for_condition(name, "TopicReady", "False", Some("NotSupported"))
+        .await;
+    let message = refused
+        .status
+        .as_ref()
+        .and_then(|status| status.message.clone());
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|message| message.contains("has 3 partitions in Kafka but declares 2")),
+        "{message:?}"
+    );
+    assert_eq!(condition_of(&refused, "Ready").0, "False");
+    assert_eq!(world.topic(&topic).await.partitions, 3, "nothing altered");
+    assert!(
+        world
+            .event_reasons(name)
+            .await
+            .iter()
+            .any(|reason| reason == "NotSupported")
+    );
+
+    // Declaring what exists adopts the topic.
+    world
+        .patch_spec(name, serde_json::json!({"topic": {"partitions": 3}}))
+        .await;
+    world.wait_for_condition(name, "Ready", "True", None).await;
+
+    // Drift: a managed config changed by hand is set back by the periodic resync
+    // (a healthy Pipeline is reconciled every --resync-seconds; one with a permanent error
+    // waits for a change).
+    let drift = AlterConfig::new(ResourceSpecifier::Topic(&topic)).set("retention.ms", "60000");
+    world
+        .admin
+        .alter_configs(&[drift], &AdminOptions::new())
+        .await
+        .expect("changing the config by hand");
+    eventually(
+        "retention.ms to be set back",
+        Duration::from_secs(60),
+        || {
+            let admin = world.admin.clone();
+            let topic = topic.clone();
+            async move {
+                let results = admin
+                    .describe_configs(&[ResourceSpecifier::Topic(&topic)], &AdminOptions::new())
+                    .await
+                    .ok()?;
+                let resource = results.into_iter().next()?.ok()?;
+                let value = resource
+                    .entries
+                    .into_iter()
+                    .find(|entry| entry.name == "retention.ms")?
+                    .value?;
+                (value == "3600000").then_some(())
+            }
+        },
+    )
+    .await;
+    assert!(
+        world
+            .event_reasons(name)
+            .await
+            .iter()
+            .any(|reason| reason == "TopicConfigReset")
+    );
+
+    // A replication-factor change is refused.
+    world
+        .patch_spec(name, serde_json::json!({"topic": {"replicationFactor": 2}}))
+        .await;
+    let refused = world
+        .wait_for_condition(name, "TopicReady", "False", Some("NotSupported"))
+        .await;
+    assert!(
+        find_condition(&refused, "TopicReady").is_some_and(|condition| condition
+            .message
+            .contains("replication factor is 1 in Kafka but declared 2")),
+        "{:?}",
+        find_condition(&refused, "TopicReady")
+    );
+    assert_eq!(world.topic(&topic).await.replication_factor, 1);
+    world
+        .patch_spec(name, serde_json::json!({"topic": {"replicationFactor": 1}}))
+        .await;
+    world.wait_for_condition(name, "Ready", "True", None).await;
+
+    // A type change is refused, and nothing is altered.
+    let mut fields = serde_json::to_value(&pipeline.spec.schema.fields).expect("fields");
+    for field in fields.as_array_mut().expect("array") {
+        if field["name"] == "price" {
+            field["type"] = "text".into();
+        }
+    }
+    fields
+        .as_array_mut()
+        .expect("array")
+        .push(serde_json::json!({"name": "bathrooms", "type": "double"}));
+    world
+        .patch_spec(name, serde_json::json!({"schema": {"fields": fields}}))
+        .await;
+    let refused = world
+        .wait_for_condition(
+            name,
+            "SchemaReady",
+            "False",
+            Some("IncompatibleSchemaChange"),
+        )
+        .await;
+    assert!(
+        find_condition(&refused, "SchemaReady").is_some_and(|condition| condition
+            .message
+            .contains("price is bigint in Cassandra but declared text")),
+        "{:?}",
+        find_condition(&refused, "SchemaReady")
+    );
+    let session = cassandra().await;
+    let columns = read_table(&session, &keyspace, "listings_by_id")
+        .await
+        .expect("system_schema.columns");
+    assert_eq!(columns["price"].cql_type, "bigint");
+    assert!(
+        !columns.contains_key("bathrooms"),
+        "nothing altered: {columns:?}"
+    );
+    // The topics are still fine: only the schema is refused.
+    assert_eq!(condition_of(&refused, "TopicReady").0, "True");
+
+    world.delete(name).await;
+    world.wait_gone(name, Duration::from_secs(60)).await;
+    world.cleanup().await;
+}
+
+/// `Retain` keeps the topics and tables; the owned objects are garbage-collected.
+#[tokio::test]
+async fn retain_keeps_topics_and_tables() {
+    let world = TestWorld::new("op-retain").await;
+    let _operator = Operator::start(&world.namespace, &[]);
+    let name = "kept";
+    let mut pipeline = world.pipeline(name);
+    pipeline.spec.deletion_policy = DeletionPolicy::Retain;
+    pipeline.spec.source = None;
+    let keyspace = pipeline.spec.cassandra.keyspace.name.clone();
+    world.create(&pipeline).await;
+    let ready = world.wait_for_condition(name, "Ready", "True", None).await;
+    assert!(
+        !ready.finalizers().contains(&"rtdp.dev/cleanup".to_string()),
+        "Retain needs no finalizer"
+    );
+    // The owned objects name the Pipeline as controller, so the garbage collector removes
+    // them with it.
+    let processor = world
+        .api::<Deployment>()
+        .get(&format!("{name}-processor"))
+        .await
+        .expect("the processor");
+    let owners = processor
+        .metadata
+        .owner_references
+        .expect("owner references");
+    assert_eq!(owners.len(), 1);
+    assert_eq!(owners[0].uid, ready.metadata.uid.clone().expect("uid"));
+    assert_eq!(
+        (owners[0].controller, owners[0].block_owner_deletion),
+        (Some(true), Some(true))
+    );
+    // No source: no ingest workload.
+    assert!(
+        world
+            .api::<Deployment>()
+            .get_opt(&format!("{name}-ingest"))
+            .await
+            .expect("get")
+            .is_none()
+    );
+    assert!(
+        world
+            .api::<CronJob>()
+            .get_opt(&format!("{name}-ingest"))
+            .await
+            .expect("get")
+            .is_none()
+    );
+
+    world.delete(name).await;
+    world.wait_gone(name, Duration::from_secs(30)).await;
+    let topic = format!("{}.{name}", world.namespace);
+    assert!(world.topic_exists(&topic).await, "the topic is retained");
+    let session = cassandra().await;
+    let columns = read_table(&session, &keyspace, "listings_by_id")
+        .await
+        .expect("system_schema.columns");
+    assert!(!columns.is_empty(), "the table is retained");
+    // Clean up what Retain kept.
+    let _ = world
+        .admin
+        .delete_topics(&[&topic, &format!("{topic}.dlq")], &AdminOptions::new())
+        .await;
+    let _ = session
+        .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
+        .await;
+    world.cleanup().await;
+}
+
+/// A Delete Pipeline whose Cassandra is gone: the finalizer retries a bounded number of times,
+/// then a condition and an event say how to release it, and `deletionPolicy: Retain` does.
+#[tokio::test]
+async fn a_blocked_deletion_says_how_to_release_it() {
+    let world = TestWorld::new("op-blocked").await;
+    let operator = Operator::start(&world.namespace, &["--cleanup-attempts", "2"]);
+    let name = "blocked";
+    let mut pipeline = world.pipeline(name);
+    pipeline.spec.cassandra.contact_points = vec![format!("127.0.0.1:{}", common::free_port())];
+    world.create(&pipeline).await;
+    let failing = world
+        .wait_for_condition(name, "SchemaReady", "False", Some("CassandraUnavailable"))
+        .await;
+    assert_eq!(condition_of(&failing, "TopicReady").0, "True");
+    assert_eq!(
+        condition_of(&failing, "Degraded"),
+        ("True".into(), "CassandraUnavailable".into())
+    );
+    // Transient errors are retried, and counted by reason.
+    eventually("the failure metric", Duration::from_secs(30), || async {
+        let failures = operator
+            .metric("rtdp_operator_reconcile_failures_total{reason=\"CassandraUnavailable\"}")
+            .await?;
+        (failures >= 2.0).then_some(())
+    })
+    .await;
+
+    world.delete(name).await;
+    let pipelines = world.pipelines();
+    let blocked = eventually(
+        "the deletion to be reported blocked",
+        Duration::from_secs(90),
+        || {
+            let pipelines = pipelines.clone();
+            async move {
+                let pipeline = pipelines.get(name).await.ok()?;
+                let degraded = find_condition(&pipeline, "Degraded")?;
+                (degraded.reason == "CleanupBlocked").then(|| degraded.message.clone())
+            }
+        },
+    )
+    .await;
+    assert!(blocked.contains("after 2 attempts"), "{blocked}");
+    // Backed off (at most every --max-backoff-seconds, 5 s here), not hammering the server.
+    let sample = "rtdp_operator_reconcile_failures_total{reason=\"CassandraUnavailable\"}";
+    let before = operator.metric(sample).await.expect("failures counted");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = operator.metric(sample).await.expect("failures counted");
+    assert!(after - before <= 2.0, "{before} -> {after} failures in 4 s");
+    assert!(blocked.contains("deletionPolicy"), "{blocked}");
+    assert!(
+        world
+            .event_reasons(name)
+            .await
+            .iter()
+            .any(|reason| reason == "CleanupBlocked")
+    );
+
+    world
+        .patch_spec(name, serde_json::json!({"deletionPolicy": "Retain"}))
+        .await;
+    world.wait_gone(name, Duration::from_secs(30)).await;
+    let topic = format!("{}.{name}", world.namespace);
+    let _ = world
+        .admin
+        .delete_topics(&[&topic, &format!("{topic}.dlq")], &AdminOptions::new())
+        .await;
+    world.cleanup().await;
+}
+
+/// An invalid spec is a permanent error: reported, then nothing until the Pipeline changes.
+#[tokio::test]
+async fn an_invalid_spec_waits_for_the_next_change() {
+    let world = TestWorld::new("op-invalid").await;
+    let operator = Operator::start(&world.namespace, &[]);
+    // 46 characters: too long for a CronJob's name with "-ingest".
+    let name = "a-pipeline-name-that-is-too-long-for-a-cronjob";
+    let mut pipeline = world.pipeline(name);
+    pipeline.spec.deletion_policy = DeletionPolicy::Retain;
+    pipeline.spec.source = Some(SourceSpec {
+        http: Some(http_source(Some("@hourly"), None)),
+        generator: None,
+    });
+    world.create(&pipeline).await;
+    let invalid = world
+        .wait_for_condition(name, "Ready", "False", Some("InvalidSpec"))
+        .await;
+    let message = invalid
+        .status
+        .as_ref()
+        .and_then(|status| status.message.clone())
+        .unwrap_or_default();
+    assert!(message.contains("at most 45"), "{message}");
+    assert!(
+        world
+            .event_reasons(name)
+            .await
+            .iter()
+            .any(|reason| reason == "InvalidSpec")
+    );
+
+    // No retries while nothing changes (after the reconcile its own status write triggers).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sample = "rtdp_operator_reconcile_failures_total{reason=\"InvalidSpec\"}";
+    let before = operator
+        .metric(sample)
+        .await
+        .expect("the InvalidSpec failure is counted");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        operator.metric(sample).await,
+        Some(before),
+        "a permanent error is not retried"
+    );
+    let (code, body) = operator.get("/healthz").await.expect("/healthz answers");
+    assert_eq!((code, body.trim()), (200, "ok"));
+
+    // A change that makes it valid: continuous polling fits the name.
+    world
+        .patch_spec(
+            name,
+            serde_json::json!({"source": {"http": {"schedule": null, "pollInterval": "5m"}}}),
+        )
+        .await;
+    world.wait_for_condition(name, "Ready", "True", None).await;
+    assert!(
+        world
+            .api::<Deployment>()
+            .get_opt(&format!("{name}-ingest"))
+            .await
+            .expect("get")
+            .is_some()
+    );
+
+    world.delete(name).await;
+    world.wait_gone(name, Duration::from_secs(30)).await;
+    let topic = format!("{}.{name}", world.namespace);
+    let _ = world
+        .admin
+        .delete_topics(&[&topic, &format!("{topic}.dlq")], &AdminOptions::new())
+        .await;
+    let _ = cassandra()
+        .await
+        .query_unpaged(
+            format!(
+                "DROP KEYSPACE IF EXISTS {}",
+                pipeline.spec.cassandra.keyspace.name
+            ),
+            (),
+        )
+        .await;
+    world.cleanup().await;
+}
+
+fn http_source(schedule: Option<&str>, poll_interval: Option<&str>) -> HttpSource {
+    serde_json::from_value(serde_json::json!({
+        "url": "http://127.0.0.1:1/search",
+        "schedule": schedule,
+        "pollInterval": poll_interval,
+    }))
+    .expect("an HTTP source")
+}

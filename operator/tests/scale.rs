@@ -1,0 +1,193 @@
+//! Scale: 200 Pipelines reconcile to their desired objects. Prints (and writes to
+//! `target/tmp/operator-scale.txt`) the time to converge and the operator's peak RSS.
+//!
+//! Each Pipeline has its own topic and dead-letter topic (1 partition each) and its own table
+//! in one shared keyspace, no source (so a processor Deployment, a ConfigMap and a Service),
+//! and `deletionPolicy: Retain`; the test drops the topics and the keyspace at the end.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Operator, TestWorld, cassandra};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::api::ListParams;
+use rdkafka::admin::AdminOptions;
+use rtdp_crds::DeletionPolicy;
+use rtdp_test_support::unique_cql_identifier;
+
+const PIPELINES: usize = 200;
+
+#[tokio::test]
+async fn two_hundred_pipelines_converge() {
+    let world = TestWorld::new("op-scale").await;
+    let operator = Operator::start(&world.namespace, &[]);
+    let keyspace = unique_cql_identifier("scale");
+    let names: Vec<String> = (0..PIPELINES)
+        .map(|index| format!("scale-{index:03}"))
+        .collect();
+
+    let started = Instant::now();
+    futures::stream::iter(names.iter().enumerate())
+        .for_each_concurrent(16, |(index, name)| {
+            let world = &world;
+            let keyspace = keyspace.clone();
+            async move {
+                let mut pipeline = world.pipeline(name);
+                pipeline.spec.topic.partitions = 1;
+                pipeline.spec.source = None;
+                pipeline.spec.deletion_policy = DeletionPolicy::Retain;
+                pipeline.spec.cassandra.keyspace.name = keyspace;
+                pipeline.spec.cassandra.tables[0].name = format!("listings_{index:03}");
+                world.create(&pipeline).await;
+            }
+        })
+        .await;
+    let created = started.elapsed();
+
+    // Converged: every Pipeline Ready for its generation, and every object in place.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let pipelines = world.pipelines();
+    let mut peak_rss = 0;
+    let mut failure = None;
+    loop {
+        peak_rss = peak_rss.max(operator.peak_rss_kib());
+        let list = pipelines
+            .list(&ListParams::default())
+            .await
+            .expect("listing Pipelines");
+        let ready = list
+            .items
+            .iter()
+            .filter(|pipeline| {
+                pipeline.status.as_ref().is_some_and(|status| {
+                    status.observed_generation == pipeline.metadata.generation
+                        && status.conditions.iter().any(|condition| {
+                            condition.type_ == "Ready" && condition.status == "True"
+                        })
+                })
+            })
+            .count();
+        if ready == PIPELINES {
+            break;
+        }
+        if Instant::now() >= deadline {
+            failure = Some(format!(
+                "only {ready} of {PIPELINES} Pipelines Ready after {:?}; operator log: {}",
+                started.elapsed(),
+                operator.log.display()
+            ));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    if let Some(failure) = failure {
+        drop(operator);
+        clean_up(&world, &keyspace).await;
+        panic!("{failure}");
+    }
+    let converged = started.elapsed();
+    let selector = ListParams::default().labels("app.kubernetes.io/managed-by=rtdp-operator");
+    let deployments = world
+        .api::<Deployment>()
+        .list(&selector)
+        .await
+        .expect("list")
+        .items
+        .len();
+    let config_maps = world
+        .api::<ConfigMap>()
+        .list(&selector)
+        .await
+        .expect("list")
+        .items
+        .len();
+    let services = world
+        .api::<Service>()
+        .list(&selector)
+        .await
+        .expect("list")
+        .items
+        .len();
+    assert_eq!(
+        (deployments, config_maps, services),
+        (PIPELINES, PIPELINES, PIPELINES)
+    );
+    let session = cassandra().await;
+    let tables = session
+        .query_unpaged(
+            "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ?",
+            (&keyspace,),
+        )
+        .await
+        .expect("system_schema.tables")
+        .into_rows_result()
+        .expect("rows")
+        .rows::<(String,)>()
+        .expect("typed rows")
+        .count();
+    assert_eq!(tables, PIPELINES);
+    let metadata = world
+        .admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(30))
+        .expect("Kafka metadata");
+    let prefix = format!("{}.", world.namespace);
+    let topics: Vec<String> = metadata
+        .topics()
+        .iter()
+        .map(|topic| topic.name().to_string())
+        .filter(|name| name.starts_with(&prefix))
+        .collect();
+    assert_eq!(topics.len(), 2 * PIPELINES);
+    peak_rss = peak_rss.max(operator.peak_rss_kib());
+
+    let report = format!(
+        "operator scale: {PIPELINES} Pipelines (each 2 topics, 1 table, ConfigMap, Deployment, Service) \
+         created in {:.1} s, all Ready in {:.1} s; operator peak RSS {:.1} MiB\n",
+        created.as_secs_f64(),
+        converged.as_secs_f64(),
+        peak_rss as f64 / 1024.0
+    );
+    println!("{report}");
+    let _ = std::fs::write(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("operator-scale.txt"),
+        &report,
+    );
+
+    drop(operator);
+    clean_up(&world, &keyspace).await;
+}
+
+/// Removes the namespace's objects (the Pipelines retain their topics and tables), then the
+/// topics and the keyspace; also after a failure.
+async fn clean_up(world: &TestWorld, keyspace: &str) {
+    world.cleanup().await;
+    let prefix = format!("{}.", world.namespace);
+    let topics: Vec<String> = world
+        .admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(30))
+        .map(|metadata| {
+            metadata
+                .topics()
+                .iter()
+                .map(|topic| topic.name().to_string())
+                .filter(|name| name.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    for chunk in topics.chunks(50) {
+        let names: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let _ = world
+            .admin
+            .delete_topics(&names, &AdminOptions::new())
+            .await;
+    }
+    let _ = cassandra()
+        .await
+        .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
+        .await;
+}
