@@ -7,7 +7,7 @@ CARGO ?= cargo
 .PHONY: help demo test lint unit integration crds stack-up stack-down stack-status bench kind-e2e
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 demo: ## The main job, end to end, on this machine (brings the local stack up and down)
 	@dev/demo
