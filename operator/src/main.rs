@@ -148,7 +148,14 @@ async fn main() -> anyhow::Result<()> {
         Arc::clone(&metrics),
         recorder,
     ));
-    tracing::info!(namespaces = ?args.namespaces, %identity, "starting the controller");
+    // An empty RTDP_NAMESPACES (or a trailing comma) means no namespace, not "".
+    let namespaces: Vec<String> = args
+        .namespaces
+        .iter()
+        .map(|namespace| namespace.trim().to_string())
+        .filter(|namespace| !namespace.is_empty())
+        .collect();
+    tracing::info!(?namespaces, %identity, "starting the controller");
 
     // The controller stops gracefully on SIGTERM; losing the Lease stops it at once.
     let (graceful_sender, graceful) = futures::channel::oneshot::channel::<()>();
@@ -157,7 +164,7 @@ async fn main() -> anyhow::Result<()> {
         let _ = stop_for_controller.wait_for(|stopped| *stopped).await;
         let _ = graceful_sender.send(());
     });
-    let controller = controller::run(context, args.namespaces.clone(), graceful.map(|_| ()));
+    let controller = controller::run(context, namespaces, graceful.map(|_| ()));
     let holder = Arc::clone(&elector);
     tokio::select! {
         () = controller => {
