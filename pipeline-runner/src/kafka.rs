@@ -127,7 +127,9 @@ pub fn consumer(
         // runner has at most `concurrency` records in flight, so a few thousand is plenty and
         // keeps the process small.
         .set("queued.min.messages", "2000")
-        .set("queued.max.messages.kbytes", "4096");
+        .set("queued.max.messages.kbytes", "4096")
+        // When that queue is full, fetch again soon (librdkafka waits a whole second).
+        .set("fetch.queue.backoff.ms", "20");
     config
         .create_with_context(ConsumerCallbacks::new(metrics))
         .map_err(|error| RunnerError::kafka("creating the Kafka consumer", error))
