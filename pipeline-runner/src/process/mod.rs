@@ -138,7 +138,7 @@ pub async fn run(pipeline: &Pipeline, options: ProcessOptions) -> Result<(), Run
                 }
             }
             Some((partition, offset, done)) = work.next(), if !work.is_empty() => {
-                finish(&consumer, &topic, &mut tracker, &metrics, partition, offset, done);
+                finish(&mut tracker, &metrics, partition, offset, done);
             }
             received = consumer.recv(), if capacity > 0 => {
                 let message = received.map_err(|error| {
@@ -182,7 +182,7 @@ pub async fn run(pipeline: &Pipeline, options: ProcessOptions) -> Result<(), Run
                             Arc::clone(&metrics),
                         ))),
                         Decision::Filtered => {
-                            finish(&consumer, &topic, &mut tracker, &metrics, message.partition(), message.offset(), Done::Filtered);
+                            finish(&mut tracker, &metrics, message.partition(), message.offset(), Done::Filtered);
                         }
                     }
                 }
@@ -191,6 +191,7 @@ pub async fn run(pipeline: &Pipeline, options: ProcessOptions) -> Result<(), Run
                 for partition in consumer.context().take_revoked() {
                     tracker.revoke(partition);
                 }
+                store_offsets(&consumer, &topic, &mut tracker);
                 paused = pause_while_cassandra_is_down(&consumer, &health, paused);
                 let target = stop_at.borrow_and_update().clone();
                 if let Some(end_offsets) = target
@@ -209,15 +210,7 @@ pub async fn run(pipeline: &Pipeline, options: ProcessOptions) -> Result<(), Run
     while !work.is_empty() {
         match tokio::time::timeout_at(deadline, work.next()).await {
             Ok(Some((partition, offset, done))) => {
-                finish(
-                    &consumer,
-                    &topic,
-                    &mut tracker,
-                    &metrics,
-                    partition,
-                    offset,
-                    done,
-                );
+                finish(&mut tracker, &metrics, partition, offset, done);
             }
             Ok(None) => break,
             Err(_) => {
@@ -229,6 +222,7 @@ pub async fn run(pipeline: &Pipeline, options: ProcessOptions) -> Result<(), Run
             }
         }
     }
+    store_offsets(&consumer, &topic, &mut tracker);
     if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
         // Nothing stored since the last automatic commit is not an error worth failing on.
         tracing::debug!(%error, "final offset commit");
@@ -364,30 +358,35 @@ async fn dead_letter(
     (message.partition(), message.offset(), Done::DeadLettered)
 }
 
-fn finish(
-    consumer: &StreamConsumer<ConsumerCallbacks>,
-    topic: &str,
-    tracker: &mut OffsetTracker,
-    metrics: &Metrics,
-    partition: i32,
-    offset: i64,
-    done: Done,
-) {
+fn finish(tracker: &mut OffsetTracker, metrics: &Metrics, partition: i32, offset: i64, done: Done) {
     if matches!(done, Done::Filtered) {
         metrics.records_filtered.inc();
     }
-    let Some(next) = tracker.finished(partition, offset) else {
+    tracker.finished(partition, offset);
+}
+
+/// Hands the offsets that moved to librdkafka (committed by its auto-commit every second, and
+/// at shutdown). `store_offsets` stores exactly the next offset to consume; the legacy
+/// per-topic `store_offset` would add one to it.
+fn store_offsets(
+    consumer: &StreamConsumer<ConsumerCallbacks>,
+    topic: &str,
+    tracker: &mut OffsetTracker,
+) {
+    let moved = tracker.take_to_store();
+    if moved.is_empty() {
         return;
-    };
-    // `store_offsets` stores exactly the next offset to consume (the legacy per-topic
-    // `store_offset` would add one to it).
-    let mut position = TopicPartitionList::with_capacity(1);
-    let stored = position
-        .add_partition_offset(topic, partition, Offset::Offset(next))
-        .and_then(|()| consumer.store_offsets(&position));
-    if let Err(error) = stored {
-        // The partition was revoked meanwhile; its new owner re-reads from the last commit.
-        tracing::debug!(%error, partition, next, "storing an offset failed");
+    }
+    let mut positions = TopicPartitionList::with_capacity(moved.len());
+    for (partition, next) in &moved {
+        if let Err(error) = positions.add_partition_offset(topic, *partition, Offset::Offset(*next))
+        {
+            tracing::warn!(%error, partition, next, "an offset could not be recorded");
+        }
+    }
+    if let Err(error) = consumer.store_offsets(&positions) {
+        // A partition was revoked meanwhile; its new owner re-reads from the last commit.
+        tracing::debug!(%error, ?moved, "storing offsets failed");
     }
 }
 

@@ -52,6 +52,8 @@ impl PartitionOffsets {
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
     partitions: HashMap<i32, PartitionOffsets>,
+    /// Offsets that moved since the last [`OffsetTracker::take_to_store`], by partition.
+    to_store: HashMap<i32, i64>,
 }
 
 impl OffsetTracker {
@@ -65,13 +67,21 @@ impl OffsetTracker {
 
     /// A record finished; the offset to store for its partition, if it moved.
     pub fn finished(&mut self, partition: i32, offset: i64) -> Option<i64> {
-        self.partitions.get_mut(&partition)?.finished(offset)
+        let next = self.partitions.get_mut(&partition)?.finished(offset)?;
+        self.to_store.insert(partition, next);
+        Some(next)
+    }
+
+    /// The offsets to hand to Kafka now (one store call per turn, not one per record).
+    pub fn take_to_store(&mut self) -> HashMap<i32, i64> {
+        std::mem::take(&mut self.to_store)
     }
 
     /// Forgets partitions taken away by a rebalance: their late completions store nothing
     /// (the new owner re-reads from the last stored offset).
     pub fn revoke(&mut self, partition: i32) {
         self.partitions.remove(&partition);
+        self.to_store.remove(&partition);
     }
 
     /// Records in flight over all partitions.
@@ -127,6 +137,8 @@ mod tests {
         assert_eq!(tracker.finished(0, 1), None);
         assert_eq!(tracker.finished(1, 1), Some(2));
         assert_eq!(tracker.in_flight(), 0);
+        assert_eq!(tracker.take_to_store(), HashMap::from([(1, 2)]));
+        assert!(tracker.take_to_store().is_empty());
     }
 
     #[test]
