@@ -344,6 +344,7 @@ async fn main() {
         / writer.table_count())
     .max(1);
     let started = Instant::now();
+    let cpu_before = cpu_seconds(std::process::id());
     let mut pending = FuturesUnordered::new();
     for (index, values) in rows.iter().enumerate() {
         pending.push(writer.write(values, 1_000_000 + index as i64));
@@ -359,10 +360,12 @@ async fn main() {
         result.expect("the write succeeds");
     }
     let ceiling = rows.len() as f64 / started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(std::process::id()) - cpu_before;
     println!(
-        "ceiling:  {} rows in {:.1} s = {ceiling:.0} records/s (scylla driver alone, {in_flight} records in flight)",
+        "ceiling:  {} rows in {:.1} s = {ceiling:.0} records/s (scylla driver alone, {in_flight} records in flight); CPU {cpu:.1} s = {:.0} us/record",
         rows.len(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        cpu / rows.len() as f64 * 1e6
     );
     println!(
         "ratio:    process / ceiling = {:.0} % (target >= 80 %)",
@@ -370,12 +373,12 @@ async fn main() {
     );
 
     // 4: latency at half the measured rate, and at a modest fixed rate for reference.
-    latency(&producer, "half", rate / 2.0).await;
-    latency(&producer, "fixed", 1000.0).await;
+    latency(&producer, "half_rate", rate / 2.0).await;
+    latency(&producer, "fixed_rate", 1000.0).await;
 }
 
 async fn latency(producer: &FutureProducer, suffix: &str, rate: f64) {
-    let latency = pipeline(&format!("latency-{suffix}"));
+    let latency = pipeline(&format!("latency_{suffix}"));
     provision(&latency).await;
     let port = free_port();
     let mut child = start_process(&latency, port);
