@@ -23,8 +23,6 @@ lint: ## rustfmt and clippy (warnings are errors)
 
 integration: ## All cargo tests; needs the stack's endpoints in the environment (dev/stack env)
 	$(CARGO) test --workspace --locked --no-fail-fast
-	@# Stops and restarts the shared Cassandra, so it runs alone, after the rest.
-	$(CARGO) test --locked -p pipeline-runner --test cassandra_outage -- --ignored
 
 bench: ## Throughput, latency and RSS of `process` vs. the Cassandra ceiling (release build; prints figures)
 	@dev/stack run -- $(CARGO) bench --locked -p pipeline-runner --bench throughput
