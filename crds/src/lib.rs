@@ -95,6 +95,33 @@ impl Pipeline {
         format!("rtdp.{}.{}", self.namespace_or_default(), self.name_any())
     }
 
+    /// Key columns (`table.column`) that could be null: partition or clustering columns
+    /// read from a field that is neither required nor defaulted. Cassandra refuses a null key,
+    /// so such a spec would dead-letter every record lacking the value; the CRD refuses it at
+    /// apply time, and this check does the same for manifests read without an API server.
+    pub fn nullable_key_columns(&self) -> Vec<String> {
+        let nullable = |column: &str| {
+            self.spec
+                .schema
+                .fields
+                .iter()
+                .any(|field| field.name == column && !field.required && field.default.is_none())
+        };
+        let mut found = Vec::new();
+        for table in &self.spec.cassandra.tables {
+            let keys = table
+                .partition_key
+                .iter()
+                .chain(table.clustering_columns.iter().map(|column| &column.name));
+            for key in keys {
+                if nullable(key) {
+                    found.push(format!("{}.{key}", table.name));
+                }
+            }
+        }
+        found
+    }
+
     /// The tables the pipeline writes, as `keyspace.table`.
     pub fn qualified_table_names(&self) -> Vec<String> {
         let keyspace = &self.spec.cassandra.keyspace.name;

@@ -38,6 +38,14 @@ pub enum ManifestError {
         /// The document's kind.
         kind: String,
     },
+    /// The Pipeline breaks a rule the API server would enforce at apply time.
+    #[error("{origin}: {message}")]
+    Invalid {
+        /// Where the manifest came from.
+        origin: String,
+        /// Which rule, and how to fix it.
+        message: String,
+    },
     /// The file holds no Pipeline document.
     #[error("{origin}: no Pipeline document found")]
     Empty {
@@ -81,10 +89,22 @@ pub fn parse_pipeline(text: &str, origin: &str) -> Result<Pipeline, ManifestErro
                 source,
             })?;
         if type_meta.api_version == "rtdp.dev/v1alpha1" && type_meta.kind == "Pipeline" {
-            return serde_yaml::from_value(value).map_err(|source| ManifestError::Parse {
-                origin: origin.to_string(),
-                source,
-            });
+            let pipeline: Pipeline =
+                serde_yaml::from_value(value).map_err(|source| ManifestError::Parse {
+                    origin: origin.to_string(),
+                    source,
+                })?;
+            let nullable = pipeline.nullable_key_columns();
+            if !nullable.is_empty() {
+                return Err(ManifestError::Invalid {
+                    origin: origin.to_string(),
+                    message: format!(
+                        "spec.cassandra.tables: key columns {} may be null (their fields are neither required nor defaulted); mark each field required: true or give it a default",
+                        nullable.join(", ")
+                    ),
+                });
+            }
+            return Ok(pipeline);
         }
         wrong_kind.get_or_insert(ManifestError::WrongKind {
             origin: origin.to_string(),

@@ -91,6 +91,12 @@ pub const CRON_PATTERN: &str = concat!(
     "self.cassandra.tables.all(t, !has(t.clusteringColumns) || t.clusteringColumns.all(c, self.schema.fields.exists(f, f.name == c.name) || (has(self.schema.derived) && self.schema.derived.exists(d, d.name == c.name))))"
 ).message("every clusteringColumns entry must name a field or derived field declared in spec.schema").field_path(".cassandra.tables"))]
 #[x_kube(validation = Rule::new(
+    "self.cassandra.tables.all(t, t.partitionKey.all(k, !self.schema.fields.exists(f, f.name == k && !(has(f.required) && f.required) && !has(f.default))))"
+).message("a partitionKey column may never be null: mark its field required: true or give it a default").field_path(".cassandra.tables"))]
+#[x_kube(validation = Rule::new(
+    "self.cassandra.tables.all(t, !has(t.clusteringColumns) || t.clusteringColumns.all(c, !self.schema.fields.exists(f, f.name == c.name && !(has(f.required) && f.required) && !has(f.default))))"
+).message("a clusteringColumns column may never be null: mark its field required: true or give it a default").field_path(".cassandra.tables"))]
+#[x_kube(validation = Rule::new(
     "self.cassandra.tables.all(t, !has(t.columns) || t.columns.all(c, self.schema.fields.exists(f, f.name == c) || (has(self.schema.derived) && self.schema.derived.exists(d, d.name == c))))"
 ).message("every entry of a table's columns must name a field or derived field declared in spec.schema").field_path(".cassandra.tables"))]
 #[x_kube(validation = Rule::new(

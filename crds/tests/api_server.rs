@@ -126,7 +126,7 @@ fn valid_pipeline(name: &str) -> Value {
                 "fields": [
                     {"name": "zpid", "path": "/zpid", "type": "bigint", "required": true},
                     {"name": "city", "type": "text", "required": true},
-                    {"name": "price", "type": "bigint"}
+                    {"name": "price", "type": "bigint", "required": true}
                 ],
                 "derived": [{"name": "price_band", "type": "text", "expression": "price > 500000 ? 'high' : 'low'"}]
             },
@@ -225,6 +225,30 @@ fn invalid_cases(name: &str) -> Vec<InvalidCase> {
             expected: &[
                 "spec.cassandra.tables",
                 "every partitionKey column must be a field or derived field",
+            ],
+        },
+        InvalidCase {
+            what: "a partition key read from an optional field without a default",
+            manifest: set(
+                valid(),
+                "/spec/schema/fields/1",
+                json!({"name": "city", "type": "text"}),
+            ),
+            expected: &[
+                "spec.cassandra.tables",
+                "a partitionKey column may never be null",
+            ],
+        },
+        InvalidCase {
+            what: "a clustering column read from an optional field without a default",
+            manifest: set(
+                valid(),
+                "/spec/schema/fields/2",
+                json!({"name": "price", "type": "bigint"}),
+            ),
+            expected: &[
+                "spec.cassandra.tables",
+                "a clusteringColumns column may never be null",
             ],
         },
         InvalidCase {

@@ -359,6 +359,13 @@ pub fn validate(pipeline: &Pipeline) -> Result<()> {
             name.len()
         )));
     }
+    let nullable = pipeline.nullable_key_columns();
+    if !nullable.is_empty() {
+        return Err(Error::InvalidSpec(format!(
+            "spec.cassandra.tables: key columns {} may be null (their fields are neither required nor defaulted); mark each field required: true or give it a default",
+            nullable.join(", ")
+        )));
+    }
     if pipeline.spec.runner.image.as_deref() == Some("") {
         return Err(Error::InvalidSpec("spec.runner.image is empty".into()));
     }
@@ -421,6 +428,57 @@ fn pipelines(pipeline: &Pipeline, context: &Context) -> Api<Pipeline> {
 /// Deletion: `Retain` releases the Pipeline at once; `Delete` drops the topics and tables
 /// first. When that keeps failing, the Pipeline stays, and a condition and an event say how
 /// to release it.
+/// How often deletion checks whether the runner workloads are gone.
+const WORKLOAD_STOP_POLL: Duration = Duration::from_secs(2);
+
+/// Deletes the Pipeline's runner workloads (foreground, so each object lasts until its pods
+/// are gone) and tells whether none is left. Topics and tables are dropped only after that.
+async fn workloads_stopped(pipeline: &Pipeline, context: &Context) -> Result<bool> {
+    let namespace = pipeline.namespace_or_default();
+    let deployments: Api<Deployment> = Api::namespaced(context.client.clone(), &namespace);
+    let cron_jobs: Api<CronJob> = Api::namespaced(context.client.clone(), &namespace);
+    let processor = resources::child_name(pipeline, "processor");
+    let ingest = resources::child_name(pipeline, "ingest");
+    let mut left = Vec::new();
+    for name in [&processor, &ingest] {
+        if stop_workload(&deployments, name).await? {
+            left.push(format!("Deployment {name}"));
+        }
+    }
+    if stop_workload(&cron_jobs, &ingest).await? {
+        left.push(format!("CronJob {ingest}"));
+    }
+    if !left.is_empty() {
+        tracing::info!(pipeline = %pipeline.name_any(), waiting_for = ?left, "stopping the runners before dropping topics and tables");
+    }
+    Ok(left.is_empty())
+}
+
+/// Deletes one workload in the foreground unless it is already going; true while it exists.
+async fn stop_workload<K>(api: &Api<K>, name: &str) -> Result<bool>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let kind = K::kind(&()).to_string();
+    let existing = api
+        .get_opt(name)
+        .await
+        .map_err(|error| Error::kube(format!("reading {kind} {name} before cleanup"), error))?;
+    let Some(existing) = existing else {
+        return Ok(false);
+    };
+    if existing.meta().deletion_timestamp.is_none() {
+        match api.delete(name, &DeleteParams::foreground()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(response)) if response.code == 404 => return Ok(false),
+            Err(error) => {
+                return Err(Error::kube(format!("stopping {kind} {name}"), error));
+            }
+        }
+    }
+    Ok(true)
+}
+
 async fn cleanup(pipeline: &Pipeline, context: &Context) -> Result<Action> {
     if !pipeline.finalizers().iter().any(|name| name == FINALIZER) {
         return Ok(Action::await_change());
@@ -444,6 +502,12 @@ async fn cleanup(pipeline: &Pipeline, context: &Context) -> Result<Action> {
         .await;
         forget_cleanup(context, &uid);
         return Ok(Action::await_change());
+    }
+
+    // The runners go first: a processor or ingest pod still running could recreate a topic
+    // (producers auto-create) or write into a table being dropped.
+    if !workloads_stopped(pipeline, context).await? {
+        return Ok(Action::requeue(WORKLOAD_STOP_POLL));
     }
 
     let dropped = async {

@@ -267,6 +267,78 @@ async fn creates_everything_then_updates_in_place() {
     world.cleanup().await;
 }
 
+/// Deletion stops the runners before it drops topics and tables: while a runner workload
+/// still exists (held here by a finalizer of the test, as pods that take their time to stop
+/// would hold it), the topics stay; once it is gone they are dropped.
+#[tokio::test]
+async fn runners_stop_before_topics_and_tables_are_dropped() {
+    const HOLD: &str = "tests.rtdp.dev/hold";
+    let world = TestWorld::new("op-order").await;
+    let _operator = Operator::start(&world.namespace, &[]);
+    let name = "order";
+    let pipeline = world.pipeline(name);
+    let topic = pipeline.topic_name();
+    world.create(&pipeline).await;
+    world.wait_for_condition(name, "Ready", "True", None).await;
+
+    let deployments = world.api::<Deployment>();
+    let processor = format!("{name}-processor");
+    deployments
+        .patch(
+            &processor,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"finalizers": [HOLD]}})),
+        )
+        .await
+        .expect("holding the processor Deployment");
+
+    world.delete(name).await;
+    eventually(
+        "the operator to stop the processor Deployment",
+        Duration::from_secs(30),
+        || {
+            let deployments = deployments.clone();
+            let processor = processor.clone();
+            async move {
+                let deployment = deployments.get(&processor).await.ok()?;
+                deployment.metadata.deletion_timestamp.map(|_| ())
+            }
+        },
+    )
+    .await;
+    // Several cleanup polls (every 2 s) pass while the runner is still there.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        world.topic_exists(&topic).await,
+        "the topic was dropped while a runner workload still existed"
+    );
+    assert!(
+        world
+            .pipelines()
+            .get_opt(name)
+            .await
+            .expect("reading")
+            .is_some()
+    );
+
+    deployments
+        .patch(
+            &processor,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .expect("releasing the processor Deployment");
+    world.wait_gone(name, Duration::from_secs(90)).await;
+    eventually("the topics to be deleted", Duration::from_secs(60), || {
+        let world = &world;
+        let topic = topic.clone();
+        async move { (!world.topic_exists(&topic).await).then_some(()) }
+    })
+    .await;
+    world.cleanup().await;
+}
+
 /// Owned objects edited or deleted by hand come back.
 #[tokio::test]
 async fn owned_objects_that_are_edited_or_deleted_come_back() {

@@ -6,16 +6,79 @@ use std::sync::{Arc, Mutex};
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaErrorCode;
 use rtdp_crds::BatchSpec;
 
 use crate::error::RunnerError;
-use crate::telemetry::{Metrics, PartitionLabel};
+use crate::telemetry::{Health, Metrics, PartitionLabel};
+
+/// How often librdkafka reports its statistics (lag, broker states), in milliseconds.
+const STATISTICS_INTERVAL_MILLISECONDS: &str = "5000";
+
+/// The runner's producers (ingest, dead letters).
+pub type Producer = FutureProducer<ProducerCallbacks>;
+
+/// Kafka readiness as librdkafka sees it: ready while a connection to a real broker (not a
+/// bootstrap address) is up. Reported with every statistics event (5 s), and set to false at
+/// once when librdkafka reports that every broker is down.
+fn report_kafka_health(health: Option<&Health>, statistics: &Statistics) {
+    if let Some(health) = health {
+        let up = statistics
+            .brokers
+            .values()
+            .any(|broker| broker.nodeid >= 0 && broker.state == "UP");
+        health.set_kafka(up);
+    }
+}
+
+/// Logs a client error once with its reason and, for "all brokers down", marks Kafka not
+/// ready (librdkafka keeps reconnecting by itself with backoff).
+fn report_kafka_error(health: Option<&Health>, error: &KafkaError, reason: &str) {
+    if matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::AllBrokersDown)
+    ) && let Some(health) = health
+    {
+        health.set_kafka(false);
+    }
+    tracing::warn!(%error, reason, "Kafka client error");
+}
+
+/// Callbacks of a producer: Kafka readiness, when the role's readiness depends on it.
+#[derive(Debug, Default)]
+pub struct ProducerCallbacks {
+    health: Option<Arc<Health>>,
+}
+
+impl ProducerCallbacks {
+    /// Callbacks that keep `health`'s Kafka readiness current.
+    pub fn reporting_to(health: Arc<Health>) -> Self {
+        Self {
+            health: Some(health),
+        }
+    }
+}
+
+impl ClientContext for ProducerCallbacks {
+    fn stats(&self, statistics: Statistics) {
+        report_kafka_health(self.health.as_deref(), &statistics);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        report_kafka_error(self.health.as_deref(), &error, reason);
+    }
+}
 
 /// An idempotent producer with `acks=all`: a record acknowledged is on every in-sync
 /// replica, exactly once per send.
-pub fn producer(base: &ClientConfig, batch: &BatchSpec) -> Result<FutureProducer, RunnerError> {
+pub fn producer(
+    base: &ClientConfig,
+    batch: &BatchSpec,
+    callbacks: ProducerCallbacks,
+) -> Result<Producer, RunnerError> {
     let mut config = base.clone();
     config
         .set("enable.idempotence", "true")
@@ -23,25 +86,29 @@ pub fn producer(base: &ClientConfig, batch: &BatchSpec) -> Result<FutureProducer
         .set("compression.type", "lz4")
         .set("linger.ms", batch.max_delay_milliseconds.to_string())
         .set("batch.num.messages", batch.max_records.max(1).to_string())
-        .set("message.timeout.ms", "120000");
+        .set("message.timeout.ms", "120000")
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MILLISECONDS);
     config
-        .create()
+        .create_with_context(callbacks)
         .map_err(|error| RunnerError::kafka("creating the Kafka producer", error))
 }
 
-/// Callbacks of the process consumer: lag from librdkafka's statistics, and the partitions
-/// a rebalance takes away (their in-flight records must not store offsets any more).
+/// Callbacks of the process consumer: lag and Kafka readiness from librdkafka's statistics,
+/// and the partitions a rebalance takes away (their in-flight records must not store offsets
+/// any more).
 #[derive(Debug)]
 pub struct ConsumerCallbacks {
     metrics: Arc<Metrics>,
+    health: Arc<Health>,
     revoked: Mutex<Vec<i32>>,
 }
 
 impl ConsumerCallbacks {
-    /// Callbacks feeding these metrics.
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    /// Callbacks feeding these metrics and this health.
+    pub fn new(metrics: Arc<Metrics>, health: Arc<Health>) -> Self {
         Self {
             metrics,
+            health,
             revoked: Mutex::new(Vec::new()),
         }
     }
@@ -56,7 +123,12 @@ impl ConsumerCallbacks {
 }
 
 impl ClientContext for ConsumerCallbacks {
+    fn error(&self, error: KafkaError, reason: &str) {
+        report_kafka_error(Some(&self.health), &error, reason);
+    }
+
     fn stats(&self, statistics: Statistics) {
+        report_kafka_health(Some(&self.health), &statistics);
         for (topic, topic_statistics) in statistics.topics {
             for (partition, partition_statistics) in topic_statistics.partitions {
                 // -1 is librdkafka's internal "unassigned" partition; lag -1 means unknown.
@@ -99,6 +171,8 @@ impl ConsumerContext for ConsumerCallbacks {
                 .map(|element| element.partition())
                 .collect();
             tracing::info!(partitions = ?numbers, "partitions assigned");
+            // The group coordinator answered: Kafka is reachable.
+            self.health.set_kafka(true);
         }
     }
 }
@@ -110,6 +184,7 @@ pub fn consumer(
     base: &ClientConfig,
     group: &str,
     metrics: Arc<Metrics>,
+    health: Arc<Health>,
 ) -> Result<StreamConsumer<ConsumerCallbacks>, RunnerError> {
     let mut config = base.clone();
     config
@@ -122,7 +197,7 @@ pub fn consumer(
         // A crashed member's partitions move on after 10 s rather than 45.
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "3000")
-        .set("statistics.interval.ms", "5000")
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MILLISECONDS)
         // librdkafka prefetches up to 100 000 messages / 64 MiB per partition by default; the
         // runner has at most `concurrency` records in flight, so a few thousand is plenty and
         // keeps the process small.
@@ -131,6 +206,6 @@ pub fn consumer(
         // When that queue is full, fetch again soon (librdkafka waits a whole second).
         .set("fetch.queue.backoff.ms", "20");
     config
-        .create_with_context(ConsumerCallbacks::new(metrics))
+        .create_with_context(ConsumerCallbacks::new(metrics, health))
         .map_err(|error| RunnerError::kafka("creating the Kafka consumer", error))
 }

@@ -8,6 +8,7 @@ pub mod ingest;
 pub mod kafka;
 pub mod process;
 pub mod record;
+pub mod retry;
 pub mod shutdown;
 pub mod standalone;
 pub mod telemetry;

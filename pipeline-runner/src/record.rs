@@ -45,11 +45,13 @@ pub enum RejectReason {
     FilterFailed,
     /// The record has no payload (a tombstone).
     EmptyPayload,
+    /// Cassandra (or its driver) refused the row for good, e.g. a null or oversized key.
+    WriteRejected,
 }
 
 impl RejectReason {
     /// Every reason, for pre-registering metrics.
-    pub const ALL: [RejectReason; 12] = [
+    pub const ALL: [RejectReason; 13] = [
         RejectReason::InvalidUtf8,
         RejectReason::MalformedJson,
         RejectReason::NotAnObject,
@@ -62,6 +64,7 @@ impl RejectReason {
         RejectReason::DerivedFieldFailed,
         RejectReason::FilterFailed,
         RejectReason::EmptyPayload,
+        RejectReason::WriteRejected,
     ];
 
     /// The label used in metrics and in the `rtdp.reason` dead-letter header.
@@ -79,6 +82,7 @@ impl RejectReason {
             RejectReason::DerivedFieldFailed => "derived_field_failed",
             RejectReason::FilterFailed => "filter_failed",
             RejectReason::EmptyPayload => "empty_payload",
+            RejectReason::WriteRejected => "write_rejected",
         }
     }
 }
@@ -96,15 +100,29 @@ pub struct RecordError {
     pub reason: RejectReason,
     /// The field (column name) at fault, when one is.
     pub field: Option<String>,
-    /// What exactly was wrong, e.g. `expected an integer, found 2.5`.
+    /// The table that refused the row (write rejections only).
+    pub table: Option<String>,
+    /// What exactly was wrong, e.g. `expected an integer, found 2.5`; for a write rejection,
+    /// the server's message byte for byte.
     pub detail: String,
 }
 
 impl RecordError {
+    /// Cassandra refused the row for `table` with `message`.
+    pub fn write_rejected(table: &str, message: String) -> Self {
+        Self {
+            reason: RejectReason::WriteRejected,
+            field: None,
+            table: Some(table.to_string()),
+            detail: message,
+        }
+    }
+
     fn record(reason: RejectReason, detail: impl Into<String>) -> Self {
         Self {
             reason,
             field: None,
+            table: None,
             detail: detail.into(),
         }
     }
@@ -113,6 +131,7 @@ impl RecordError {
         Self {
             reason,
             field: Some(field.to_string()),
+            table: None,
             detail: detail.into(),
         }
     }
@@ -120,6 +139,13 @@ impl RecordError {
 
 impl fmt::Display for RecordError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(table) = &self.table {
+            return write!(
+                formatter,
+                "{} (table {table}): {}",
+                self.reason, self.detail
+            );
+        }
         match &self.field {
             Some(field) => write!(
                 formatter,

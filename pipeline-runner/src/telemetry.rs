@@ -275,6 +275,11 @@ impl Health {
         self.cassandra.store(ready, Ordering::Relaxed);
     }
 
+    /// Whether Cassandra's last write (or connection) succeeded.
+    pub fn cassandra_is_up(&self) -> bool {
+        self.cassandra.load(Ordering::Relaxed)
+    }
+
     /// Ready: Kafka usable and, when needed, Cassandra too.
     pub fn is_ready(&self) -> bool {
         self.kafka.load(Ordering::Relaxed)

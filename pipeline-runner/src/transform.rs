@@ -145,6 +145,7 @@ impl Transforms {
             let failed = |detail: String| RecordError {
                 reason: RejectReason::DerivedFieldFailed,
                 field: Some(derived.name.clone()),
+                table: None,
                 detail,
             };
             let result = derived
@@ -159,6 +160,7 @@ impl Transforms {
             let failed = |detail: String| RecordError {
                 reason: RejectReason::FilterFailed,
                 field: None,
+                table: None,
                 detail,
             };
             match filter.execute(&scope) {

@@ -325,7 +325,7 @@ async fn raw_bad_records_are_dead_lettered_with_reasons_and_never_block_good_one
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn sigkill_mid_stream_loses_nothing_and_keeps_the_latest_value() {
+async fn ten_sigkills_mid_stream_lose_nothing_and_keep_the_latest_value() {
     let pipeline = listings_pipeline("crash");
     provision(&pipeline).await;
     let topic = pipeline.topic_name();
@@ -362,13 +362,24 @@ async fn sigkill_mid_stream_loses_nothing_and_keeps_the_latest_value() {
     let session = cassandra().await;
     let by_id = format!("{}.listings_by_id", pipeline.spec.cassandra.keyspace.name);
 
-    let first = Runner::start(&["process"], &manifest, &[]);
+    // Ten SIGKILLs at ten different points of the stream: before the group is joined, while
+    // the first writes are in flight, mid-stream, and while the producer is still adding
+    // rounds. Each restart resumes from the last committed offset and write-time chain.
     let producing = tokio::spawn(send_rounds(6, rounds));
-    eventually("some listings written", Duration::from_secs(60), || async {
-        (read_rows(&session, &by_id).await.len() >= 50).then_some(())
-    })
-    .await;
-    first.kill();
+    let kill_after_milliseconds = [
+        300_u64, 900, 1_500, 2_200, 2_900, 3_600, 4_400, 5_200, 6_100, 7_000,
+    ];
+    for (point, delay) in kill_after_milliseconds.iter().enumerate() {
+        let runner = Runner::start(&["process"], &manifest, &[]);
+        if point == 0 {
+            eventually("some listings written", Duration::from_secs(60), || async {
+                (!read_rows(&session, &by_id).await.is_empty()).then_some(())
+            })
+            .await;
+        }
+        tokio::time::sleep(Duration::from_millis(*delay)).await;
+        runner.kill();
+    }
     producing.await.expect("the producer task");
 
     let second = Runner::start(&["process"], &manifest, &[]);
@@ -391,6 +402,18 @@ async fn sigkill_mid_stream_loses_nothing_and_keeps_the_latest_value() {
         },
     )
     .await;
+    eventually("offsets at the end", Duration::from_secs(60), || async {
+        committed_and_end(&pipeline)
+            .iter()
+            .all(|(_, committed, end)| *end == 0 || *committed == Some(*end))
+            .then_some(())
+    })
+    .await;
+    let log = second.log_text();
     let status = second.terminate(Duration::from_secs(30));
-    assert!(status.success(), "process exit after the crash: {status}");
+    assert!(status.success(), "process exit after the crashes: {status}");
+    assert!(
+        !log.contains("dead-lettering"),
+        "no valid record is dead-lettered by a crash; log:\n{log}"
+    );
 }

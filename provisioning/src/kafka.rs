@@ -36,15 +36,27 @@ pub struct TopicDefinition {
     pub config: BTreeMap<String, String>,
 }
 
+/// The topic config that makes the broker, not the producers, stamp each record's time.
+pub const TIMESTAMP_TYPE: &str = "message.timestamp.type";
+
 /// The topic and the dead-letter topic of a Pipeline.
+///
+/// The main topic uses `message.timestamp.type=LogAppendTime` unless the Pipeline declares
+/// otherwise: the runner writes each row with its record's Kafka time (made strictly
+/// increasing per partition), and with the broker's clock a producer whose clock is behind
+/// cannot make its newer updates lose to older ones.
 pub fn topic_definitions(pipeline: &Pipeline) -> [TopicDefinition; 2] {
     let topic = &pipeline.spec.topic;
+    let mut config = topic.config.clone();
+    config
+        .entry(TIMESTAMP_TYPE.to_string())
+        .or_insert_with(|| "LogAppendTime".to_string());
     [
         TopicDefinition {
             name: pipeline.topic_name(),
             partitions: topic.partitions,
             replication_factor: topic.replication_factor,
-            config: topic.config.clone(),
+            config,
         },
         TopicDefinition {
             name: pipeline.dead_letter_topic_name(),

@@ -73,10 +73,52 @@ async fn topics_are_created_adopted_grown_and_never_shrunk() {
         .alter_configs(&[drift], &AdminOptions::new())
         .await
         .expect("altering the config by hand");
-    let report = ensure_topics(&admin, &pipeline)
-        .await
-        .expect("resetting drift");
-    assert_eq!(report.config_reset, vec![format!("{topic}: retention.ms")]);
+    // Kafka applies a config change asynchronously: reconcile until the drift is seen (and
+    // set back), with a deadline, never assuming it has already propagated. The legacy
+    // AlterConfigs above replaced the whole dynamic config, so the managed timestamp type
+    // drifted too.
+    let expected_reset = format!("{topic}: retention.ms");
+    let report = eventually(
+        "the hand-made change seen and set back",
+        Duration::from_secs(30),
+        || {
+            let admin = admin.clone();
+            let pipeline = pipeline.clone();
+            let expected_reset = expected_reset.clone();
+            async move {
+                let report = ensure_topics(&admin, &pipeline)
+                    .await
+                    .expect("resetting drift");
+                report
+                    .config_reset
+                    .contains(&expected_reset)
+                    .then_some(report)
+            }
+        },
+    )
+    .await;
+    assert!(
+        report
+            .config_reset
+            .iter()
+            .all(|entry| entry == &expected_reset
+                || entry == &format!("{topic}: message.timestamp.type")),
+        "{report:?}"
+    );
+    // Set back means set back: the broker reports the declared values again.
+    eventually(
+        "the declared configs in place",
+        Duration::from_secs(30),
+        || {
+            let admin = admin.clone();
+            let pipeline = pipeline.clone();
+            async move {
+                let report = ensure_topics(&admin, &pipeline).await.ok()?;
+                report.config_reset.is_empty().then_some(())
+            }
+        },
+    )
+    .await;
 
     // Partitions grow in place.
     pipeline.spec.topic.partitions = 6;

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::connect::{EndpointOverrides, kafka_client_config};
 use crate::error::RunnerError;
-use crate::kafka::producer;
+use crate::kafka::{ProducerCallbacks, producer};
 use crate::telemetry::{Health, Metrics};
 use http::HttpIngest;
 use sink::Sink;
@@ -68,9 +68,13 @@ pub async fn run(pipeline: &Pipeline, options: IngestOptions) -> Result<IngestRe
         ));
     };
     let base = kafka_client_config(&pipeline.spec.kafka, &overrides)?;
-    let producer = producer(&base, &pipeline.spec.runner.batch)?;
+    // Readiness follows the producer's broker connections (librdkafka statistics).
+    let producer = producer(
+        &base,
+        &pipeline.spec.runner.batch,
+        ProducerCallbacks::reporting_to(Arc::clone(&health)),
+    )?;
     let topic = pipeline.topic_name();
-    health.set_kafka(true);
     let mut sink = Sink::new(&producer, &topic, &metrics);
     let mut report = IngestReport::default();
 

@@ -6,8 +6,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureRecord};
 
+use crate::kafka::Producer;
 use crate::telemetry::Metrics;
 
 /// Deliveries awaited at most at once before a send waits for earlier ones.
@@ -15,7 +16,7 @@ const MAX_PENDING: usize = 20_000;
 
 /// A topic to produce to, counting acknowledged and failed deliveries.
 pub struct Sink<'a> {
-    producer: &'a FutureProducer,
+    producer: &'a Producer,
     topic: &'a str,
     metrics: &'a Metrics,
     pending: FuturesUnordered<DeliveryFuture>,
@@ -40,7 +41,7 @@ impl std::fmt::Debug for Sink<'_> {
 
 impl<'a> Sink<'a> {
     /// A sink for `topic`.
-    pub fn new(producer: &'a FutureProducer, topic: &'a str, metrics: &'a Metrics) -> Self {
+    pub fn new(producer: &'a Producer, topic: &'a str, metrics: &'a Metrics) -> Self {
         Self {
             producer,
             topic,

@@ -4,11 +4,15 @@
 
 use std::time::Duration;
 
+use backon::Retryable;
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::{Message, Timestamp};
 
+use crate::kafka::Producer;
 use crate::record::RecordError;
+use crate::retry;
 
 /// Header names, stable for anyone reading the dead-letter topic.
 pub mod headers {
@@ -28,80 +32,97 @@ pub mod headers {
     pub const ORIGINAL_TIMESTAMP: &str = "rtdp.original.timestamp";
     /// The pipeline, `namespace/name`.
     pub const PIPELINE: &str = "rtdp.pipeline";
+    /// The table that refused the row (reason `write_rejected` only).
+    pub const TABLE: &str = "rtdp.table";
 }
 
 /// Sends one dead letter, retrying until the broker acknowledges it (a dead letter is never
-/// dropped; while Kafka is away the partition simply stops advancing).
+/// dropped; while Kafka is away the partition simply stops advancing). An error comes back
+/// only if the retries ever end, and then the record's offset must not be stored.
 pub async fn send(
-    producer: &FutureProducer,
+    producer: &Producer,
     topic: &str,
     pipeline: &str,
     message: &OwnedMessage,
     error: &RecordError,
-) {
+) -> Result<(), KafkaError> {
     let partition = message.partition().to_string();
     let offset = message.offset().to_string();
     let timestamp = match message.timestamp() {
         Timestamp::CreateTime(millis) | Timestamp::LogAppendTime(millis) => millis.to_string(),
         Timestamp::NotAvailable => String::new(),
     };
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let mut record_headers = OwnedHeaders::new_with_capacity(8)
-            .insert(Header {
-                key: headers::REASON,
-                value: Some(error.reason.as_str()),
-            })
-            .insert(Header {
-                key: headers::ERROR,
-                value: Some(error.to_string().as_str()),
-            })
-            .insert(Header {
-                key: headers::ORIGINAL_TOPIC,
-                value: Some(message.topic()),
-            })
-            .insert(Header {
-                key: headers::ORIGINAL_PARTITION,
-                value: Some(partition.as_str()),
-            })
-            .insert(Header {
-                key: headers::ORIGINAL_OFFSET,
-                value: Some(offset.as_str()),
-            })
-            .insert(Header {
-                key: headers::ORIGINAL_TIMESTAMP,
-                value: Some(timestamp.as_str()),
-            })
-            .insert(Header {
-                key: headers::PIPELINE,
-                value: Some(pipeline),
-            });
-        if let Some(field) = &error.field {
-            record_headers = record_headers.insert(Header {
-                key: headers::FIELD,
-                value: Some(field.as_str()),
-            });
-        }
+    let error_text = error.to_string();
+    let mut record_headers = OwnedHeaders::new_with_capacity(9)
+        .insert(Header {
+            key: headers::REASON,
+            value: Some(error.reason.as_str()),
+        })
+        .insert(Header {
+            key: headers::ERROR,
+            value: Some(error_text.as_str()),
+        })
+        .insert(Header {
+            key: headers::ORIGINAL_TOPIC,
+            value: Some(message.topic()),
+        })
+        .insert(Header {
+            key: headers::ORIGINAL_PARTITION,
+            value: Some(partition.as_str()),
+        })
+        .insert(Header {
+            key: headers::ORIGINAL_OFFSET,
+            value: Some(offset.as_str()),
+        })
+        .insert(Header {
+            key: headers::ORIGINAL_TIMESTAMP,
+            value: Some(timestamp.as_str()),
+        })
+        .insert(Header {
+            key: headers::PIPELINE,
+            value: Some(pipeline),
+        });
+    if let Some(table) = &error.table {
+        record_headers = record_headers.insert(Header {
+            key: headers::TABLE,
+            value: Some(table.as_str()),
+        });
+    }
+    if let Some(field) = &error.field {
+        record_headers = record_headers.insert(Header {
+            key: headers::FIELD,
+            value: Some(field.as_str()),
+        });
+    }
+    let attempt = || {
         let mut record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(topic).headers(record_headers);
+            FutureRecord::to(topic).headers(record_headers.clone());
         if let Some(key) = message.key() {
             record = record.key(key);
         }
         if let Some(payload) = message.payload() {
             record = record.payload(payload);
         }
-        match producer.send(record, Duration::from_secs(30)).await {
-            Ok(_) => return,
-            Err((kafka_error, _)) => {
-                tracing::warn!(
-                    error = %kafka_error,
-                    topic,
-                    retry_in_ms = backoff.as_millis() as u64,
-                    "producing a dead letter failed; retrying"
-                );
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
+        async move {
+            producer
+                .send(record, Duration::from_secs(30))
+                .await
+                .map(|_| ())
+                .map_err(|(kafka_error, _)| kafka_error)
         }
-    }
+    };
+    attempt
+        .retry(retry::until_it_works(
+            Duration::from_millis(100),
+            Duration::from_secs(5),
+        ))
+        .notify(|kafka_error, delay| {
+            tracing::warn!(
+                error = %kafka_error,
+                topic,
+                retry_in_ms = delay.as_millis() as u64,
+                "producing a dead letter failed; retrying"
+            );
+        })
+        .await
 }

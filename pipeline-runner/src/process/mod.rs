@@ -11,23 +11,24 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backon::Retryable;
 use futures::FutureExt;
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
-use rdkafka::producer::FutureProducer;
 use rdkafka::{Message, Offset, Timestamp, TopicPartitionList};
 use rtdp_crds::Pipeline;
 use tokio::sync::watch;
 
 use crate::connect::{EndpointOverrides, cassandra_session, kafka_client_config};
 use crate::error::RunnerError;
-use crate::kafka::{ConsumerCallbacks, consumer, producer};
+use crate::kafka::{ConsumerCallbacks, Producer, ProducerCallbacks, consumer, producer};
 use crate::record::{RecordError, RecordParser};
+use crate::retry;
 use crate::telemetry::{Health, KindLabel, Metrics};
 use crate::transform::{Outcome, Transforms};
 use offsets::OffsetTracker;
-use writer::{TableWriter, error_kind, write_timestamp_micros};
+use writer::{TableWriter, WriteClock, WriteFailure, error_kind};
 
 /// How long in-flight writes may take to finish after SIGTERM before the runner gives up on
 /// them (their offsets are then not stored, so they are re-delivered: nothing is lost).
@@ -57,6 +58,9 @@ enum Done {
     Written,
     DeadLettered,
     Filtered,
+    /// Its work could not finish (never expected: the retries have no limit); its offset is
+    /// never stored, so the record is re-delivered after a restart.
+    Abandoned,
 }
 
 type Work = Pin<Box<dyn Future<Output = (i32, i64, Done)> + Send>>;
@@ -97,14 +101,20 @@ pub async fn run(pipeline: &Pipeline, options: ProcessOptions) -> Result<(), Run
     health.set_cassandra(true);
 
     let base = kafka_client_config(&spec.kafka, &overrides)?;
-    let dead_letters = producer(&base, &spec.runner.batch)?;
+    // The consumer reports Kafka's readiness; the dead-letter producer talks to the same
+    // brokers.
+    let dead_letters = producer(&base, &spec.runner.batch, ProducerCallbacks::default())?;
     let topic = pipeline.topic_name();
     let dead_letter_topic = pipeline.dead_letter_topic_name();
-    let consumer = consumer(&base, &pipeline.consumer_group(), Arc::clone(&metrics))?;
+    let consumer = consumer(
+        &base,
+        &pipeline.consumer_group(),
+        Arc::clone(&metrics),
+        Arc::clone(&health),
+    )?;
     consumer
         .subscribe(&[topic.as_str()])
         .map_err(|error| RunnerError::kafka(format!("subscribing to topic {topic}"), error))?;
-    health.set_kafka(true);
     tracing::info!(
         pipeline = %pipeline_name,
         %topic,
@@ -145,7 +155,11 @@ pub async fn run(pipeline: &Pipeline, options: ProcessOptions) -> Result<(), Run
                     RunnerError::kafka(format!("consuming topic {topic}"), error)
                 });
                 let message = match message {
-                    Ok(message) => message.detach(),
+                    Ok(message) => {
+                        // A record just came from a broker: Kafka is reachable.
+                        health.set_kafka(true);
+                        message.detach()
+                    }
                     Err(error) => {
                         // librdkafka retries by itself; a consume error is reported, not fatal.
                         tracing::warn!(%error, "consume error");
@@ -162,21 +176,35 @@ pub async fn run(pipeline: &Pipeline, options: ProcessOptions) -> Result<(), Run
                 }
                 for message in batch {
                     metrics.records_consumed.inc();
-                    tracker.dispatched(message.partition(), message.offset());
+                    let partition = message.partition();
+                    if !tracker.is_tracking(partition) {
+                        let clock = resume_clock(&consumer, &topic, partition, message.offset());
+                        tracker.start(partition, clock);
+                    }
+                    let write_time =
+                        tracker.dispatched(partition, message.offset(), kafka_millis(&message));
                     let started = Instant::now();
                     match decide(&parser, &transforms, &cel_root, &message) {
                         Decision::Write(values) => work.push(Box::pin(write(
                             writer.clone(),
+                            DeadLetters {
+                                producer: dead_letters.clone(),
+                                topic: dead_letter_topic.clone(),
+                                pipeline: pipeline_name.clone(),
+                            },
                             message,
                             values,
+                            write_time,
                             started,
                             Arc::clone(&metrics),
                             Arc::clone(&health),
                         ))),
                         Decision::DeadLetter(error) => work.push(Box::pin(dead_letter(
-                            dead_letters.clone(),
-                            dead_letter_topic.clone(),
-                            pipeline_name.clone(),
+                            DeadLetters {
+                                producer: dead_letters.clone(),
+                                topic: dead_letter_topic.clone(),
+                                pipeline: pipeline_name.clone(),
+                            },
                             message,
                             error,
                             Arc::clone(&metrics),
@@ -242,21 +270,19 @@ async fn connect_cassandra_with_retry(
     health: &Health,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Option<scylla::client::session::Session>, RunnerError> {
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        match cassandra_session(&pipeline.spec.cassandra, overrides).await {
-            Ok(session) => return Ok(Some(session)),
-            Err(error @ RunnerError::Config(_)) => return Err(error),
-            Err(error) => {
-                health.set_cassandra(false);
-                tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "Cassandra is not reachable yet");
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.changed() => return Ok(None),
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(10));
+    let connect = (|| cassandra_session(&pipeline.spec.cassandra, overrides))
+        .retry(retry::until_it_works(
+            Duration::from_millis(500),
+            Duration::from_secs(10),
+        ))
+        .when(|error| !matches!(error, RunnerError::Config(_)))
+        .notify(|error, delay| {
+            health.set_cassandra(false);
+            tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "Cassandra is not reachable yet");
+        });
+    tokio::select! {
+        session = connect => session.map(Some),
+        _ = shutdown.changed() => Ok(None),
     }
 }
 
@@ -288,60 +314,145 @@ fn decide(
     }
 }
 
-/// Writes one record to every table, retrying (never dead-lettering) while Cassandra is
-/// unavailable: the record is fine, the database is not.
+/// Where a record that cannot be written goes.
+struct DeadLetters {
+    producer: Producer,
+    topic: String,
+    /// `namespace/name`, for the dead letter's headers.
+    pipeline: String,
+}
+
+/// The record's Kafka timestamp in milliseconds (the broker's append time on topics the
+/// operator manages, see `provisioning::kafka`), or now when it has none.
+fn kafka_millis(message: &OwnedMessage) -> i64 {
+    match message.timestamp() {
+        Timestamp::CreateTime(millis) | Timestamp::LogAppendTime(millis) => millis,
+        Timestamp::NotAvailable => chrono::Utc::now().timestamp_millis(),
+    }
+}
+
+/// The write-time chain of a partition that was just assigned: resumed from the committed
+/// offset's metadata when consumption starts exactly there, restarted from the Kafka
+/// timestamps otherwise (a replay or reset: see [`WriteClock`]).
+fn resume_clock(
+    consumer: &StreamConsumer<ConsumerCallbacks>,
+    topic: &str,
+    partition: i32,
+    first_offset: i64,
+) -> WriteClock {
+    let mut wanted = TopicPartitionList::new();
+    wanted.add_partition(topic, partition);
+    let committed =
+        tokio::task::block_in_place(|| consumer.committed_offsets(wanted, Duration::from_secs(10)));
+    let committed = match committed {
+        Ok(committed) => committed,
+        Err(error) => {
+            tracing::warn!(%error, partition, "reading the committed offset's write time failed; restarting the chain from the Kafka timestamps");
+            return WriteClock::default();
+        }
+    };
+    let Some(element) = committed.find_partition(topic, partition) else {
+        return WriteClock::default();
+    };
+    if element.offset() != Offset::Offset(first_offset) {
+        return WriteClock::default();
+    }
+    // rdkafka panics on metadata that is not UTF-8 (another tool may have committed any
+    // bytes); such metadata is simply not ours.
+    let metadata = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        element.metadata().to_string()
+    }))
+    .unwrap_or_default();
+    WriteClock::from_metadata(&metadata).unwrap_or_default()
+}
+
+/// Writes one record to every table. While Cassandra is unavailable it retries (never
+/// dead-letters: the record is fine, the database is not); when Cassandra refuses the row
+/// for good (a null key, an oversized value), the record is dead-lettered with the server's
+/// message and its partition moves on.
+#[allow(clippy::too_many_arguments)]
 async fn write(
     writer: TableWriter,
+    dead_letters: DeadLetters,
     message: OwnedMessage,
     values: Vec<Option<scylla::value::CqlValue>>,
+    write_time: i64,
     started: Instant,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
 ) -> (i32, i64, Done) {
-    let millis = match message.timestamp() {
-        Timestamp::CreateTime(millis) | Timestamp::LogAppendTime(millis) => millis,
-        Timestamp::NotAvailable => chrono::Utc::now().timestamp_millis(),
-    };
-    let timestamp = write_timestamp_micros(millis, message.offset());
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match writer.write(&values, timestamp).await {
-            Ok(()) => {
-                health.set_cassandra(true);
-                metrics.records_written.inc();
-                metrics
-                    .write_latency
-                    .observe(started.elapsed().as_secs_f64());
-                let now = chrono::Utc::now().timestamp_millis();
-                metrics.observe_end_to_end((now - millis).max(0) as f64 / 1000.0);
-                return (message.partition(), message.offset(), Done::Written);
-            }
-            Err(error) => {
-                health.set_cassandra(false);
-                metrics
-                    .cassandra_errors
-                    .get_or_create(&KindLabel {
-                        kind: error_kind(&error).to_string(),
-                    })
-                    .inc();
-                tracing::warn!(
-                    %error,
-                    partition = message.partition(),
-                    offset = message.offset(),
-                    retry_in_ms = backoff.as_millis() as u64,
-                    "Cassandra write failed; retrying"
-                );
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
+    let millis = kafka_millis(&message);
+    let outcome = (|| async {
+        match writer.write(&values, write_time).await {
+            Ok(()) => Ok(None),
+            Err(WriteFailure::Rejected {
+                table,
+                message,
+                kind,
+            }) => Ok(Some((table, message, kind))),
+            Err(WriteFailure::Transient(error)) => Err(error),
+        }
+    })
+    .retry(retry::until_it_works(
+        Duration::from_millis(100),
+        Duration::from_secs(2),
+    ))
+    .notify(|error, delay| {
+        health.set_cassandra(false);
+        metrics
+            .cassandra_errors
+            .get_or_create(&KindLabel {
+                kind: error_kind(error).to_string(),
+            })
+            .inc();
+        tracing::warn!(
+            %error,
+            partition = message.partition(),
+            offset = message.offset(),
+            retry_in_ms = delay.as_millis() as u64,
+            "Cassandra write failed; retrying"
+        );
+    })
+    .await;
+    match outcome {
+        Ok(None) => {
+            health.set_cassandra(true);
+            metrics.records_written.inc();
+            metrics
+                .write_latency
+                .observe(started.elapsed().as_secs_f64());
+            let now = chrono::Utc::now().timestamp_millis();
+            metrics.observe_end_to_end((now - millis).max(0) as f64 / 1000.0);
+            (message.partition(), message.offset(), Done::Written)
+        }
+        Ok(Some((table, server_message, kind))) => {
+            // Cassandra answered: it is up, this record is what it refuses.
+            health.set_cassandra(true);
+            metrics
+                .cassandra_errors
+                .get_or_create(&KindLabel {
+                    kind: kind.to_string(),
+                })
+                .inc();
+            tracing::warn!(
+                %table,
+                error = %server_message,
+                partition = message.partition(),
+                offset = message.offset(),
+                "Cassandra refused the row; dead-lettering the record"
+            );
+            let error = RecordError::write_rejected(&table, server_message);
+            dead_letter(dead_letters, message, error, metrics).await
+        }
+        Err(error) => {
+            tracing::error!(%error, partition = message.partition(), offset = message.offset(), "gave up writing a record; it is re-delivered after a restart");
+            (message.partition(), message.offset(), Done::Abandoned)
         }
     }
 }
 
 async fn dead_letter(
-    producer: FutureProducer,
-    topic: String,
-    pipeline: String,
+    dead_letters: DeadLetters,
     message: OwnedMessage,
     error: RecordError,
     metrics: Arc<Metrics>,
@@ -353,15 +464,29 @@ async fn dead_letter(
         %error,
         "dead-lettering a record"
     );
-    dead_letter::send(&producer, &topic, &pipeline, &message, &error).await;
+    let sent = dead_letter::send(
+        &dead_letters.producer,
+        &dead_letters.topic,
+        &dead_letters.pipeline,
+        &message,
+        &error,
+    )
+    .await;
+    if let Err(kafka_error) = sent {
+        tracing::error!(error = %kafka_error, partition = message.partition(), offset = message.offset(), "gave up producing a dead letter; the record is re-delivered after a restart");
+        return (message.partition(), message.offset(), Done::Abandoned);
+    }
     metrics.dead_lettered(error.reason);
     (message.partition(), message.offset(), Done::DeadLettered)
 }
 
 fn finish(tracker: &mut OffsetTracker, metrics: &Metrics, partition: i32, offset: i64, done: Done) {
-    if matches!(done, Done::Filtered) {
-        metrics.records_filtered.inc();
-    }
+    match done {
+        Done::Filtered => metrics.records_filtered.inc(),
+        // Never stored: the partition stops advancing there, and a restart re-delivers it.
+        Done::Abandoned => return,
+        Done::Written | Done::DeadLettered => 0,
+    };
     tracker.finished(partition, offset);
 }
 
@@ -378,10 +503,16 @@ fn store_offsets(
         return;
     }
     let mut positions = TopicPartitionList::with_capacity(moved.len());
-    for (partition, next) in &moved {
+    for (partition, (next, clock)) in &moved {
         if let Err(error) = positions.add_partition_offset(topic, *partition, Offset::Offset(*next))
         {
             tracing::warn!(%error, partition, next, "an offset could not be recorded");
+            continue;
+        }
+        // The write-time chain travels with the offset (committed as its metadata).
+        let mut element = positions.find_partition(topic, *partition);
+        if let Some(element) = element.as_mut() {
+            element.set_metadata(clock.metadata());
         }
     }
     if let Err(error) = consumer.store_offsets(&positions) {
@@ -397,7 +528,8 @@ fn pause_while_cassandra_is_down(
     health: &Health,
     paused: bool,
 ) -> bool {
-    let healthy = health.is_ready();
+    // Only Cassandra's state: while Kafka is away there is nothing to consume anyway.
+    let healthy = health.cassandra_is_up();
     if healthy != paused {
         return paused;
     }

@@ -1,45 +1,59 @@
 //! Which offsets may be stored: per partition, only up to the first record whose writes are
 //! still in flight. Records finish out of order (writes run concurrently); an offset is
 //! stored only when its record and every earlier one of its partition are done, so a crash
-//! re-delivers, never skips.
+//! re-delivers, never skips. Each partition also carries its [`WriteClock`], and an offset is
+//! stored together with the clock as it stood before that offset, so whoever resumes there
+//! continues the same chain of write times.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
+
+use super::writer::WriteClock;
 
 /// The in-flight offsets of one partition.
 #[derive(Debug, Default, Clone)]
 pub struct PartitionOffsets {
-    in_flight: BTreeSet<i64>,
+    /// In-flight offsets, each with the clock as it stood before its record.
+    in_flight: BTreeMap<i64, WriteClock>,
     /// The highest offset dispatched so far.
     highest_dispatched: Option<i64>,
+    /// The clock after the highest dispatched record.
+    clock: WriteClock,
     /// The last offset handed to Kafka to store (the next offset to consume).
     stored: Option<i64>,
 }
 
 impl PartitionOffsets {
-    /// A record was taken from the partition and its work started.
-    pub fn dispatched(&mut self, offset: i64) {
+    /// A partition whose chain of write times resumes at `clock`.
+    pub fn resuming(clock: WriteClock) -> Self {
+        Self {
+            clock,
+            ..Self::default()
+        }
+    }
+
+    /// A record was taken from the partition and its work started; returns its write time.
+    pub fn dispatched(&mut self, offset: i64, kafka_timestamp_millis: i64) -> i64 {
         // Before anything finishes, the position to store is the first record's own offset.
         self.stored.get_or_insert(offset);
-        self.in_flight.insert(offset);
+        self.in_flight.insert(offset, self.clock);
         self.highest_dispatched = Some(self.highest_dispatched.map_or(offset, |h| h.max(offset)));
+        self.clock.next(kafka_timestamp_millis)
     }
 
     /// A record's work finished (written, dead-lettered or filtered). Returns the offset to
-    /// store (the next one to consume) when it moved forward.
-    pub fn finished(&mut self, offset: i64) -> Option<i64> {
-        if !self.in_flight.remove(&offset) {
-            // Not ours (dispatched before a rebalance took the partition away and gave it back).
-            return None;
-        }
-        let next = match self.in_flight.first() {
-            Some(lowest) => *lowest,
-            None => self.highest_dispatched? + 1,
+    /// store (the next one to consume) and the clock before it, when it moved forward.
+    pub fn finished(&mut self, offset: i64) -> Option<(i64, WriteClock)> {
+        // Not ours when absent (dispatched before a rebalance took the partition away).
+        self.in_flight.remove(&offset)?;
+        let (next, clock) = match self.in_flight.first_key_value() {
+            Some((lowest, clock)) => (*lowest, *clock),
+            None => (self.highest_dispatched? + 1, self.clock),
         };
         if self.stored.is_some_and(|stored| stored >= next) {
             return None;
         }
         self.stored = Some(next);
-        Some(next)
+        Some((next, clock))
     }
 
     /// Records still in flight.
@@ -52,28 +66,40 @@ impl PartitionOffsets {
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
     partitions: HashMap<i32, PartitionOffsets>,
-    /// Offsets that moved since the last [`OffsetTracker::take_to_store`], by partition.
-    to_store: HashMap<i32, i64>,
+    /// Offsets (and clocks) that moved since the last [`OffsetTracker::take_to_store`].
+    to_store: HashMap<i32, (i64, WriteClock)>,
 }
 
 impl OffsetTracker {
-    /// A record was dispatched.
-    pub fn dispatched(&mut self, partition: i32, offset: i64) {
+    /// True when the partition's first record since it was assigned was seen.
+    pub fn is_tracking(&self, partition: i32) -> bool {
+        self.partitions.contains_key(&partition)
+    }
+
+    /// Starts tracking a partition whose chain of write times resumes at `clock`.
+    pub fn start(&mut self, partition: i32, clock: WriteClock) {
+        self.partitions
+            .insert(partition, PartitionOffsets::resuming(clock));
+    }
+
+    /// A record was dispatched; returns its write time.
+    pub fn dispatched(&mut self, partition: i32, offset: i64, kafka_timestamp_millis: i64) -> i64 {
         self.partitions
             .entry(partition)
             .or_default()
-            .dispatched(offset);
+            .dispatched(offset, kafka_timestamp_millis)
     }
 
     /// A record finished; the offset to store for its partition, if it moved.
     pub fn finished(&mut self, partition: i32, offset: i64) -> Option<i64> {
-        let next = self.partitions.get_mut(&partition)?.finished(offset)?;
-        self.to_store.insert(partition, next);
+        let (next, clock) = self.partitions.get_mut(&partition)?.finished(offset)?;
+        self.to_store.insert(partition, (next, clock));
         Some(next)
     }
 
-    /// The offsets to hand to Kafka now (one store call per turn, not one per record).
-    pub fn take_to_store(&mut self) -> HashMap<i32, i64> {
+    /// The offsets to hand to Kafka now, with the clock to commit beside each (one store
+    /// call per turn, not one per record).
+    pub fn take_to_store(&mut self) -> HashMap<i32, (i64, WriteClock)> {
         std::mem::take(&mut self.to_store)
     }
 
@@ -97,48 +123,92 @@ impl OffsetTracker {
 mod tests {
     use super::*;
 
+    fn next_offset(result: Option<(i64, WriteClock)>) -> Option<i64> {
+        result.map(|(next, _)| next)
+    }
+
     #[test]
     fn in_order_completion_moves_one_by_one() {
         let mut offsets = PartitionOffsets::default();
-        offsets.dispatched(10);
-        offsets.dispatched(11);
-        assert_eq!(offsets.finished(10), Some(11));
-        assert_eq!(offsets.finished(11), Some(12));
+        offsets.dispatched(10, 1);
+        offsets.dispatched(11, 1);
+        assert_eq!(next_offset(offsets.finished(10)), Some(11));
+        assert_eq!(next_offset(offsets.finished(11)), Some(12));
     }
 
     #[test]
     fn out_of_order_completion_waits_for_the_earliest() {
         let mut offsets = PartitionOffsets::default();
         for offset in 0..4 {
-            offsets.dispatched(offset);
+            offsets.dispatched(offset, 1);
         }
         assert_eq!(offsets.finished(2), None, "0 and 1 are still in flight");
         assert_eq!(offsets.finished(3), None);
         assert_eq!(offsets.finished(1), None, "0 is still in flight");
-        assert_eq!(offsets.finished(0), Some(4), "everything up to 3 is done");
+        assert_eq!(
+            next_offset(offsets.finished(0)),
+            Some(4),
+            "everything up to 3 is done"
+        );
+    }
+
+    #[test]
+    fn the_stored_clock_is_the_one_before_the_stored_offset() {
+        let mut offsets = PartitionOffsets::default();
+        let first = offsets.dispatched(0, 7);
+        let second = offsets.dispatched(1, 7);
+        offsets.dispatched(2, 7);
+        // Offset 1 is still in flight: resuming at 1 must continue after offset 0's time.
+        let (next, clock) = offsets.finished(0).expect("moved");
+        assert_eq!(next, 1);
+        let mut resumed = clock;
+        assert_eq!(resumed.next(7), second);
+        assert!(second > first);
+        offsets.finished(2);
+        let (next, clock) = offsets.finished(1).expect("moved");
+        assert_eq!(next, 3);
+        let mut resumed = clock;
+        assert!(
+            resumed.next(7) > second + 1,
+            "resumes after offset 2's time"
+        );
     }
 
     #[test]
     fn gaps_in_offsets_are_fine() {
         // Compacted topics and transaction markers leave gaps.
         let mut offsets = PartitionOffsets::default();
-        offsets.dispatched(5);
-        offsets.dispatched(9);
+        offsets.dispatched(5, 1);
+        offsets.dispatched(9, 1);
         assert_eq!(offsets.finished(9), None);
-        assert_eq!(offsets.finished(5), Some(10));
+        assert_eq!(next_offset(offsets.finished(5)), Some(10));
     }
 
     #[test]
     fn revoked_partitions_store_nothing() {
         let mut tracker = OffsetTracker::default();
-        tracker.dispatched(0, 1);
-        tracker.dispatched(1, 1);
+        tracker.dispatched(0, 1, 1);
+        tracker.dispatched(1, 1, 1);
         tracker.revoke(0);
+        assert!(!tracker.is_tracking(0));
         assert_eq!(tracker.finished(0, 1), None);
         assert_eq!(tracker.finished(1, 1), Some(2));
         assert_eq!(tracker.in_flight(), 0);
-        assert_eq!(tracker.take_to_store(), HashMap::from([(1, 2)]));
+        let stored: Vec<(i32, i64)> = tracker
+            .take_to_store()
+            .into_iter()
+            .map(|(partition, (next, _))| (partition, next))
+            .collect();
+        assert_eq!(stored, vec![(1, 2)]);
         assert!(tracker.take_to_store().is_empty());
+    }
+
+    #[test]
+    fn a_resumed_partition_continues_its_chain() {
+        let mut tracker = OffsetTracker::default();
+        let clock = WriteClock::from_metadata("rtdp.write-time=5000123").expect("parses");
+        tracker.start(3, clock);
+        assert_eq!(tracker.dispatched(3, 40, 5), 5_000_124);
     }
 
     #[test]

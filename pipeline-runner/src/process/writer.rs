@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use futures::future::try_join_all;
+use futures::future::join_all;
 use rtdp_crds::{PipelineSpec, WriteConsistency};
 use rtdp_provisioning::cassandra::table_definitions;
 use scylla::client::session::Session;
-use scylla::errors::{ExecutionError, RequestAttemptError};
+use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
 use scylla::statement::Consistency;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlValue;
@@ -17,6 +17,8 @@ use crate::error::RunnerError;
 /// One table's prepared INSERT and where its columns come from.
 #[derive(Debug)]
 struct PreparedTable {
+    /// `keyspace.table`, named in a rejection.
+    qualified_name: String,
     statement: PreparedStatement,
     /// For each column of the INSERT, its index in the record's values.
     value_indexes: Vec<usize>,
@@ -68,6 +70,7 @@ impl TableWriter {
             statement.set_is_idempotent(true);
             statement.set_consistency(consistency(table.consistency));
             tables.push(PreparedTable {
+                qualified_name: table.qualified_name(),
                 statement,
                 value_indexes,
             });
@@ -79,12 +82,15 @@ impl TableWriter {
     }
 
     /// Writes one record to every table, concurrently; `timestamp_micros` becomes the cells'
-    /// write time.
+    /// write time. Every table's write runs to its end, so the outcome says whether anything
+    /// is worth retrying: a transient failure anywhere wins over a rejection (retrying the
+    /// whole record is safe, each INSERT is idempotent), and a record is rejected only when
+    /// nothing transient stands in its way.
     pub async fn write(
         &self,
         values: &[Option<CqlValue>],
         timestamp_micros: i64,
-    ) -> Result<(), ExecutionError> {
+    ) -> Result<(), WriteFailure> {
         let writes = self.tables.iter().map(|table| {
             let mut row: Vec<Option<CqlValue>> = table
                 .value_indexes
@@ -93,9 +99,30 @@ impl TableWriter {
                 .collect();
             row.push(Some(CqlValue::BigInt(timestamp_micros)));
             let session = &self.session;
-            async move { session.execute_unpaged(&table.statement, row).await }
+            async move {
+                session
+                    .execute_unpaged(&table.statement, row)
+                    .await
+                    .map_err(|error| (table.qualified_name.as_str(), error))
+            }
         });
-        try_join_all(writes).await.map(|_| ())
+        let mut rejection = None;
+        for result in join_all(writes).await {
+            let Err((table, error)) = result else {
+                continue;
+            };
+            match rejection_message(&error) {
+                None => return Err(WriteFailure::Transient(error)),
+                Some(message) => {
+                    rejection.get_or_insert(WriteFailure::Rejected {
+                        table: table.to_string(),
+                        message,
+                        kind: error_kind(&error),
+                    });
+                }
+            }
+        }
+        rejection.map_or(Ok(()), Err)
     }
 
     /// Tables written per record.
@@ -115,13 +142,31 @@ fn consistency(consistency: WriteConsistency) -> Consistency {
     }
 }
 
+/// Why a record's write failed, and so what happens next.
+#[derive(Debug)]
+pub enum WriteFailure {
+    /// Cassandra, or the way to it, failed: the record is fine, so it is retried (and
+    /// consumption pauses) until a write succeeds.
+    Transient(ExecutionError),
+    /// Cassandra (or the driver, before sending) refused this record's values, e.g. a null
+    /// or oversized key: retrying can never succeed, so the record is dead-lettered.
+    Rejected {
+        /// The table that refused the row.
+        table: String,
+        /// The server's message, byte for byte (or the driver's, when it refused first).
+        message: String,
+        /// The metric label of the error.
+        kind: &'static str,
+    },
+}
+
 /// A metric label for a failed write.
 pub fn error_kind(error: &ExecutionError) -> &'static str {
     match error {
+        ExecutionError::BadQuery(_) => "bad_values",
         ExecutionError::ConnectionPoolError(_) => "no_connection",
         ExecutionError::RequestTimeout(_) => "timeout",
         ExecutionError::LastAttemptError(RequestAttemptError::DbError(db_error, _)) => {
-            use scylla::errors::DbError;
             match db_error {
                 DbError::Unavailable { .. } => "unavailable",
                 DbError::WriteTimeout { .. } => "write_timeout",
@@ -137,13 +182,83 @@ pub fn error_kind(error: &ExecutionError) -> &'static str {
     }
 }
 
-/// The write timestamp of a Kafka record, in microseconds: its milliseconds, with the
-/// offset's last three digits as sub-millisecond ticks, so two updates of one key in the same
-/// millisecond keep their order (the later offset wins) on every replay.
-pub fn write_timestamp_micros(kafka_timestamp_millis: i64, offset: i64) -> i64 {
-    kafka_timestamp_millis
-        .saturating_mul(1000)
-        .saturating_add(offset.rem_euclid(1000))
+/// Messages of `Invalid` errors that are about the schema, not the record: a table or column
+/// missing while the operator repairs the schema. Every record would fail the same way, so
+/// they are waited out like an outage instead of dead-lettering the whole stream.
+const SCHEMA_PROBLEMS: [&str; 4] = [
+    "unconfigured table",
+    "undefined column",
+    "unknown identifier",
+    "does not exist",
+];
+
+/// The message to dead-letter a record with when `error` is a permanent refusal of its
+/// values; `None` when the error is transient (anything about availability, time-outs,
+/// connections, overload, authentication or the schema itself).
+pub fn rejection_message(error: &ExecutionError) -> Option<String> {
+    match error {
+        // The driver refused to serialise or route these values: no server would take them.
+        ExecutionError::BadQuery(bad_query) => Some(bad_query.to_string()),
+        ExecutionError::LastAttemptError(RequestAttemptError::SerializationError(error)) => {
+            Some(error.to_string())
+        }
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(
+            DbError::Invalid,
+            message,
+        )) => {
+            let lowercase = message.to_lowercase();
+            (!SCHEMA_PROBLEMS
+                .iter()
+                .any(|problem| lowercase.contains(problem)))
+            .then(|| message.clone())
+        }
+        _ => None,
+    }
+}
+
+/// Timestamps that order a partition's writes: the write time of a record is its Kafka
+/// timestamp in microseconds, raised where needed to one microsecond above the previous
+/// record of its partition. So a later offset of a partition always gets a strictly later
+/// write time (Cassandra keeps the cell with the latest write time), however many records
+/// share a millisecond and whatever the clocks did.
+///
+/// The chain is carried across restarts and rebalances in the committed offset's metadata
+/// (see [`WriteClock::metadata`]); a consumer starting anywhere else (a replay, a reset)
+/// restarts it from the Kafka timestamps, which can only give equal or earlier write times
+/// than the first run: a replay never overwrites a newer value.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WriteClock {
+    /// The write time of the last record of the partition, in microseconds.
+    last_micros: i64,
+}
+
+impl WriteClock {
+    /// The prefix of the offset-commit metadata that carries the clock.
+    const METADATA_PREFIX: &'static str = "rtdp.write-time=";
+
+    /// The clock as it stood before the record at the committed offset, if `metadata` (the
+    /// committed offset's metadata) carries one.
+    pub fn from_metadata(metadata: &str) -> Option<Self> {
+        let micros = metadata.strip_prefix(Self::METADATA_PREFIX)?.parse().ok()?;
+        Some(Self {
+            last_micros: micros,
+        })
+    }
+
+    /// The metadata to commit with an offset, so the next owner resumes the chain.
+    pub fn metadata(self) -> String {
+        format!("{}{}", Self::METADATA_PREFIX, self.last_micros)
+    }
+
+    /// The write time of the next record of the partition, whose Kafka timestamp is
+    /// `kafka_timestamp_millis`.
+    pub fn next(&mut self, kafka_timestamp_millis: i64) -> i64 {
+        let micros = kafka_timestamp_millis
+            .saturating_mul(1000)
+            .max(self.last_micros.saturating_add(1));
+        self.last_micros = micros;
+        micros
+    }
 }
 
 #[cfg(test)]
@@ -151,9 +266,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn later_offsets_in_the_same_millisecond_win() {
-        assert!(write_timestamp_micros(1_000, 41) < write_timestamp_micros(1_000, 42));
-        assert!(write_timestamp_micros(1_000, 999) < write_timestamp_micros(1_001, 0));
-        assert_eq!(write_timestamp_micros(2, 7), 2_007);
+    fn later_offsets_in_the_same_millisecond_win_however_many_there_are() {
+        let mut clock = WriteClock::default();
+        let times: Vec<i64> = (0..2_500).map(|_| clock.next(1_000)).collect();
+        // Offsets 999 and 1000 (and 1999 and 2000) in one millisecond: the old
+        // `millis * 1000 + offset % 1000` gave offset 1000 a lower time than offset 999.
+        assert!(times.windows(2).all(|pair| pair[0] < pair[1]));
+        assert!(times[999] < times[1000]);
+        assert_eq!(times[0], 1_000_000);
+    }
+
+    #[test]
+    fn a_clock_going_back_never_reorders_a_partition() {
+        let mut clock = WriteClock::default();
+        let first = clock.next(5_000);
+        let earlier_clock = clock.next(4_000);
+        assert!(
+            earlier_clock > first,
+            "a later offset wins even with an earlier timestamp"
+        );
+        assert_eq!(
+            clock.next(6_000),
+            6_000_000,
+            "the chain rejoins the Kafka time"
+        );
+    }
+
+    #[test]
+    fn the_chain_survives_a_restart_through_commit_metadata() {
+        let mut clock = WriteClock::default();
+        clock.next(1_000);
+        let before_restart = clock.next(1_000);
+        let mut resumed = WriteClock::from_metadata(&clock.metadata()).expect("metadata parses");
+        assert!(resumed.next(1_000) > before_restart);
+        assert_eq!(WriteClock::from_metadata(""), None);
+        assert_eq!(WriteClock::from_metadata("rtdp.write-time=x"), None);
     }
 }
