@@ -12,10 +12,12 @@ help: ## List the targets
 demo: ## The main job, end to end, on this machine (brings the local stack up and down)
 	@dev/demo
 
-test: ## Every test: formatting, lints, unit and integration tests against the real local stack
+test: ## Every test: formatting, lints, unit and integration tests against the real local stack, then the kind end-to-end on real pods
+	@docker info >/dev/null 2>&1 || { echo "make test: the Docker engine does not answer (docker info failed); the kind end-to-end needs it. Debian: apt-get install docker.io and start dockerd (.ci/run does both; see README, Prerequisites)" >&2; exit 1; }
 	@dev/stack build
 	@$(MAKE) --no-print-directory lint
 	@dev/stack run -- $(MAKE) --no-print-directory integration
+	@dev/kind-e2e
 
 lint: ## rustfmt and clippy (warnings are errors)
 	$(CARGO) fmt --all -- --check
@@ -27,7 +29,7 @@ integration: ## All cargo tests; needs the stack's endpoints in the environment 
 bench: ## Throughput, latency and RSS of `process` vs. the Cassandra ceiling (release build; prints figures)
 	@dev/stack run -- $(CARGO) bench --locked -p pipeline-runner --bench throughput
 
-kind-e2e: ## Machines with Docker + kind only: the chart, images and example Pipeline on a kind cluster, end to end
+kind-e2e: ## The chart, images and example Pipeline on a local kind cluster, on real pods (needs a Docker engine)
 	@dev/kind-e2e
 
 crds: ## Regenerate the CRD YAML in the chart from the Rust types

@@ -1058,7 +1058,8 @@ pub mod condition_types {
     pub const TOPIC_READY: &str = "TopicReady";
     /// The keyspace and tables exist as declared.
     pub const SCHEMA_READY: &str = "SchemaReady";
-    /// The runner workloads are available.
+    /// The processor replicas of the current spec are all ready (a rollout that cannot finish
+    /// is not ready, even while the previous pods still run).
     pub const RUNNER_READY: &str = "RunnerReady";
     /// Something needs attention although the pipeline may still run.
     pub const DEGRADED: &str = "Degraded";

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::ObjectRef;
@@ -258,6 +258,8 @@ async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -> Result<Ac
                 schema: failed.clone(),
                 workloads: failed,
                 ready_replicas: 0,
+                rollout_complete: false,
+                runner_problem: None,
             };
             write_status(pipeline, context, &observed, std::slice::from_ref(&error)).await?;
             return Err(error);
@@ -296,10 +298,10 @@ async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -> Result<Ac
         Err(error) => failed_step(pipeline, context, error, &mut errors),
     };
     pause_after(context, Step::Schema).await;
-    let mut ready_replicas = 0;
+    let mut replicas = ProcessorReplicas::default();
     let workloads = match apply_objects(pipeline, context, desired).await {
-        Ok(ready) => {
-            ready_replicas = ready;
+        Ok(observed) => {
+            replicas = observed;
             StepOutcome::Done {
                 reason: "WorkloadsApplied",
                 message: "runner ConfigMap, workloads and metrics Service applied".into(),
@@ -308,12 +310,37 @@ async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -> Result<Ac
         Err(error) => failed_step(pipeline, context, error, &mut errors),
     };
     pause_after(context, Step::Workloads).await;
+    let desired_replicas = pipeline.spec.runner.replicas;
+    // As `kubectl rollout status` judges it: every pod on the current template, and enough
+    // of them ready. Pods of an old template still running mean the rollout is not done.
+    let all_ready = replicas.ready >= desired_replicas
+        && replicas.updated >= desired_replicas
+        && replicas.total <= replicas.updated;
+    let runner_problem = if all_ready {
+        None
+    } else {
+        runner_problem(pipeline, context).await
+    };
+    if let Some((reason, message)) = &runner_problem {
+        publish(
+            pipeline,
+            context,
+            EventType::Warning,
+            reason,
+            "RunProcessors",
+            message.clone(),
+        )
+        .await;
+    }
 
     let observed = Observed {
         topics,
         schema,
         workloads,
-        ready_replicas,
+        ready_replicas: replicas.ready,
+        rollout_complete: replicas.updated >= desired_replicas
+            && replicas.total <= replicas.updated,
+        runner_problem,
     };
     write_status(pipeline, context, &observed, &errors).await?;
 
@@ -321,8 +348,81 @@ async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -> Result<Ac
     match errors.iter().position(|error| !error.is_permanent()) {
         Some(index) => Err(errors.swap_remove(index)),
         None if !errors.is_empty() => Err(errors.swap_remove(0)),
+        // Pods are not watched: while replicas are missing, look again soon.
+        None if !all_ready => Ok(Action::requeue(RUNNER_NOT_READY_POLL)),
         None => Ok(Action::requeue(context.settings.resync)),
     }
+}
+
+/// How often a Pipeline whose processors are not all ready is looked at again.
+const RUNNER_NOT_READY_POLL: Duration = Duration::from_secs(10);
+
+/// Why the processor pods are not ready, as the pods themselves say: a pod the scheduler
+/// cannot place, or a container waiting in a state that will not pass by itself. `None` when
+/// they are merely starting (or the pods cannot be listed: the status then says only how
+/// many replicas are ready).
+async fn runner_problem(pipeline: &Pipeline, context: &Context) -> Option<(&'static str, String)> {
+    let pods: Api<Pod> = Api::namespaced(context.client.clone(), &pipeline.namespace_or_default());
+    let selector = resources::selector_labels(pipeline, resources::Role::Processor)
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let listed = pods.list(&ListParams::default().labels(&selector)).await;
+    let pods = match listed {
+        Ok(pods) => pods,
+        Err(error) => {
+            tracing::debug!(%error, "listing processor pods to explain missing replicas");
+            return None;
+        }
+    };
+    pods.items.iter().find_map(pod_problem)
+}
+
+/// What keeps one pod from becoming ready, when it is something a person must act on. Pure.
+pub fn pod_problem(pod: &Pod) -> Option<(&'static str, String)> {
+    let name = pod.name_any();
+    let status = pod.status.as_ref()?;
+    let unschedulable = status.conditions.iter().flatten().find(|condition| {
+        condition.type_ == "PodScheduled"
+            && condition.status == "False"
+            && condition.reason.as_deref() == Some("Unschedulable")
+    });
+    if let Some(condition) = unschedulable {
+        return Some((
+            "Unschedulable",
+            format!(
+                "pod {name} cannot be scheduled: {}",
+                condition.message.as_deref().unwrap_or("no reason given")
+            ),
+        ));
+    }
+    const STUCK: [&str; 6] = [
+        "CrashLoopBackOff",
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "ErrImageNeverPull",
+        "CreateContainerConfigError",
+        "InvalidImageName",
+    ];
+    status
+        .container_statuses
+        .iter()
+        .flatten()
+        .find_map(|container| {
+            let waiting = container.state.as_ref()?.waiting.as_ref()?;
+            let reason = waiting.reason.as_deref()?;
+            STUCK.contains(&reason).then(|| {
+                (
+                    "RunnerNotStarting",
+                    format!(
+                        "pod {name}: container {} is {reason}: {}",
+                        container.name,
+                        waiting.message.as_deref().unwrap_or("no message")
+                    ),
+                )
+            })
+        })
 }
 
 fn failed_step(
@@ -628,7 +728,7 @@ async fn apply_objects(
     pipeline: &Pipeline,
     context: &Context,
     desired: DesiredObjects,
-) -> Result<i32> {
+) -> Result<ProcessorReplicas> {
     let namespace = pipeline.namespace_or_default();
     apply(context, &namespace, &desired.config_map).await?;
     let processor = apply(context, &namespace, &desired.processor).await?;
@@ -648,10 +748,23 @@ async fn apply_objects(
         }
     }
     apply(context, &namespace, &desired.service).await?;
-    Ok(processor
-        .status
-        .and_then(|status| status.ready_replicas)
-        .unwrap_or_default())
+    let status = processor.status.unwrap_or_default();
+    Ok(ProcessorReplicas {
+        ready: status.ready_replicas.unwrap_or_default(),
+        updated: status.updated_replicas.unwrap_or_default(),
+        total: status.replicas.unwrap_or_default(),
+    })
+}
+
+/// The processor Deployment's replicas as its status reports them.
+#[derive(Clone, Copy, Debug, Default)]
+struct ProcessorReplicas {
+    /// Ready pods, of any template.
+    ready: i32,
+    /// Pods of the current template, ready or not.
+    updated: i32,
+    /// Pods of any template.
+    total: i32,
 }
 
 async fn apply<K>(context: &Context, namespace: &str, object: &K) -> Result<K>
@@ -891,6 +1004,45 @@ fn truncate(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::resources::tests::{generated, listings};
+
+    fn pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "listings-processor-abc"},
+            "status": status,
+        }))
+        .expect("a pod")
+    }
+
+    #[test]
+    fn pods_say_what_keeps_them_from_running() {
+        let unschedulable = pod(serde_json::json!({"conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": "0/1 nodes are available: 1 Insufficient cpu."
+        }]}));
+        assert_eq!(
+            pod_problem(&unschedulable),
+            Some((
+                "Unschedulable",
+                "pod listings-processor-abc cannot be scheduled: 0/1 nodes are available: 1 Insufficient cpu.".to_string()
+            ))
+        );
+        let crashing = pod(serde_json::json!({"containerStatuses": [{
+            "name": "runner", "image": "x", "imageID": "", "ready": false, "restartCount": 3,
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}}
+        }]}));
+        let (reason, message) = pod_problem(&crashing).expect("a problem");
+        assert_eq!(reason, "RunnerNotStarting");
+        assert!(
+            message.contains("container runner is CrashLoopBackOff: back-off 40s"),
+            "{message}"
+        );
+        // Merely starting is no problem to report.
+        let starting = pod(serde_json::json!({"containerStatuses": [{
+            "name": "runner", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": "ContainerCreating"}}
+        }]}));
+        assert_eq!(pod_problem(&starting), None);
+    }
 
     #[test]
     fn names_must_fit_kubernetes_limits() {

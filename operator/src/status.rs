@@ -69,6 +69,11 @@ pub struct Observed {
     pub workloads: StepOutcome,
     /// Processor replicas the Deployment reports as ready.
     pub ready_replicas: i32,
+    /// Whether every processor pod runs the current pod template (no rollout under way).
+    pub rollout_complete: bool,
+    /// Why processor pods are not ready, when a pod says (unschedulable, crash-looping, an
+    /// image that cannot be pulled): a reason and a message.
+    pub runner_problem: Option<(&'static str, String)>,
 }
 
 /// A condition as we want it, before timestamps.
@@ -136,15 +141,23 @@ pub fn desired_status(pipeline: &Pipeline, observed: &Observed, now: Timestamp) 
             message.clone(),
         )
     } else {
-        let message = format!(
+        let mut message = format!(
             "{} of {desired_replicas} processor replicas ready",
             observed.ready_replicas
         );
-        let available = observed.ready_replicas >= desired_replicas;
-        let reason = if available {
-            "ReplicasReady"
-        } else {
-            "ReplicasUnavailable"
+        // Ready means ready on the current spec: a rollout that cannot finish is not ready,
+        // even while the previous pods still run.
+        if !observed.rollout_complete {
+            message = format!("{message}; the rollout of the current spec is not finished");
+        }
+        let available = observed.ready_replicas >= desired_replicas && observed.rollout_complete;
+        let reason = match &observed.runner_problem {
+            _ if available => "ReplicasReady",
+            Some((reason, problem)) => {
+                message = format!("{message}: {problem}");
+                reason
+            }
+            None => "ReplicasUnavailable",
         };
         DesiredCondition::new(condition_types::RUNNER_READY, available, reason, message)
     };
@@ -301,7 +314,53 @@ mod tests {
             schema: done("SchemaReady"),
             workloads: done("WorkloadsApplied"),
             ready_replicas: 0,
+            rollout_complete: true,
+            runner_problem: None,
         }
+    }
+
+    #[test]
+    fn a_runner_that_cannot_be_scheduled_says_why() {
+        let pipeline = generated();
+        let mut observed = observed();
+        observed.runner_problem = Some((
+            "Unschedulable",
+            "pod generated-listings-processor-x cannot be scheduled: 0/1 nodes are available: 1 Insufficient cpu.".into(),
+        ));
+        let status = desired_status(&pipeline, &observed, Timestamp::now());
+        let runner = condition(&status, "RunnerReady");
+        assert_eq!(
+            (runner.status.as_str(), runner.reason.as_str()),
+            ("False", "Unschedulable")
+        );
+        assert!(
+            runner
+                .message
+                .starts_with("0 of 1 processor replicas ready: pod "),
+            "{}",
+            runner.message
+        );
+        assert!(runner.message.contains("Insufficient cpu"));
+        // A rollout stuck behind an unschedulable pod is not ready, though the old pod is.
+        observed.ready_replicas = 1;
+        observed.rollout_complete = false;
+        let status = desired_status(&pipeline, &observed, Timestamp::now());
+        let runner = condition(&status, "RunnerReady");
+        assert_eq!(
+            (runner.status.as_str(), runner.reason.as_str()),
+            ("False", "Unschedulable")
+        );
+        assert!(
+            runner
+                .message
+                .starts_with("1 of 1 processor replicas ready; the rollout of the current spec is not finished: pod "),
+            "{}",
+            runner.message
+        );
+        // Once the replicas are ready on the current spec, an old problem is not reported.
+        observed.rollout_complete = true;
+        let status = desired_status(&pipeline, &observed, Timestamp::now());
+        assert_eq!(condition(&status, "RunnerReady").reason, "ReplicasReady");
     }
 
     fn condition<'a>(status: &'a PipelineStatus, type_: &str) -> &'a Condition {

@@ -1,7 +1,8 @@
 //! The runner's Kafka clients: an idempotent producer (ingest, dead letters) and a consumer
 //! whose offsets are stored by hand (process).
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
@@ -34,9 +35,41 @@ fn report_kafka_health(health: Option<&Health>, statistics: &Statistics) {
     }
 }
 
-/// Logs a client error once with its reason and, for "all brokers down", marks Kafka not
-/// ready (librdkafka keeps reconnecting by itself with backoff).
-fn report_kafka_error(health: Option<&Health>, error: &KafkaError, reason: &str) {
+/// How often the same Kafka client error is logged again while it persists.
+const REPEATED_ERROR_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Client errors as log lines: a new error at once, the same one again only once a minute
+/// (librdkafka reports "all brokers down" every reconnect attempt, about every second), with
+/// how many were held back.
+#[derive(Debug, Default)]
+struct ErrorLog {
+    last: Mutex<Option<(String, Instant, u64)>>,
+}
+
+impl ErrorLog {
+    fn report(&self, error: &KafkaError, reason: &str) {
+        let text = format!("{error}: {reason}");
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        match last.as_mut() {
+            Some((previous, logged_at, held_back))
+                if *previous == text
+                    && now.duration_since(*logged_at) < REPEATED_ERROR_INTERVAL =>
+            {
+                *held_back += 1;
+            }
+            _ => {
+                let held_back = last.as_ref().map_or(0, |(_, _, held_back)| *held_back);
+                tracing::warn!(%error, reason, repeated_since_last_line = held_back, "Kafka client error (librdkafka keeps reconnecting with backoff)");
+                *last = Some((text, now, 0));
+            }
+        }
+    }
+}
+
+/// Logs a client error (see [`ErrorLog`]) and, for "all brokers down", marks Kafka not ready
+/// (librdkafka keeps reconnecting by itself with backoff).
+fn report_kafka_error(health: Option<&Health>, log: &ErrorLog, error: &KafkaError, reason: &str) {
     if matches!(
         error.rdkafka_error_code(),
         Some(RDKafkaErrorCode::AllBrokersDown)
@@ -44,13 +77,14 @@ fn report_kafka_error(health: Option<&Health>, error: &KafkaError, reason: &str)
     {
         health.set_kafka(false);
     }
-    tracing::warn!(%error, reason, "Kafka client error");
+    log.report(error, reason);
 }
 
 /// Callbacks of a producer: Kafka readiness, when the role's readiness depends on it.
 #[derive(Debug, Default)]
 pub struct ProducerCallbacks {
     health: Option<Arc<Health>>,
+    errors: ErrorLog,
 }
 
 impl ProducerCallbacks {
@@ -58,6 +92,7 @@ impl ProducerCallbacks {
     pub fn reporting_to(health: Arc<Health>) -> Self {
         Self {
             health: Some(health),
+            errors: ErrorLog::default(),
         }
     }
 }
@@ -68,7 +103,7 @@ impl ClientContext for ProducerCallbacks {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        report_kafka_error(self.health.as_deref(), &error, reason);
+        report_kafka_error(self.health.as_deref(), &self.errors, &error, reason);
     }
 }
 
@@ -100,6 +135,7 @@ pub fn producer(
 pub struct ConsumerCallbacks {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    errors: ErrorLog,
     revoked: Mutex<Vec<i32>>,
 }
 
@@ -109,6 +145,7 @@ impl ConsumerCallbacks {
         Self {
             metrics,
             health,
+            errors: ErrorLog::default(),
             revoked: Mutex::new(Vec::new()),
         }
     }
@@ -124,7 +161,7 @@ impl ConsumerCallbacks {
 
 impl ClientContext for ConsumerCallbacks {
     fn error(&self, error: KafkaError, reason: &str) {
-        report_kafka_error(Some(&self.health), &error, reason);
+        report_kafka_error(Some(&self.health), &self.errors, &error, reason);
     }
 
     fn stats(&self, statistics: Statistics) {

@@ -65,7 +65,10 @@ with it; tests/helm_chart.rs runs the operator with exactly these rights):
   (enabled on many distributions) allows only with this right.
 - ConfigMaps, Services, Deployments, CronJobs: watched (label-selected owned objects) and
   written with server-side apply, which needs create as well as patch for a new object.
-  Only Deployments and CronJobs are ever deleted (an ingest workload that changed kind).
+  Only Deployments and CronJobs are ever deleted (an ingest workload that changed kind, and
+  the runners, stopped before a Delete Pipeline's topics and tables are dropped).
+- Pods: list only, the processor pods of a Pipeline whose replicas are not ready, to say why
+  (unschedulable, crash-looping, image not pulled) in RunnerReady and an event.
 - events.k8s.io Events: kube-runtime's Recorder creates them and patches a repeated one.
 - Secrets: get only, and only when rbac.readSecrets (operator/src/secrets.rs reads one
   Secret by name; it never lists or watches them).
@@ -83,6 +86,9 @@ with it; tests/helm_chart.rs runs the operator with exactly these rights):
 - apiGroups: [""]
   resources: ["configmaps", "services"]
   verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
