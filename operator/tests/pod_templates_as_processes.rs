@@ -1,15 +1,16 @@
-//! The property-listings story through Kubernetes, end to end, on the local stack: the
-//! operator runs against the real API server; `kubectl apply -f` a Pipeline; the topics,
-//! tables, ConfigMap, Deployment and CronJob appear; listings flow from a local listings API
-//! through Kafka into Cassandra; a `kubectl apply` that adds a column reaches Cassandra; and
+//! A fast check of the operator and the runner contract together, without a kubelet: the
+//! operator reconciles the property-listings Pipeline on the local stack's real API server,
+//! and this test starts the `pipeline-runner` processes itself, exactly as the CronJob's and
+//! the Deployment's pod templates say (the container's args, its environment with
+//! `secretKeyRef` values read from the real Secret, its mounted ConfigMap written to a
+//! temporary directory that stands in for the mount path; each process gets its own metrics
+//! port, since they share one network namespace). Listings flow from a local listings API
+//! through Kafka into Cassandra; a `kubectl apply` that adds a column reaches Cassandra;
 //! `kubectl delete` with `deletionPolicy: Delete` removes the topics and tables.
 //!
-//! There is no kubelet on these machines, so pods never run. This test therefore starts the
-//! `pipeline-runner` processes itself, exactly as the CronJob's and the Deployment's pod
-//! templates say: the container's args, its environment (with `secretKeyRef` values read
-//! from the real Secret) and its mounted ConfigMap (written to a temporary directory that
-//! stands in for the mount path). The one liberty: each process gets its own metrics port
-//! (`RTDP_METRICS_ADDRESS=127.0.0.1:0`), since they share one network namespace here.
+//! It is not the end-to-end test: that is `make kind-e2e` (dev/kind-e2e), which runs the same
+//! story on real pods in a kind cluster, images, probes, RBAC, DNS and the CronJob's own
+//! schedule included. This one catches a broken pod template in seconds.
 
 mod common;
 
