@@ -1,7 +1,9 @@
 //! Leader election with a `coordination.k8s.io/v1` Lease, used directly: a replica acquires
 //! the Lease when it is free or its holder stopped renewing, renews it with
-//! resourceVersion-guarded replaces, and steps down (the process exits) when it cannot renew
-//! in time. Only the leader runs the controller.
+//! resourceVersion-guarded replaces, and steps down when it cannot renew in time (the
+//! controller stops at once and the replica stands by to acquire the Lease again; the process
+//! keeps running, so an API server outage is not a crash loop). Only the leader runs the
+//! controller.
 //!
 //! Expiry is judged by this replica's own clock: a Lease counts as expired when its record has
 //! not changed for a whole lease duration since this replica last saw it change, so clock skew

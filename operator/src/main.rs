@@ -114,15 +114,6 @@ async fn main() -> anyhow::Result<()> {
             identity.clone(),
         ),
     ));
-    tokio::select! {
-        () = elector.acquire() => {}
-        () = stopped(stop.clone()) => {
-            tracing::info!("stopped before becoming the leader");
-            return Ok(());
-        }
-    }
-    metrics.set_leader(true);
-
     let settings = Settings {
         field_manager: args.field_manager.clone(),
         build: BuildContext {
@@ -135,19 +126,6 @@ async fn main() -> anyhow::Result<()> {
         concurrency: args.concurrency,
         pause_after: args.test_pause_after,
     };
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: args.field_manager.clone(),
-            instance: Some(identity.clone()),
-        },
-    );
-    let context = Arc::new(Context::new(
-        client,
-        settings,
-        Arc::clone(&metrics),
-        recorder,
-    ));
     // An empty RTDP_NAMESPACES (or a trailing comma) means no namespace, not "".
     let namespaces: Vec<String> = args
         .namespaces
@@ -155,29 +133,56 @@ async fn main() -> anyhow::Result<()> {
         .map(|namespace| namespace.trim().to_string())
         .filter(|namespace| !namespace.is_empty())
         .collect();
-    tracing::info!(?namespaces, %identity, "starting the controller");
 
-    // The controller stops gracefully on SIGTERM; losing the Lease stops it at once.
-    let (graceful_sender, graceful) = futures::channel::oneshot::channel::<()>();
-    let mut stop_for_controller = stop.clone();
-    tokio::spawn(async move {
-        let _ = stop_for_controller.wait_for(|stopped| *stopped).await;
-        let _ = graceful_sender.send(());
-    });
-    let controller = controller::run(context, namespaces, graceful.map(|_| ()));
-    let holder = Arc::clone(&elector);
-    tokio::select! {
-        () = controller => {
-            metrics.set_leader(false);
-            elector.release().await;
-            tracing::info!("stopped");
-            Ok(())
+    // Lead, or stand by until the Lease can be had; a lost Lease (another replica took it, or
+    // the API server was unreachable for longer than the renew deadline) stops the controller
+    // at once and goes back to standing by, without a restart: an API server outage does not
+    // turn into a crash loop.
+    loop {
+        tokio::select! {
+            () = elector.acquire() => {}
+            () = stopped(stop.clone()) => {
+                tracing::info!("stopped before becoming the leader");
+                return Ok(());
+            }
         }
-        lost = holder.hold() => {
-            metrics.set_leader(false);
-            metrics.set_unhealthy();
-            tracing::error!(error = %lost, "lost leadership; exiting so a new leader takes over");
-            Err(anyhow::anyhow!("lost leadership: {lost}"))
+        metrics.set_leader(true);
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: args.field_manager.clone(),
+                instance: Some(identity.clone()),
+            },
+        );
+        let context = Arc::new(Context::new(
+            client.clone(),
+            settings.clone(),
+            Arc::clone(&metrics),
+            recorder,
+        ));
+        tracing::info!(?namespaces, %identity, "starting the controller");
+
+        // The controller stops gracefully on SIGTERM; losing the Lease stops it at once.
+        let (graceful_sender, graceful) = futures::channel::oneshot::channel::<()>();
+        let mut stop_for_controller = stop.clone();
+        let forward_stop = tokio::spawn(async move {
+            let _ = stop_for_controller.wait_for(|stopped| *stopped).await;
+            let _ = graceful_sender.send(());
+        });
+        let controller = controller::run(context, namespaces.clone(), graceful.map(|_| ()));
+        let holder = Arc::clone(&elector);
+        tokio::select! {
+            () = controller => {
+                metrics.set_leader(false);
+                elector.release().await;
+                tracing::info!("stopped");
+                return Ok(());
+            }
+            lost = holder.hold() => {
+                forward_stop.abort();
+                metrics.set_leader(false);
+                tracing::warn!(error = %lost, "lost leadership; the controller stopped, standing by to lead again");
+            }
         }
     }
 }

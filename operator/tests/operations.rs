@@ -237,3 +237,102 @@ async fn two_operators_only_the_leader_writes() {
     assert_eq!(lease.spec.and_then(|spec| spec.holder_identity), None);
     world.cleanup().await;
 }
+
+/// Drift made while no operator runs (a managed topic config changed, a column the spec still
+/// declares dropped, the processor Deployment deleted) is repaired when an operator comes
+/// back: its first reconcile of every Pipeline compares everything with the spec.
+#[tokio::test]
+async fn drift_made_while_the_operator_is_down_is_repaired_when_it_returns() {
+    use rdkafka::admin::{AdminOptions, AlterConfig, ResourceSpecifier};
+
+    let world = TestWorld::new("op-down-drift").await;
+    let mut first = Operator::start(&world.namespace, &[]);
+    let name = "drifted";
+    let pipeline = world.pipeline(name);
+    let keyspace = pipeline.spec.cassandra.keyspace.name.clone();
+    let topic = pipeline.topic_name();
+    world.create(&pipeline).await;
+    world.wait_for_condition(name, "Ready", "True", None).await;
+    let status = first.terminate();
+    assert!(status.success(), "graceful stop: {status}");
+
+    // 1. The managed timestamp type, changed by hand.
+    let drift = AlterConfig::new(ResourceSpecifier::Topic(&topic))
+        .set("message.timestamp.type", "CreateTime");
+    world
+        .admin
+        .alter_configs(&[drift], &AdminOptions::new())
+        .await
+        .expect("changing the topic config by hand");
+    // 2. A column the spec still declares, dropped.
+    let session = cassandra().await;
+    session
+        .query_unpaged(
+            format!("ALTER TABLE {keyspace}.listings_by_id DROP price"),
+            (),
+        )
+        .await
+        .expect("dropping a column by hand");
+    // 3. The processor Deployment, deleted.
+    let deployments = world.api::<Deployment>();
+    let processor = format!("{name}-processor");
+    deployments
+        .delete(&processor, &Default::default())
+        .await
+        .expect("deleting the processor Deployment by hand");
+
+    let _second = Operator::start(&world.namespace, &[]);
+    eventually(
+        "the timestamp type set back",
+        Duration::from_secs(60),
+        || {
+            let admin = world.admin.clone();
+            let topic = topic.clone();
+            async move {
+                let results = admin
+                    .describe_configs(&[ResourceSpecifier::Topic(&topic)], &AdminOptions::new())
+                    .await
+                    .ok()?;
+                let resource = results.into_iter().next()?.ok()?;
+                let value = resource
+                    .entries
+                    .into_iter()
+                    .find(|entry| entry.name == "message.timestamp.type")?
+                    .value?;
+                (value == "LogAppendTime").then_some(())
+            }
+        },
+    )
+    .await;
+    eventually("the dropped column back", Duration::from_secs(60), || {
+        let session = &session;
+        let keyspace = keyspace.clone();
+        async move {
+            let table =
+                rtdp_provisioning::cassandra::read_table(session, &keyspace, "listings_by_id")
+                    .await
+                    .ok()?;
+            table.contains_key("price").then_some(())
+        }
+    })
+    .await;
+    eventually(
+        "the processor Deployment back",
+        Duration::from_secs(60),
+        || {
+            let deployments = deployments.clone();
+            let processor = processor.clone();
+            async move {
+                deployments
+                    .get_opt(&processor)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|_| ())
+            }
+        },
+    )
+    .await;
+    world.wait_for_condition(name, "Ready", "True", None).await;
+    world.cleanup().await;
+}

@@ -1,0 +1,88 @@
+//! The Kubernetes API server goes away for 30 s under a running operator: it loses the Lease
+//! (it cannot renew), stops its controller and stands by; it does not exit or crash-loop, and
+//! once the API server is back it leads again and applies a change made after the outage.
+//!
+//! This test stops and restarts the local stack's shared API server. It is alone in its test
+//! binary on purpose: cargo runs test binaries one after another, so no other test talks to
+//! the API server while it is down, and it is back up before the next binary starts.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Operator, TestWorld};
+use k8s_openapi::api::apps::v1::Deployment;
+use rtdp_test_support::eventually;
+
+fn stack(arguments: &[&str]) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dev/stack");
+    let status = Command::new(&script)
+        .args(arguments)
+        .status()
+        .unwrap_or_else(|error| panic!("running {} {arguments:?}: {error}", script.display()));
+    assert!(status.success(), "dev/stack {arguments:?} failed: {status}");
+}
+
+#[tokio::test]
+async fn an_api_server_outage_is_waited_out_and_the_operator_converges_after() {
+    let world = TestWorld::new("op-api-outage").await;
+    let mut operator = Operator::start(&world.namespace, &[]);
+    let name = "outage";
+    world.create(&world.pipeline(name)).await;
+    world.wait_for_condition(name, "Ready", "True", None).await;
+
+    stack(&["down", "kube"]);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(
+        operator.is_running(),
+        "the operator exited while the API server was away; log:\n{}",
+        operator.log_text()
+    );
+    stack(&["up", "kube"]);
+
+    // A change made after the outage is applied by the same process, leading again.
+    eventually(
+        "the spec change accepted by the API server",
+        Duration::from_secs(60),
+        || async {
+            world
+                .pipelines()
+                .patch(
+                    name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(
+                        serde_json::json!({"spec": {"runner": {"replicas": 2}}}),
+                    ),
+                )
+                .await
+                .ok()
+                .map(|_| ())
+        },
+    )
+    .await;
+    eventually(
+        "the processor Deployment scaled to 2",
+        Duration::from_secs(90),
+        || async {
+            let deployment = world
+                .api::<Deployment>()
+                .get(&format!("{name}-processor"))
+                .await
+                .ok()?;
+            (deployment.spec?.replicas == Some(2)).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        operator.is_running(),
+        "the operator still runs after the outage"
+    );
+    let log = operator.log_text();
+    assert!(
+        log.contains("standing by to lead again"),
+        "the outage cost the Lease, and the operator stood by instead of exiting; log:\n{log}"
+    );
+    world.cleanup().await;
+}

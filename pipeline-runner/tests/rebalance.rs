@@ -1,0 +1,110 @@
+//! A rebalance storm mid-stream: the processors go from 1 to 4 and back to 1 while records
+//! keep arriving (what an autoscaler or a rolling update does to a consumer group). Partitions
+//! move between members with in-flight writes; nothing may be lost, nothing written twice
+//! out of order, and the group must end with every offset committed.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use rtdp_test_support::eventually;
+use scylla::value::CqlValue;
+use serde_json::Value as Json;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scaling_one_to_four_to_one_mid_stream_loses_nothing() {
+    let mut pipeline = listings_pipeline("storm");
+    pipeline.spec.topic.partitions = 6;
+    provision(&pipeline).await;
+    let topic = pipeline.topic_name();
+    let producer = producer(&pipeline);
+    let keys = 120_i64;
+    let rounds = 10_i64;
+    // Round r sets each listing's price to base + r: the last round is the latest value.
+    let record = |key: i64, round: i64| {
+        let mut listing = rtdp_test_support::listings_api::listing(key as usize);
+        listing["price"] = Json::from(100_000 + round);
+        let zpid = listing["zpid"].as_i64().expect("a zpid");
+        (zpid, listing.to_string())
+    };
+    let send_rounds = |from: i64, to: i64, pause: Duration| {
+        let producer = producer.clone();
+        let topic = topic.clone();
+        async move {
+            for round in from..to {
+                for key in 0..keys {
+                    let (zpid, payload) = record(key, round);
+                    produce(
+                        &producer,
+                        &topic,
+                        &zpid.to_string(),
+                        Some(payload.as_bytes()),
+                    )
+                    .await;
+                }
+                tokio::time::sleep(pause).await;
+            }
+        }
+    };
+    send_rounds(0, 2, Duration::ZERO).await;
+    let manifest = write_manifest(&pipeline);
+    let session = cassandra().await;
+    let by_id = format!("{}.listings_by_id", pipeline.spec.cassandra.keyspace.name);
+
+    let first = Runner::start(&["process"], &manifest, &[]);
+    eventually("some listings written", Duration::from_secs(60), || async {
+        (!read_rows(&session, &by_id).await.is_empty()).then_some(())
+    })
+    .await;
+    // Records keep arriving through the whole storm.
+    let producing = tokio::spawn(send_rounds(2, rounds, Duration::from_millis(700)));
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        others.push(Runner::start(&["process"], &manifest, &[]));
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Back to one: the members leave as Kubernetes stops pods (SIGTERM, drain, commit).
+    for runner in others {
+        let status = runner.terminate(Duration::from_secs(40));
+        assert!(status.success(), "a scaled-down member's exit: {status}");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    producing.await.expect("the producer task");
+
+    let latest: BTreeMap<i64, i64> = (0..keys)
+        .map(|key| (record(key, 0).0, 100_000 + rounds - 1))
+        .collect();
+    eventually(
+        "every key with its latest price",
+        Duration::from_secs(120),
+        || async {
+            let prices: BTreeMap<i64, i64> = rows_by(&session, &by_id, "zpid")
+                .await
+                .iter()
+                .filter_map(|(zpid, row)| match row.get("price") {
+                    Some(Some(CqlValue::BigInt(price))) => Some((*zpid, *price)),
+                    _ => None,
+                })
+                .collect();
+            (prices == latest).then_some(())
+        },
+    )
+    .await;
+    eventually("offsets at the end", Duration::from_secs(60), || async {
+        committed_and_end(&pipeline)
+            .iter()
+            .all(|(_, committed, end)| *end == 0 || *committed == Some(*end))
+            .then_some(())
+    })
+    .await;
+    let log = first.log_text();
+    let status = first.terminate(Duration::from_secs(30));
+    assert!(status.success(), "the remaining member's exit: {status}");
+    assert!(
+        !log.contains("dead-lettering"),
+        "no valid record is dead-lettered by a rebalance; log:\n{log}"
+    );
+}
