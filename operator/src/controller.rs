@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
@@ -27,6 +27,7 @@ use serde::de::DeserializeOwned;
 
 use crate::cassandra::CassandraSessions;
 use crate::error::{Error, Result};
+use crate::events::EventRecorders;
 use crate::kafka::KafkaClients;
 use crate::metrics::Metrics;
 use crate::resources::{self, BuildContext, DesiredObjects, Ingest};
@@ -78,7 +79,7 @@ pub struct Context {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Publishes Events.
-    pub recorder: Recorder,
+    pub recorder: EventRecorders,
     /// Kafka admin clients.
     pub kafka: KafkaClients,
     /// Cassandra sessions.
@@ -102,7 +103,7 @@ impl Context {
         client: Client,
         settings: Settings,
         metrics: Arc<Metrics>,
-        recorder: Recorder,
+        recorder: EventRecorders,
     ) -> Self {
         Self {
             client,
@@ -239,11 +240,14 @@ async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -> Result<Ac
         return cleanup(pipeline, context).await;
     }
     // The finalizer guards only what deletion drops: the topics and tables.
-    match pipeline.spec.deletion_policy {
+    let finalizer = match pipeline.spec.deletion_policy {
         DeletionPolicy::Delete => ensure_finalizer(pipeline, context, true).await,
         DeletionPolicy::Retain => ensure_finalizer(pipeline, context, false).await,
+    };
+    if let Err(error) = finalizer {
+        report_error(pipeline, context, "UpdateFinalizer", &error).await;
+        return Err(error);
     }
-    .inspect_err(|error| report_error(pipeline, context, error))?;
 
     // Validate and build (pure).
     let desired = validate(pipeline)
@@ -251,7 +255,7 @@ async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -> Result<Ac
     let desired = match desired {
         Ok(desired) => desired,
         Err(error) => {
-            report_error(pipeline, context, &error);
+            report_error(pipeline, context, "Validate", &error).await;
             let failed = StepOutcome::failed(&error);
             let observed = Observed {
                 topics: failed.clone(),
@@ -265,6 +269,20 @@ async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -> Result<Ac
             return Err(error);
         }
     };
+
+    // A generation not reported yet says so at once, before the slow steps.
+    let reported = pipeline
+        .status
+        .as_ref()
+        .and_then(|status| status.observed_generation);
+    if reported != pipeline.metadata.generation {
+        apply_status(
+            pipeline,
+            context,
+            status::reconciling_status(pipeline, Timestamp::now()),
+        )
+        .await?;
+    }
 
     // Apply: the topics, the schema and the Kubernetes objects, each reported on its own.
     let mut errors = Vec::new();
@@ -280,7 +298,7 @@ async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -> Result<Ac
                 ),
             }
         }
-        Err(error) => failed_step(pipeline, context, error, &mut errors),
+        Err(error) => failed_step(pipeline, context, "EnsureTopics", error, &mut errors).await,
     };
     pause_after(context, Step::Topics).await;
     let schema = match context.cassandra.ensure(&context.client, pipeline).await {
@@ -295,7 +313,7 @@ async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -> Result<Ac
                 ),
             }
         }
-        Err(error) => failed_step(pipeline, context, error, &mut errors),
+        Err(error) => failed_step(pipeline, context, "EnsureSchema", error, &mut errors).await,
     };
     pause_after(context, Step::Schema).await;
     let mut replicas = ProcessorReplicas::default();
@@ -307,7 +325,7 @@ async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -> Result<Ac
                 message: "runner ConfigMap, workloads and metrics Service applied".into(),
             }
         }
-        Err(error) => failed_step(pipeline, context, error, &mut errors),
+        Err(error) => failed_step(pipeline, context, "ApplyWorkloads", error, &mut errors).await,
     };
     pause_after(context, Step::Workloads).await;
     let desired_replicas = pipeline.spec.runner.replicas;
@@ -425,13 +443,14 @@ pub fn pod_problem(pod: &Pod) -> Option<(&'static str, String)> {
         })
 }
 
-fn failed_step(
+async fn failed_step(
     pipeline: &Pipeline,
     context: &Context,
+    action: &str,
     error: Error,
     errors: &mut Vec<Error>,
 ) -> StepOutcome {
-    report_error(pipeline, context, &error);
+    report_error(pipeline, context, action, &error).await;
     let outcome = StepOutcome::failed(&error);
     errors.push(error);
     outcome
@@ -604,6 +623,8 @@ async fn cleanup(pipeline: &Pipeline, context: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     }
 
+    // Say at once, for the generation being deleted, what deletion is doing.
+    write_deleting_status(pipeline, context, Vec::new(), None).await?;
     // The runners go first: a processor or ingest pod still running could recreate a topic
     // (producers auto-create) or write into a table being dropped.
     if !workloads_stopped(pipeline, context).await? {
@@ -639,7 +660,7 @@ async fn cleanup(pipeline: &Pipeline, context: &Context) -> Result<Action> {
             Ok(Action::await_change())
         }
         Err(error) => {
-            report_error(pipeline, context, &error);
+            report_error(pipeline, context, "Delete", &error).await;
             let attempts = {
                 let mut failures = context
                     .cleanup_failures
@@ -677,27 +698,51 @@ async fn cleanup(pipeline: &Pipeline, context: &Context) -> Result<Action> {
                 )
                 .await;
             }
-            let conditions = vec![
-                DesiredCondition::new(
-                    condition_types::READY,
-                    false,
-                    "Deleting",
-                    "the Pipeline is being deleted".into(),
-                ),
-                DesiredCondition::new(condition_types::DEGRADED, true, reason, message.clone()),
-            ];
-            let mut status = pipeline.status.clone().unwrap_or_default();
-            status.conditions = status::merge_conditions(
-                &status.conditions,
-                conditions,
-                pipeline.metadata.generation,
-                Timestamp::now(),
-            );
-            status.message = Some(message);
-            apply_status(pipeline, context, status).await?;
+            write_deleting_status(
+                pipeline,
+                context,
+                vec![DesiredCondition::new(
+                    condition_types::DEGRADED,
+                    true,
+                    reason,
+                    message.clone(),
+                )],
+                Some(message),
+            )
+            .await?;
             Err(returned)
         }
     }
+}
+
+/// The status of a Pipeline being deleted: `Ready=False` (reason `Deleting`) for the current
+/// generation, plus `extra` conditions. The same every time for the same failure, so that
+/// writing it does not retrigger a reconcile and defeat the backoff.
+async fn write_deleting_status(
+    pipeline: &Pipeline,
+    context: &Context,
+    extra: Vec<DesiredCondition>,
+    message: Option<String>,
+) -> Result<()> {
+    let mut conditions = vec![DesiredCondition::new(
+        condition_types::READY,
+        false,
+        "Deleting",
+        "the Pipeline is being deleted: the runner workloads stop first, then the topics and tables are dropped".into(),
+    )];
+    conditions.extend(extra);
+    let mut status = pipeline.status.clone().unwrap_or_default();
+    status.conditions = status::merge_conditions(
+        &status.conditions,
+        conditions,
+        pipeline.metadata.generation,
+        Timestamp::now(),
+    );
+    status.observed_generation = pipeline.metadata.generation;
+    if message.is_some() {
+        status.message = message;
+    }
+    apply_status(pipeline, context, status).await
 }
 
 fn forget_cleanup(context: &Context, uid: &str) {
@@ -881,25 +926,20 @@ async fn apply_status(
     Ok(())
 }
 
-/// Logs an error, counts it by reason and publishes a Warning event.
-fn report_error(pipeline: &Pipeline, context: &Context, error: &Error) {
-    tracing::warn!(reason = error.reason(), permanent = error.is_permanent(), %error, "reconcile error");
+/// Logs an error, counts it by reason and publishes a Warning event whose action names the
+/// step that failed (`EnsureTopics`, `EnsureSchema`, `ApplyWorkloads`, `Delete`...).
+async fn report_error(pipeline: &Pipeline, context: &Context, action: &str, error: &Error) {
+    tracing::warn!(reason = error.reason(), action, permanent = error.is_permanent(), %error, "reconcile error");
     context.metrics.failed(error.reason());
-    let recorder = context.recorder.clone();
-    let reference = pipeline.object_ref(&());
-    let event = Event {
-        type_: EventType::Warning,
-        reason: error.reason().to_string(),
-        note: Some(truncate(&error.to_string())),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    // Events are best effort and must not slow the reconcile down.
-    tokio::spawn(async move {
-        if let Err(error) = recorder.publish(&event, &reference).await {
-            tracing::warn!(%error, "publishing an event");
-        }
-    });
+    publish(
+        pipeline,
+        context,
+        EventType::Warning,
+        error.reason(),
+        action,
+        error.to_string(),
+    )
+    .await;
 }
 
 async fn publish(

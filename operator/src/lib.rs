@@ -6,6 +6,7 @@
 //! - [`resources`]: pure builders of the owned Kubernetes objects;
 //! - [`kafka`], [`cassandra`]: the external resources, through `rtdp-provisioning`;
 //! - [`status`]: typed conditions;
+//! - [`events`]: Events, one per distinct message;
 //! - [`leader`]: Lease-based leader election;
 //! - [`metrics`]: Prometheus metrics, `/healthz`;
 //! - [`error`]: the error type, its reasons and which errors are permanent.
@@ -13,6 +14,7 @@
 pub mod cassandra;
 pub mod controller;
 pub mod error;
+pub mod events;
 pub mod kafka;
 pub mod leader;
 pub mod metrics;

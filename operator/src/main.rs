@@ -7,8 +7,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use futures::FutureExt;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use rtdp_operator::controller::{self, Context, Settings, Step};
+use rtdp_operator::events::EventRecorders;
 use rtdp_operator::leader::{LeaderElector, LeaseSettings};
 use rtdp_operator::metrics::{self, Metrics};
 use rtdp_operator::resources::BuildContext;
@@ -147,7 +148,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         metrics.set_leader(true);
-        let recorder = Recorder::new(
+        let recorder = EventRecorders::new(
             client.clone(),
             Reporter {
                 controller: args.field_manager.clone(),

@@ -216,6 +216,35 @@ pub fn desired_status(pipeline: &Pipeline, observed: &Observed, now: Timestamp) 
     }
 }
 
+/// The status written as soon as a new generation is seen, before any slow step (a Kafka or
+/// Cassandra that does not answer can take many seconds): `Ready=False`, reason
+/// `Reconciling`, for this generation, with the topic columns filled in. Other
+/// conditions stay as they were until their step reports. Pure.
+pub fn reconciling_status(pipeline: &Pipeline, now: Timestamp) -> PipelineStatus {
+    let current = pipeline.status.clone().unwrap_or_default();
+    let generation = pipeline.metadata.generation;
+    PipelineStatus {
+        observed_generation: generation,
+        conditions: merge_conditions(
+            &current.conditions,
+            vec![DesiredCondition::new(
+                condition_types::READY,
+                false,
+                "Reconciling",
+                format!(
+                    "applying generation {}: topics, keyspace and tables, runner workloads",
+                    generation.unwrap_or_default()
+                ),
+            )],
+            generation,
+            now,
+        ),
+        topic: Some(pipeline.topic_name()),
+        dead_letter_topic: Some(pipeline.dead_letter_topic_name()),
+        ..current
+    }
+}
+
 /// Sets conditions, keeping each one's `lastTransitionTime` unless its status changes, and
 /// keeping conditions not mentioned. Listed in a fixed order.
 pub fn merge_conditions(
@@ -317,6 +346,21 @@ mod tests {
             rollout_complete: true,
             runner_problem: None,
         }
+    }
+
+    #[test]
+    fn a_new_generation_is_reported_as_reconciling_at_once() {
+        let mut pipeline = generated();
+        pipeline.metadata.generation = Some(3);
+        let status = reconciling_status(&pipeline, Timestamp::now());
+        assert_eq!(status.observed_generation, Some(3));
+        let ready = condition(&status, "Ready");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "Reconciling")
+        );
+        assert_eq!(ready.observed_generation, Some(3));
+        assert_eq!(status.topic.as_deref(), Some("demo.generated-listings"));
     }
 
     #[test]

@@ -52,6 +52,7 @@ async fn a_restart_in_the_middle_of_a_reconcile_converges_without_duplicates() {
             .is_none(),
         "the first operator is paused before the Kubernetes objects"
     );
+    // Only the progress note written before the slow steps, nothing a finished step reports.
     assert!(
         world
             .pipelines()
@@ -59,7 +60,10 @@ async fn a_restart_in_the_middle_of_a_reconcile_converges_without_duplicates() {
             .await
             .expect("get")
             .status
-            .is_none()
+            .is_none_or(|status| status
+                .conditions
+                .iter()
+                .all(|condition| condition.reason == "Reconciling"))
     );
     first.kill();
 

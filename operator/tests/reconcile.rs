@@ -11,8 +11,8 @@ use common::{Operator, TestWorld, cassandra, condition_of, find_condition};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
 use rdkafka::admin::{AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication};
 use rtdp_crds::{DeletionPolicy, HttpSource, SourceSpec};
 use rtdp_provisioning::cassandra::read_table;
@@ -303,6 +303,21 @@ async fn runners_stop_before_topics_and_tables_are_dropped() {
                 let deployment = deployments.get(&processor).await.ok()?;
                 deployment.metadata.deletion_timestamp.map(|_| ())
             }
+        },
+    )
+    .await;
+    // The status says so at once, for the generation being deleted.
+    eventually(
+        "Ready=False, reason Deleting, for the current generation",
+        Duration::from_secs(30),
+        || async {
+            let pipeline = world.pipelines().get(name).await.ok()?;
+            let status = pipeline.status.as_ref()?;
+            let ready = find_condition(&pipeline, "Ready")?;
+            (ready.reason == "Deleting"
+                && status.observed_generation == pipeline.metadata.generation
+                && ready.observed_generation == pipeline.metadata.generation)
+                .then_some(())
         },
     )
     .await;
@@ -810,4 +825,93 @@ fn http_source(schedule: Option<&str>, poll_interval: Option<&str>) -> HttpSourc
         "pollInterval": poll_interval,
     }))
     .expect("an HTTP source")
+}
+
+/// Each distinct failure is its own Event (kube-runtime's recorder alone would bump the count
+/// of the first message for every later, different failure of the same step), and an exact
+/// repeat still counts up on one Event.
+#[tokio::test]
+async fn each_distinct_failure_is_its_own_event_and_repeats_count_up() {
+    use kube::runtime::events::{Event, EventType, Reporter};
+    use rtdp_operator::events::EventRecorders;
+
+    let world = TestWorld::new("op-events").await;
+    let name = "events";
+    let created = world.create(&world.pipeline(name)).await;
+    let recorders = EventRecorders::new(
+        world.client.clone(),
+        Reporter {
+            controller: "rtdp-operator-test".into(),
+            instance: None,
+        },
+    );
+    let failure = |note: &str| Event {
+        type_: EventType::Warning,
+        reason: "KafkaUnavailable".into(),
+        note: Some(note.into()),
+        action: "EnsureTopics".into(),
+        secondary: None,
+    };
+    let reference = created.object_ref(&());
+    for note in [
+        "reading metadata of topic t: broker down",
+        "reading metadata of topic t: broker down",
+        "deleting topic t: timed out",
+    ] {
+        recorders
+            .publish(&failure(note), &reference)
+            .await
+            .expect("publishing an event");
+    }
+    let events = eventually("two events", Duration::from_secs(30), || async {
+        let events = world.events(name).await;
+        (events.len() == 2).then_some(events)
+    })
+    .await;
+    let count_of = |note: &str| {
+        events
+            .iter()
+            .find(|event| event.note.as_deref() == Some(note))
+            .map(|event| event.series.as_ref().map_or(1, |series| series.count))
+    };
+    assert_eq!(
+        count_of("reading metadata of topic t: broker down"),
+        Some(2)
+    );
+    assert_eq!(count_of("deleting topic t: timed out"), Some(1));
+    world.cleanup().await;
+}
+
+/// A new Pipeline whose Kafka does not answer: before the slow topic step fails, the status
+/// already says `Ready=False`, reason `Reconciling`, for this generation, with its topic; the
+/// failure replaces it when it comes.
+#[tokio::test]
+async fn a_new_generation_is_reported_before_the_slow_steps() {
+    let world = TestWorld::new("op-progress").await;
+    let _operator = Operator::start(&world.namespace, &[]);
+    let name = "progress";
+    let mut pipeline = world.pipeline(name);
+    pipeline.spec.kafka.bootstrap_servers = vec![format!("127.0.0.1:{}", common::free_port())];
+    let topic = pipeline.topic_name();
+    world.create(&pipeline).await;
+    let first = eventually("a first status", Duration::from_secs(30), || async {
+        world.pipelines().get(name).await.ok()?.status
+    })
+    .await;
+    let ready = first
+        .conditions
+        .iter()
+        .find(|condition| condition.type_ == "Ready")
+        .expect("a Ready condition");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "Reconciling"),
+        "the first status is the progress report, not the Kafka failure: {first:?}"
+    );
+    assert_eq!(first.observed_generation, Some(1));
+    assert_eq!(first.topic.as_deref(), Some(topic.as_str()));
+    world
+        .wait_for_condition(name, "Ready", "False", Some("KafkaUnavailable"))
+        .await;
+    world.cleanup().await;
 }

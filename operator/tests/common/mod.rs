@@ -287,8 +287,12 @@ impl TestWorld {
             let name = name.to_string();
             async move {
                 let pipeline = pipelines.get_opt(&name).await.ok().flatten()?;
-                let current =
-                    pipeline.status.as_ref()?.observed_generation == pipeline.metadata.generation;
+                // Current: the status reports this generation, and not merely as the
+                // progress note written before the slow steps (`Reconciling`).
+                let current = pipeline.status.as_ref()?.observed_generation
+                    == pipeline.metadata.generation
+                    && find_condition(&pipeline, "Ready")
+                        .is_some_and(|ready| ready.reason != "Reconciling");
                 (current && check(&pipeline)).then_some(pipeline)
             }
         })

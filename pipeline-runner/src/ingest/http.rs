@@ -253,10 +253,9 @@ impl HttpIngest {
             let outcome = request.headers(self.headers.clone()).send().await;
             let (retry_after, error) = match outcome {
                 Ok(response) if response.status().is_success() => {
-                    let body = response
-                        .bytes()
-                        .await
-                        .map_err(|error| format!("reading the response of {url}: {error}"));
+                    let body = response.bytes().await.map_err(|error| {
+                        format!("reading the response of {url}: {}", error_chain(&error))
+                    });
                     match body.and_then(|body| {
                         serde_json::from_slice::<Json>(&body)
                             .map_err(|error| format!("the response of {url} is not JSON: {error}"))
@@ -283,7 +282,7 @@ impl HttpIngest {
                     }
                     (retry_after, error)
                 }
-                Err(error) => (None, format!("requesting {url}: {error}")),
+                Err(error) => (None, format!("requesting {url}: {}", error_chain(&error))),
             };
             if attempt >= max_retries {
                 count(metrics, "failed");
@@ -301,6 +300,23 @@ impl HttpIngest {
             attempt += 1;
         }
     }
+}
+
+/// An error and every cause under it, outermost first: reqwest's own message is only
+/// "error sending request for url (...)"; the causes say DNS, connect, TLS or timeout.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // hyper and std::io sometimes repeat the same words one level down.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn count(metrics: &Metrics, outcome: &str) {
@@ -398,6 +414,33 @@ mod tests {
         assert_eq!(
             url.as_str(),
             "http://127.0.0.1:1/search?location=houston%2C+tx&page=3"
+        );
+    }
+
+    #[tokio::test]
+    async fn request_errors_name_their_cause() {
+        // A port nothing listens on: the cause (connection refused) must be in the text.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let address = listener.local_addr().expect("its address");
+        drop(listener);
+        let error = reqwest::Client::new()
+            .get(format!("http://{address}/search"))
+            .send()
+            .await
+            .expect_err("nothing listens there");
+        let text = error_chain(&error);
+        assert!(text.starts_with("error sending request for url"), "{text}");
+        assert!(text.to_lowercase().contains("connection refused"), "{text}");
+        // A name that cannot resolve: the DNS failure is named.
+        let error = reqwest::Client::new()
+            .get("http://rtdp-no-such-host.invalid/search")
+            .send()
+            .await
+            .expect_err("the name does not resolve");
+        let text = error_chain(&error).to_lowercase();
+        assert!(
+            text.contains("dns error") || text.contains("resolve") || text.contains("name"),
+            "{text}"
         );
     }
 
