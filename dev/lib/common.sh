@@ -15,6 +15,17 @@ CASSANDRA_STORAGE_PORT=${CASSANDRA_STORAGE_PORT:-7000}
 ETCD_PORT=${ETCD_PORT:-2379}
 ETCD_PEER_PORT=${ETCD_PEER_PORT:-2380}
 APISERVER_PORT=${APISERVER_PORT:-6443}
+# The secured endpoints (dev/lib/secured.sh): Kafka's SASL_SSL listener on the one broker and
+# a second Cassandra with PasswordAuthenticator, started only by the tests that need it.
+KAFKA_SECURE_PORT=${KAFKA_SECURE_PORT:-9094}
+CASSANDRA_SECURED_PORT=${CASSANDRA_SECURED_PORT:-9142}
+CASSANDRA_SECURED_STORAGE_PORT=${CASSANDRA_SECURED_STORAGE_PORT:-7100}
+CASSANDRA_SECURED_JMX_PORT=${CASSANDRA_SECURED_JMX_PORT:-7299}
+# Test credentials of the local stack only (dev/stack env exports them to the tests).
+KAFKA_SASL_USERNAME=${KAFKA_SASL_USERNAME:-rtdp}
+KAFKA_SASL_PASSWORD=${KAFKA_SASL_PASSWORD:-rtdp-kafka-local-7Jq2Wx}
+CASSANDRA_SECURED_USERNAME=${CASSANDRA_SECURED_USERNAME:-rtdp}
+CASSANDRA_SECURED_PASSWORD=${CASSANDRA_SECURED_PASSWORD:-rtdp-cassandra-local-4Vn8Kd}
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }

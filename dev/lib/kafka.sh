@@ -19,19 +19,58 @@ kafka_build() {
 }
 
 kafka_ready() {
-  port_in_use "$KAFKA_PORT" && grep -q "Kafka Server started" "$KAFKA_STATE/kafka.log"
+  port_in_use "$KAFKA_PORT" && port_in_use "$KAFKA_SECURE_PORT" && grep -q "Kafka Server started" "$KAFKA_STATE/kafka.log"
+}
+
+# The SASL_SSL listener's TLS material: a CA and a server certificate for 127.0.0.1 and
+# localhost, made once per state directory; the keystore is PEM (key + chain), no keytool.
+KAFKA_PKI="$KAFKA_STATE/pki"
+KAFKA_CA_FILE="$KAFKA_PKI/ca.crt"
+_kafka_certificates() {
+  [ -f "$KAFKA_PKI/kafka-keystore.pem" ] && return 0
+  require_command openssl "apt-get install openssl"
+  mkdir -p "$KAFKA_PKI"
+  log "creating Kafka TLS certificates in $KAFKA_PKI"
+  (
+    cd "$KAFKA_PKI" || exit 1
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=rtdp-local-kafka-ca" \
+      -keyout ca.key -out ca.crt
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout kafka.key -out kafka.csr
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >kafka.ext
+    openssl x509 -req -in kafka.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile kafka.ext -out kafka.crt
+    # PKCS#8, unencrypted: what Kafka's PEM keystore reads without ssl.key.password.
+    openssl pkcs8 -topk8 -nocrypt -in kafka.key -out kafka.pk8
+    cat kafka.pk8 kafka.crt ca.crt >kafka-keystore.pem.partial
+    mv kafka-keystore.pem.partial kafka-keystore.pem
+  ) >"$KAFKA_STATE/pki.log" 2>&1 || { tail -n 20 "$KAFKA_STATE/pki.log" >&2; die "creating Kafka certificates with openssl failed"; }
+}
+
+# The SCRAM-SHA-512 user of the SASL_SSL listener, set (idempotently) through the broker's
+# own admin tool over the PLAINTEXT listener. The password never reaches a log file.
+_kafka_scram_user() {
+  java -Dlog4j2.configurationFile="$RTDP_ROOT/dev/kafka/log4j2.properties" -cp "$KAFKA_DIR/lib/*" \
+    kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --alter \
+    --add-config "SCRAM-SHA-512=[iterations=4096,password=$KAFKA_SASL_PASSWORD]" \
+    --entity-type users --entity-name "$KAFKA_SASL_USERNAME" >"$KAFKA_STATE/scram.log" 2>&1 ||
+    { tail -n 20 "$KAFKA_STATE/scram.log" >&2; die "creating the Kafka SCRAM user $KAFKA_SASL_USERNAME failed"; }
 }
 
 kafka_up() {
   if pid_alive kafka; then
     log "kafka already running (pid $(cat "$KAFKA_STATE/pid")) on 127.0.0.1:$KAFKA_PORT"
+    port_in_use "$KAFKA_SECURE_PORT" ||
+      log "warning: its SASL_SSL listener 127.0.0.1:$KAFKA_SECURE_PORT is not up (started by an older dev/stack?); 'dev/stack down kafka && dev/stack up kafka' restarts it"
     return 0
   fi
   ensure_port_free kafka "$KAFKA_PORT" KAFKA_PORT
   ensure_port_free kafka-controller "$KAFKA_CONTROLLER_PORT" KAFKA_CONTROLLER_PORT
+  ensure_port_free kafka-sasl-ssl "$KAFKA_SECURE_PORT" KAFKA_SECURE_PORT
   kafka_build
+  _kafka_certificates
   mkdir -p "$KAFKA_STATE/data"
   sed -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" -e "s|@KAFKA_CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
+    -e "s|@KAFKA_SECURE_PORT@|$KAFKA_SECURE_PORT|g" -e "s|@PKI_DIR@|$KAFKA_PKI|g" \
     -e "s|@DATA_DIR@|$KAFKA_STATE/data|g" "$RTDP_ROOT/dev/kafka/server.properties.in" >"$KAFKA_STATE/server.properties"
   local java_options=(-Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true
     -Dlog4j2.configurationFile="$RTDP_ROOT/dev/kafka/log4j2.properties" -cp "$KAFKA_DIR/lib/*")
@@ -45,7 +84,9 @@ kafka_up() {
   : >"$KAFKA_STATE/kafka.log"
   log "starting kafka on 127.0.0.1:$KAFKA_PORT (log: $KAFKA_STATE/kafka.log)"
   start_daemon kafka "$KAFKA_STATE/kafka.log" java "${java_options[@]}" kafka.Kafka "$KAFKA_STATE/server.properties"
-  wait_until kafka "$KAFKA_STATE/kafka.log" 120 kafka_ready
+  wait_until kafka "$KAFKA_STATE/kafka.log" 120 kafka_ready || return 1
+  _kafka_scram_user
+  log "kafka SASL_SSL (SCRAM-SHA-512) on 127.0.0.1:$KAFKA_SECURE_PORT, CA $KAFKA_CA_FILE"
 }
 
 kafka_down() { stop_daemon kafka; }

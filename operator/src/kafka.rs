@@ -3,8 +3,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use std::time::Duration;
+
 use kube::Client;
+use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rtdp_crds::Pipeline;
+use rtdp_provisioning::ProvisionError;
 use rtdp_provisioning::kafka::{self, Admin, TopicReport};
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
@@ -32,6 +39,13 @@ impl KafkaClients {
         let bootstrap = pipeline.spec.kafka.bootstrap_servers.join(",");
         let properties = client_properties(client, pipeline).await?;
         let key = cache_key(&bootstrap, &properties);
+        if let Some(admin) = self.admins.lock().await.get(&key) {
+            return Ok(admin.clone());
+        }
+        // Only a client Kafka accepts is cached: a wrong password is reported (not retried
+        // forever by librdkafka in the background) and a corrected Secret gets a new one.
+        // The check runs without the lock, so one unreachable cluster never delays others.
+        check_access(&bootstrap, &properties).await?;
         let mut admins = self.admins.lock().await;
         if let Some(admin) = admins.get(&key) {
             return Ok(admin.clone());
@@ -51,6 +65,74 @@ impl KafkaClients {
     pub async fn delete(&self, client: &Client, pipeline: &Pipeline) -> Result<()> {
         let admin = self.admin(client, pipeline).await?;
         Ok(kafka::delete_topics(&admin, pipeline).await?)
+    }
+}
+
+/// How long the access check waits for Kafka's metadata.
+const ACCESS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Remembers the first authentication or TLS error librdkafka reports: it reports those only
+/// through this callback, while the request that failed just says "broker transport failure".
+#[derive(Default)]
+struct AccessProbe {
+    refused: std::sync::Mutex<Option<String>>,
+}
+
+impl ClientContext for AccessProbe {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let refused = matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL)
+        );
+        if refused
+            && let Ok(mut first) = self.refused.lock()
+            && first.is_none()
+        {
+            *first = Some(reason.to_string());
+        }
+    }
+}
+
+impl ConsumerContext for AccessProbe {}
+
+/// Connects once with the Pipeline's settings; a refused login or certificate becomes an error
+/// naming the brokers and "authentication failed" (librdkafka's reason never holds a secret).
+async fn check_access(bootstrap: &str, properties: &BTreeMap<String, String>) -> Result<()> {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    for (key, value) in properties {
+        config.set(key, value);
+    }
+    let outcome = tokio::task::spawn_blocking(move || {
+        let probe: BaseConsumer<AccessProbe> = config.create_with_context(AccessProbe::default())?;
+        let result = probe.fetch_metadata(None, ACCESS_TIMEOUT);
+        if result.is_err() {
+            // Error events reach the context only when the client is polled.
+            for _ in 0..10 {
+                let _ = probe.poll(Duration::from_millis(100));
+            }
+        }
+        let refused = probe
+            .context()
+            .refused
+            .lock()
+            .ok()
+            .and_then(|mut first| first.take());
+        Ok::<_, KafkaError>((result.map(|_| ()), refused))
+    })
+    .await
+    .map_err(|error| ProvisionError::Internal(format!("the Kafka access check failed: {error}")))?;
+    let context = format!("connecting to Kafka at {bootstrap}");
+    match outcome {
+        Ok((Ok(()), _)) => Ok(()),
+        Ok((Err(_), Some(reason))) => Err(ProvisionError::Kafka {
+            context: format!("{context}: authentication failed ({reason})"),
+            source: KafkaError::Global(RDKafkaErrorCode::Authentication),
+        }
+        .into()),
+        Ok((Err(source), None)) | Err(source) => {
+            Err(ProvisionError::Kafka { context, source }.into())
+        }
     }
 }
 

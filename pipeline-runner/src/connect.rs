@@ -4,6 +4,9 @@
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rtdp_crds::{CassandraSpec, KafkaSpec};
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
@@ -89,6 +92,78 @@ pub fn kafka_client_config(
         );
     }
     Ok(config)
+}
+
+/// How long the access check waits for Kafka's metadata.
+const KAFKA_ACCESS_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Remembers the first authentication or TLS error librdkafka reports (it reports those only
+/// through this callback; the request that failed just says "broker transport failure").
+#[derive(Default)]
+struct AccessProbe {
+    refused: std::sync::Mutex<Option<String>>,
+}
+
+impl ClientContext for AccessProbe {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let refused = matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL)
+        );
+        if refused
+            && let Ok(mut first) = self.refused.lock()
+            && first.is_none()
+        {
+            *first = Some(reason.to_string());
+        }
+    }
+}
+
+impl ConsumerContext for AccessProbe {}
+
+/// Connects once with the Pipeline's Kafka settings and fails clearly when Kafka refuses them:
+/// a wrong SASL password or an untrusted certificate becomes "authentication failed" naming
+/// the brokers, instead of a bare transport failure (or an endless reconnect loop). The
+/// reason is librdkafka's, which never contains the password.
+pub async fn check_kafka_access(config: &ClientConfig) -> Result<(), RunnerError> {
+    let bootstrap = config
+        .get("bootstrap.servers")
+        .unwrap_or_default()
+        .to_string();
+    let config = config.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let probe: BaseConsumer<AccessProbe> =
+            config
+                .create_with_context(AccessProbe::default())
+                .map_err(|error| RunnerError::kafka("creating a Kafka client", error))?;
+        let result = probe.fetch_metadata(None, KAFKA_ACCESS_TIMEOUT);
+        if result.is_err() {
+            // Error events reach the context only when the client is polled.
+            for _ in 0..10 {
+                let _ = probe.poll(Duration::from_millis(100));
+            }
+        }
+        let refused = probe
+            .context()
+            .refused
+            .lock()
+            .ok()
+            .and_then(|mut first| first.take());
+        Ok::<_, RunnerError>((result, refused))
+    })
+    .await
+    .map_err(|error| RunnerError::Config(format!("the Kafka access check failed: {error}")))??;
+    match outcome {
+        (Ok(_), _) => Ok(()),
+        (Err(_), Some(reason)) => Err(RunnerError::Config(format!(
+            "Kafka at {bootstrap} refused the connection: authentication failed \
+             (check the Pipeline's Kafka credentials and CA): {reason}"
+        ))),
+        (Err(error), None) => Err(RunnerError::kafka(
+            format!("connecting to Kafka at {bootstrap}"),
+            error,
+        )),
+    }
 }
 
 /// The contact points to use.

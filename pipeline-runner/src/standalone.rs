@@ -12,7 +12,9 @@ use rtdp_crds::Pipeline;
 use rtdp_provisioning::{cassandra as schema, kafka as topics};
 use tokio::sync::watch;
 
-use crate::connect::{EndpointOverrides, cassandra_session, kafka_client_config};
+use crate::connect::{
+    EndpointOverrides, cassandra_session, check_kafka_access, kafka_client_config,
+};
 use crate::error::RunnerError;
 use crate::ingest::{self, IngestOptions, IngestReport};
 use crate::process::{self, EndOffsets, ProcessOptions};
@@ -230,15 +232,17 @@ pub async fn provision(
     overrides: &EndpointOverrides,
 ) -> Result<(), RunnerError> {
     let base = kafka_client_config(&pipeline.spec.kafka, overrides)?;
+    check_kafka_access(&base).await?;
     let bootstrap = base
         .get("bootstrap.servers")
         .unwrap_or_default()
         .to_string();
+    // config_map() shows secrets as "[sanitized for safety]": read each value with get().
     let properties: BTreeMap<String, String> = base
         .config_map()
-        .iter()
-        .filter(|(key, _)| **key != "bootstrap.servers")
-        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .into_keys()
+        .filter(|key| *key != "bootstrap.servers")
+        .filter_map(|key| Some((key.to_string(), base.get(key)?.to_string())))
         .collect();
     let admin = topics::admin_client(&bootstrap, &properties)?;
     let report = topics::ensure_topics(&admin, pipeline).await?;

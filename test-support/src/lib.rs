@@ -110,3 +110,73 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Kafka's SASL_SSL (SCRAM-SHA-512) listener of the local stack, checked to be reachable.
+pub fn kafka_secure_bootstrap_servers() -> String {
+    let servers = required_env("KAFKA_SECURE_BOOTSTRAP_SERVERS");
+    for server in servers.split(',') {
+        require_reachable("Kafka's SASL_SSL listener", server.trim());
+    }
+    servers
+}
+
+/// The CA certificate (PEM file) that signed the local Kafka's TLS certificate.
+pub fn kafka_ca_file() -> String {
+    let path = required_env("KAFKA_CA_FILE");
+    assert!(
+        std::path::Path::new(&path).is_file(),
+        "KAFKA_CA_FILE {path} does not exist; {HOW_TO_START}"
+    );
+    path
+}
+
+/// The SCRAM user of the local Kafka: (username, password).
+pub fn kafka_sasl_credentials() -> (String, String) {
+    (
+        required_env("KAFKA_SASL_USERNAME"),
+        required_env("KAFKA_SASL_PASSWORD"),
+    )
+}
+
+/// The login role of the secured local Cassandra: (username, password).
+pub fn cassandra_secured_credentials() -> (String, String) {
+    (
+        required_env("CASSANDRA_SECURED_USERNAME"),
+        required_env("CASSANDRA_SECURED_PASSWORD"),
+    )
+}
+
+/// The contact points of the secured Cassandra (PasswordAuthenticator). It is not part of
+/// `dev/stack up`: the first call in a test process runs `dev/stack up cassandra-secured`
+/// (a no-op when it runs; `dev/stack run` and `dev/stack down` stop it). A failure to start
+/// fails the test.
+pub fn cassandra_secured_contact_points() -> Vec<String> {
+    static STARTED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let points: Vec<String> = required_env("CASSANDRA_SECURED_CONTACT_POINTS")
+        .split(',')
+        .map(|point| point.trim().to_string())
+        .collect();
+    let mut started = STARTED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !*started {
+        let stack = concat!(env!("CARGO_MANIFEST_DIR"), "/../dev/stack");
+        let output = std::process::Command::new(stack)
+            .args(["up", "cassandra-secured"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap_or_else(|error| panic!("running {stack} up cassandra-secured: {error}"));
+        assert!(
+            output.status.success(),
+            "`dev/stack up cassandra-secured` failed ({}):\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        *started = true;
+    }
+    for point in &points {
+        require_reachable("the secured Cassandra", point);
+    }
+    points
+}
