@@ -308,3 +308,48 @@ async fn rows_cassandra_refuses_are_dead_lettered_and_never_stall_the_stream() {
     let status = process.terminate(Duration::from_secs(30));
     assert!(status.success(), "process exit: {status}");
 }
+
+/// Producers may compress with any codec Kafka offers; zstd is the usual choice for events.
+/// The runner decodes it (librdkafka built with zstd) instead of failing every fetch.
+#[tokio::test(flavor = "multi_thread")]
+async fn zstd_compressed_records_are_processed() {
+    let pipeline = listings_pipeline("zstd");
+    provision(&pipeline).await;
+    let topic = pipeline.topic_name();
+    let producer: FutureProducer = ClientConfig::new()
+        .set(
+            "bootstrap.servers",
+            pipeline.spec.kafka.bootstrap_servers.join(","),
+        )
+        .set("enable.idempotence", "true")
+        .set("compression.type", "zstd")
+        .set("linger.ms", "20")
+        .create()
+        .expect("a zstd producer");
+    let mut expected = BTreeMap::new();
+    for index in 0..50_usize {
+        let (key, payload) = listing_with_price(index, 300_000 + index as i64);
+        producer
+            .send(
+                FutureRecord::to(&topic).key(&key).payload(&payload),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap_or_else(|(error, _)| panic!("producing with zstd: {error}"));
+        expected.insert(
+            key.parse::<i64>().expect("a numeric zpid"),
+            300_000 + index as i64,
+        );
+    }
+    let manifest = write_manifest(&pipeline);
+    let process = Runner::start(&["process"], &manifest, &[]);
+    let session = cassandra().await;
+    eventually(
+        "every zstd-compressed listing written",
+        Duration::from_secs(60),
+        || async { (prices(&session, &pipeline).await == expected).then_some(()) },
+    )
+    .await;
+    let status = process.terminate(Duration::from_secs(30));
+    assert!(status.success(), "process exit: {status}");
+}
