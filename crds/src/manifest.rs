@@ -24,7 +24,7 @@ pub enum ManifestError {
         /// Where the manifest came from.
         origin: String,
         /// The YAML error, with its line and column.
-        source: serde_yaml::Error,
+        source: serde_yaml_ng::Error,
     },
     /// A document is not a `rtdp.dev/v1alpha1` Pipeline.
     #[error(
@@ -74,9 +74,9 @@ pub fn parse_pipeline(text: &str, origin: &str) -> Result<Pipeline, ManifestErro
         kind: String,
     }
     let mut wrong_kind = None;
-    for document in serde_yaml::Deserializer::from_str(text) {
+    for document in serde_yaml_ng::Deserializer::from_str(text) {
         let value =
-            serde_yaml::Value::deserialize(document).map_err(|source| ManifestError::Parse {
+            serde_yaml_ng::Value::deserialize(document).map_err(|source| ManifestError::Parse {
                 origin: origin.to_string(),
                 source,
             })?;
@@ -84,13 +84,13 @@ pub fn parse_pipeline(text: &str, origin: &str) -> Result<Pipeline, ManifestErro
             continue;
         }
         let type_meta: TypeMeta =
-            serde_yaml::from_value(value.clone()).map_err(|source| ManifestError::Parse {
+            serde_yaml_ng::from_value(value.clone()).map_err(|source| ManifestError::Parse {
                 origin: origin.to_string(),
                 source,
             })?;
         if type_meta.api_version == "rtdp.dev/v1alpha1" && type_meta.kind == "Pipeline" {
             let pipeline: Pipeline =
-                serde_yaml::from_value(value).map_err(|source| ManifestError::Parse {
+                serde_yaml_ng::from_value(value).map_err(|source| ManifestError::Parse {
                     origin: origin.to_string(),
                     source,
                 })?;

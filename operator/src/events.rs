@@ -8,8 +8,9 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::Client;
-use kube::runtime::events::{Event, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource};
+use rtdp_crds::Pipeline;
 
 /// Distinct (object, type, reason, action, note) keys remembered before the table is
 /// cleared; bounds memory with many Pipelines and many different errors.
@@ -66,6 +67,77 @@ impl EventRecorders {
     }
 }
 
+impl EventRecorders {
+    /// Publishes an Event about the Pipeline; failing to publish is logged, never fatal.
+    pub async fn publish_about(
+        &self,
+        pipeline: &Pipeline,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(truncate(&note)),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(error) = self.publish(&event, &pipeline.object_ref(&())).await {
+            tracing::warn!(%error, "publishing an event");
+        }
+    }
+
+    /// One Normal event for each kind of change a step made that has items.
+    pub async fn changes(&self, pipeline: &Pipeline, changes: &[Change<'_>]) {
+        for change in changes.iter().filter(|change| !change.items.is_empty()) {
+            let note = format!("{} {}", change.verb, change.items.join(", "));
+            tracing::info!(reason = change.reason, %note);
+            self.publish_about(
+                pipeline,
+                EventType::Normal,
+                change.reason,
+                "Reconcile",
+                note,
+            )
+            .await;
+        }
+    }
+}
+
+/// A kind of change a reconcile step made, e.g. the topics it created.
+#[derive(Debug)]
+pub struct Change<'a> {
+    reason: &'static str,
+    verb: &'static str,
+    items: &'a [String],
+}
+
+impl<'a> Change<'a> {
+    /// `verb` (e.g. "created table") applied to `items`, reported with `reason`.
+    pub fn new(reason: &'static str, verb: &'static str, items: &'a [String]) -> Self {
+        Self {
+            reason,
+            verb,
+            items,
+        }
+    }
+}
+
+/// Event notes are limited to 1 kB.
+fn truncate(text: &str) -> String {
+    const LIMIT: usize = 1000;
+    if text.len() <= LIMIT {
+        return text.to_string();
+    }
+    let mut end = LIMIT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 /// What makes two events the same series: the object, and everything the event says.
 fn series_key(event: &Event, reference: &ObjectReference) -> String {
     format!(
@@ -93,6 +165,15 @@ mod tests {
             action: "EnsureTopics".into(),
             secondary: None,
         }
+    }
+
+    #[test]
+    fn notes_are_truncated_on_a_character_boundary() {
+        let long = "é".repeat(800);
+        let note = truncate(&long);
+        assert!(note.len() <= 1004);
+        assert!(note.ends_with('…'));
+        assert_eq!(truncate("short"), "short");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use futures::FutureExt;
 use kube::runtime::events::Reporter;
-use rtdp_operator::controller::{self, Context, Settings, Step};
+use rtdp_operator::controller::{self, Context, Settings};
 use rtdp_operator::events::EventRecorders;
 use rtdp_operator::leader::{LeaderElector, LeaseSettings};
 use rtdp_operator::metrics::{self, Metrics};
@@ -75,8 +75,9 @@ struct Args {
     log_format: LogFormat,
 
     /// Tests only: pause every reconcile after this step (to restart the operator mid-way).
+    #[cfg(feature = "test-hooks")]
     #[arg(long, hide = true)]
-    test_pause_after: Option<Step>,
+    test_pause_after: Option<controller::Step>,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -125,7 +126,10 @@ async fn main() -> anyhow::Result<()> {
         backoff_max: Duration::from_secs(args.max_backoff_seconds.max(1)),
         cleanup_attempts: args.cleanup_attempts.max(1),
         concurrency: args.concurrency,
-        pause_after: args.test_pause_after,
+        #[cfg(feature = "test-hooks")]
+        test_hooks: controller::test_hooks::TestHooks {
+            pause_after: args.test_pause_after,
+        },
     };
     // An empty RTDP_NAMESPACES (or a trailing comma) means no namespace, not "".
     let namespaces: Vec<String> = args

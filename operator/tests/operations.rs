@@ -1,6 +1,11 @@
 //! The operator as it is operated: restarted in the middle of a reconcile, run as two
 //! replicas with one leader, and stopped gracefully. Needs `dev/stack up`.
 
+#[cfg(not(feature = "test-hooks"))]
+compile_error!(
+    "operations.rs restarts the operator mid-reconcile: run with `--features rtdp-operator/test-hooks` (make test does)"
+);
+
 mod common;
 
 use std::time::Duration;

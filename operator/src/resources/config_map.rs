@@ -48,7 +48,7 @@ pub fn runner_manifest(pipeline: &Pipeline) -> Result<String> {
         },
         spec: &pipeline.spec,
     };
-    serde_yaml::to_string(&manifest)
+    serde_yaml_ng::to_string(&manifest)
         .map_err(|error| Error::Internal(format!("rendering the runner manifest: {error}")))
 }
 

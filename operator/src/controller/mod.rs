@@ -1,0 +1,300 @@
+//! The controller: the run loop, the error policy and the reconcile entry point. A reconcile
+//! runs fetch → validate (pure) → build the desired objects (pure) → apply → status; where
+//! each part lives:
+//!
+//! - [`reconcile`]: the steps in order (topics, schema, workloads, status);
+//! - [`validate`]: what the CRD schema cannot check;
+//! - [`apply`]: server-side apply of the owned Kubernetes objects;
+//! - [`runner_health`]: why processor pods are not ready;
+//! - [`status_update`]: writing the status and its transition events;
+//! - [`cleanup`]: the finalizer and deletion.
+//!
+//! Errors: permanent ones (an invalid spec, a refused change) wait for the next change of the
+//! Pipeline; transient ones requeue with per-object exponential backoff. Every error reaches
+//! the status message, a Warning event and the failure metric's `reason` label.
+
+mod apply;
+mod cleanup;
+mod reconcile;
+mod runner_health;
+mod status_update;
+pub mod test_hooks;
+mod validate;
+
+pub use cleanup::blocked_message;
+pub use runner_health::pod_problem;
+pub use test_hooks::Step;
+pub use validate::validate;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use backon::BackoffBuilder;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::api::{Api, PatchParams};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource};
+use rtdp_crds::Pipeline;
+
+use crate::cassandra::CassandraSessions;
+use crate::error::{Error, Result};
+use crate::events::EventRecorders;
+use crate::kafka::KafkaClients;
+use crate::metrics::Metrics;
+use crate::resources::BuildContext;
+/// The finalizer that guards the topics and tables of a Pipeline with `deletionPolicy: Delete`.
+pub const FINALIZER: &str = "rtdp.dev/cleanup";
+/// The label selecting the objects the operator owns (to watch only those).
+pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=rtdp-operator";
+
+/// How the controller behaves.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The field manager of every server-side apply.
+    pub field_manager: String,
+    /// Defaults for the objects built.
+    pub build: BuildContext,
+    /// How often a healthy Pipeline is reconciled anyway (drift in Kafka or Cassandra).
+    pub resync: Duration,
+    /// The first retry delay after a transient error; doubles per failure.
+    pub backoff_base: Duration,
+    /// The longest retry delay.
+    pub backoff_max: Duration,
+    /// Attempts at dropping topics and tables before the deletion is reported as blocked.
+    pub cleanup_attempts: u32,
+    /// Reconciles running at once.
+    pub concurrency: u16,
+    /// Test hooks (`--features test-hooks` only).
+    #[cfg(feature = "test-hooks")]
+    pub test_hooks: test_hooks::TestHooks,
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    /// The Kubernetes client.
+    pub client: Client,
+    /// Settings.
+    pub settings: Settings,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Publishes Events.
+    pub recorder: EventRecorders,
+    /// Kafka admin clients.
+    pub kafka: KafkaClients,
+    /// Cassandra sessions.
+    pub cassandra: CassandraSessions,
+    failures: Mutex<HashMap<ObjectRef<Pipeline>, u32>>,
+    cleanup_failures: Mutex<HashMap<String, u32>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Context")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// A context for the controller.
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        recorder: EventRecorders,
+    ) -> Self {
+        Self {
+            client,
+            settings,
+            metrics,
+            recorder,
+            kafka: KafkaClients::default(),
+            cassandra: CassandraSessions::default(),
+            failures: Mutex::default(),
+            cleanup_failures: Mutex::default(),
+        }
+    }
+
+    fn apply_params(&self) -> PatchParams {
+        PatchParams::apply(&self.settings.field_manager).force()
+    }
+
+    fn pipelines(&self, pipeline: &Pipeline) -> Api<Pipeline> {
+        Api::namespaced(self.client.clone(), &pipeline.namespace_or_default())
+    }
+
+    /// Publishes an Event about the Pipeline.
+    async fn publish(
+        &self,
+        pipeline: &Pipeline,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        self.recorder
+            .publish_about(pipeline, type_, reason, action, note)
+            .await;
+    }
+
+    /// Logs an error, counts it by reason and publishes a Warning event whose action names
+    /// the step that failed (`EnsureTopics`, `EnsureSchema`, `ApplyWorkloads`, `Delete`...).
+    async fn report_error(&self, pipeline: &Pipeline, action: &str, error: &Error) {
+        tracing::warn!(reason = error.reason(), action, permanent = error.is_permanent(), %error, "reconcile error");
+        self.metrics.failed(error.reason());
+        self.publish(
+            pipeline,
+            EventType::Warning,
+            error.reason(),
+            action,
+            error.to_string(),
+        )
+        .await;
+    }
+
+    fn backoff(&self, failures: u32) -> Duration {
+        backoff_delay(
+            self.settings.backoff_base,
+            self.settings.backoff_max,
+            failures,
+        )
+    }
+}
+
+/// The delay before retrying after the `failures`-th consecutive transient error: `base`,
+/// doubling per failure, at most `max`.
+pub fn backoff_delay(base: Duration, max: Duration, failures: u32) -> Duration {
+    // Past 32 doublings every delay is `max` anyway; bounds the iteration.
+    let index = failures.saturating_sub(1).min(32) as usize;
+    backon::ExponentialBuilder::new()
+        .with_min_delay(base)
+        .with_max_delay(max)
+        .with_factor(2.0)
+        .without_max_times()
+        .build()
+        .nth(index)
+        .unwrap_or(max)
+}
+
+/// Runs the controller over the given namespaces (all when empty) until `shutdown` resolves
+/// and the reconciles in flight have finished.
+pub async fn run(
+    context: Arc<Context>,
+    namespaces: Vec<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = context.client.clone();
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.into_iter().map(Some).collect()
+    };
+    let streams = scopes.into_iter().map(|namespace| {
+        fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+        where
+            K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+        {
+            match namespace {
+                Some(namespace) => Api::namespaced(client.clone(), namespace),
+                None => Api::all(client.clone()),
+            }
+        }
+        let namespace = namespace.as_deref();
+        let owned = || watcher::Config::default().labels(MANAGED_SELECTOR);
+        let shutdown = shutdown.clone();
+        Controller::new(
+            api::<Pipeline>(&client, namespace),
+            watcher::Config::default(),
+        )
+        .owns(api::<ConfigMap>(&client, namespace), owned())
+        .owns(api::<Deployment>(&client, namespace), owned())
+        .owns(api::<CronJob>(&client, namespace), owned())
+        .owns(api::<Service>(&client, namespace), owned())
+        .with_config(ControllerConfig::default().concurrency(context.settings.concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, Arc::clone(&context))
+        .boxed()
+    });
+    futures::stream::select_all(streams)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(pipeline = %object, "reconciled"),
+                // Reconcile errors were reported (log, event, metric, status) already.
+                Err(kube::runtime::controller::Error::ReconcilerFailed(error, object)) => {
+                    tracing::debug!(pipeline = %object, %error, "reconcile failed");
+                }
+                // Watch errors: e.g. the CRD is not installed, or no permission to list.
+                Err(error) => tracing::warn!(%error, "controller"),
+            }
+        })
+        .await;
+}
+
+/// Decides when a failed reconcile runs again: never by itself for permanent errors,
+/// after a per-object exponential backoff for transient ones.
+pub fn error_policy(pipeline: Arc<Pipeline>, error: &Error, context: Arc<Context>) -> Action {
+    if error.is_permanent() {
+        tracing::info!(pipeline = %ObjectRef::from_obj(pipeline.as_ref()), %error, "waiting for a change of the Pipeline");
+        return Action::await_change();
+    }
+    let failures = {
+        let mut failures = context
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = failures
+            .entry(ObjectRef::from_obj(pipeline.as_ref()))
+            .or_default();
+        *count = count.saturating_add(1);
+        *count
+    };
+    let delay = context.backoff(failures);
+    tracing::info!(pipeline = %ObjectRef::from_obj(pipeline.as_ref()), %error, failures, ?delay, "retrying");
+    Action::requeue(delay)
+}
+
+/// Reconciles one Pipeline and records the metrics.
+pub async fn reconcile(pipeline: Arc<Pipeline>, context: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let reference = ObjectRef::from_obj(pipeline.as_ref());
+    let span = tracing::info_span!("reconcile", pipeline = %reference);
+    let result =
+        tracing::Instrument::instrument(reconcile::reconcile_pipeline(&pipeline, &context), span)
+            .await;
+    context
+        .metrics
+        .reconciled(started.elapsed(), result.is_ok());
+    if result.is_ok() {
+        context
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&reference);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum() {
+        let base = Duration::from_secs(1);
+        let max = Duration::from_secs(300);
+        let delays: Vec<u64> = (1..=10)
+            .map(|failures| backoff_delay(base, max, failures).as_secs())
+            .collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300]);
+        assert_eq!(backoff_delay(base, max, u32::MAX), max);
+    }
+}

@@ -1,0 +1,199 @@
+//! One reconcile, step by step: finalizer → validate and build (pure) → "Reconciling" for a
+//! new generation → topics → schema → Kubernetes objects → runner health → status. Each step
+//! reports its own outcome, so one failing server does not hide what the others did.
+
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use rtdp_crds::{DeletionPolicy, Pipeline};
+use rtdp_provisioning::cassandra::SchemaReport;
+use rtdp_provisioning::kafka::TopicReport;
+
+use super::{Context, Step, apply, cleanup, runner_health, status_update, test_hooks, validate};
+use crate::error::{Error, Result};
+use crate::events::Change;
+use crate::resources;
+use crate::status::{self, Observed, StepOutcome};
+
+pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -> Result<Action> {
+    if pipeline.metadata.deletion_timestamp.is_some() {
+        return cleanup::cleanup(pipeline, context).await;
+    }
+    // The finalizer guards only what deletion drops: the topics and tables.
+    let finalizer = match pipeline.spec.deletion_policy {
+        DeletionPolicy::Delete => cleanup::ensure_finalizer(pipeline, context, true).await,
+        DeletionPolicy::Retain => cleanup::ensure_finalizer(pipeline, context, false).await,
+    };
+    if let Err(error) = finalizer {
+        context
+            .report_error(pipeline, "UpdateFinalizer", &error)
+            .await;
+        return Err(error);
+    }
+
+    // Validate and build (pure).
+    let desired = validate(pipeline)
+        .and_then(|()| resources::desired_objects(pipeline, &context.settings.build));
+    let desired = match desired {
+        Ok(desired) => desired,
+        Err(error) => {
+            context.report_error(pipeline, "Validate", &error).await;
+            let failed = StepOutcome::failed(&error);
+            let observed = Observed {
+                topics: failed.clone(),
+                schema: failed.clone(),
+                workloads: failed,
+                ready_replicas: 0,
+                rollout_complete: false,
+                runner_problem: None,
+            };
+            status_update::write_status(pipeline, context, &observed, std::slice::from_ref(&error))
+                .await?;
+            return Err(error);
+        }
+    };
+
+    // A generation not reported yet says so at once, before the slow steps.
+    let reported = pipeline
+        .status
+        .as_ref()
+        .and_then(|status| status.observed_generation);
+    if reported != pipeline.metadata.generation {
+        status_update::apply_status(
+            pipeline,
+            context,
+            status::reconciling_status(pipeline, Timestamp::now()),
+        )
+        .await?;
+    }
+
+    // Apply: the topics, the schema and the Kubernetes objects, each reported on its own.
+    let mut errors = Vec::new();
+    let topics = match context.kafka.ensure(&context.client, pipeline).await {
+        Ok(report) => {
+            context
+                .recorder
+                .changes(pipeline, &topic_changes(&report))
+                .await;
+            StepOutcome::Done {
+                reason: "TopicsReady",
+                message: format!(
+                    "topics {} and {} exist as declared",
+                    pipeline.topic_name(),
+                    pipeline.dead_letter_topic_name()
+                ),
+            }
+        }
+        Err(error) => failed_step(pipeline, context, "EnsureTopics", error, &mut errors).await,
+    };
+    test_hooks::pause_after(context, Step::Topics).await;
+    let schema = match context.cassandra.ensure(&context.client, pipeline).await {
+        Ok(report) => {
+            context
+                .recorder
+                .changes(pipeline, &schema_changes(&report))
+                .await;
+            StepOutcome::Done {
+                reason: "SchemaReady",
+                message: format!(
+                    "keyspace {} and tables {} exist as declared",
+                    pipeline.spec.cassandra.keyspace.name,
+                    pipeline.qualified_table_names().join(", ")
+                ),
+            }
+        }
+        Err(error) => failed_step(pipeline, context, "EnsureSchema", error, &mut errors).await,
+    };
+    test_hooks::pause_after(context, Step::Schema).await;
+    let mut replicas = apply::ProcessorReplicas::default();
+    let workloads = match apply::apply_objects(pipeline, context, desired).await {
+        Ok(observed) => {
+            replicas = observed;
+            StepOutcome::Done {
+                reason: "WorkloadsApplied",
+                message: "runner ConfigMap, workloads and metrics Service applied".into(),
+            }
+        }
+        Err(error) => failed_step(pipeline, context, "ApplyWorkloads", error, &mut errors).await,
+    };
+    test_hooks::pause_after(context, Step::Workloads).await;
+    let desired_replicas = pipeline.spec.runner.replicas;
+    // As `kubectl rollout status` judges it: every pod on the current template, and enough
+    // of them ready. Pods of an old template still running mean the rollout is not done.
+    let all_ready = replicas.ready >= desired_replicas
+        && replicas.updated >= desired_replicas
+        && replicas.total <= replicas.updated;
+    let runner_problem = if all_ready {
+        None
+    } else {
+        runner_health::runner_problem(pipeline, context).await
+    };
+    if let Some((reason, message)) = &runner_problem {
+        context
+            .publish(
+                pipeline,
+                EventType::Warning,
+                reason,
+                "RunProcessors",
+                message.clone(),
+            )
+            .await;
+    }
+
+    let observed = Observed {
+        topics,
+        schema,
+        workloads,
+        ready_replicas: replicas.ready,
+        rollout_complete: replicas.updated >= desired_replicas
+            && replicas.total <= replicas.updated,
+        runner_problem,
+    };
+    status_update::write_status(pipeline, context, &observed, &errors).await?;
+
+    // A transient error is retried with backoff even when another error is permanent.
+    match errors.iter().position(|error| !error.is_permanent()) {
+        Some(index) => Err(errors.swap_remove(index)),
+        None if !errors.is_empty() => Err(errors.swap_remove(0)),
+        // Pods are not watched: while replicas are missing, look again soon.
+        None if !all_ready => Ok(Action::requeue(runner_health::RUNNER_NOT_READY_POLL)),
+        None => Ok(Action::requeue(context.settings.resync)),
+    }
+}
+async fn failed_step(
+    pipeline: &Pipeline,
+    context: &Context,
+    action: &str,
+    error: Error,
+    errors: &mut Vec<Error>,
+) -> StepOutcome {
+    context.report_error(pipeline, action, &error).await;
+    let outcome = StepOutcome::failed(&error);
+    errors.push(error);
+    outcome
+}
+
+/// The Normal events a topic step's changes deserve.
+fn topic_changes(report: &TopicReport) -> [Change<'_>; 3] {
+    [
+        Change::new("TopicCreated", "created", &report.created),
+        Change::new(
+            "PartitionsIncreased",
+            "increased partitions of",
+            &report.grown,
+        ),
+        Change::new(
+            "TopicConfigReset",
+            "set drifted configs back on",
+            &report.config_reset,
+        ),
+    ]
+}
+
+/// The Normal events a schema step's changes deserve.
+fn schema_changes(report: &SchemaReport) -> [Change<'_>; 2] {
+    [
+        Change::new("TableCreated", "created table", &report.created),
+        Change::new("ColumnAdded", "added column", &report.added_columns),
+    ]
+}
