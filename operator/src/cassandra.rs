@@ -1,7 +1,6 @@
 //! The Pipeline's keyspace and tables, through `rtdp_provisioning::cassandra`, with one
 //! session per distinct cluster and credentials shared by every Pipeline that uses them.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,8 +10,8 @@ use rtdp_provisioning::ProvisionError;
 use rtdp_provisioning::cassandra::{self, SchemaReport};
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
-use tokio::sync::Mutex;
 
+use crate::client_cache::{ClientCache, cache_key};
 use crate::error::Result;
 use crate::secrets::read_key;
 
@@ -20,17 +19,9 @@ use crate::secrets::read_key;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Sessions by cluster and credentials.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct CassandraSessions {
-    sessions: Mutex<HashMap<String, Arc<Session>>>,
-}
-
-impl std::fmt::Debug for CassandraSessions {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("CassandraSessions")
-            .finish_non_exhaustive()
-    }
+    sessions: ClientCache<Arc<Session>>,
 }
 
 impl CassandraSessions {
@@ -47,40 +38,29 @@ impl CassandraSessions {
             }
             None => None,
         };
-        let mut key = spec.contact_points.join(",");
-        if let Some((username, password)) = &credentials {
-            key.push_str(&format!("\0{username}\0{password}"));
-        }
-        // One connection attempt at a time: Pipelines sharing a cluster share its session.
-        let mut sessions = self.sessions.lock().await;
-        if let Some(session) = sessions.get(&key) {
-            return Ok(Arc::clone(session));
-        }
-        let mut builder = SessionBuilder::new()
-            .known_nodes(&spec.contact_points)
-            .connection_timeout(CONNECT_TIMEOUT);
-        if let Some((username, password)) = credentials {
-            builder = builder.user(username, password);
-        }
-        let session = tokio::time::timeout(CONNECT_TIMEOUT * 2, builder.build())
-            .await
-            .map_err(|_| ProvisionError::Cassandra {
-                context: format!(
-                    "connecting to Cassandra at {}",
-                    spec.contact_points.join(",")
-                ),
-                message: format!("timed out after {:?}", CONNECT_TIMEOUT * 2),
-            })?
-            .map_err(|error| ProvisionError::Cassandra {
-                context: format!(
-                    "connecting to Cassandra at {}",
-                    spec.contact_points.join(",")
-                ),
-                message: error.to_string(),
-            })?;
-        let session = Arc::new(session);
-        sessions.insert(key, Arc::clone(&session));
-        Ok(session)
+        let contact_points = spec.contact_points.join(",");
+        let key = match &credentials {
+            Some((username, password)) => cache_key([contact_points.as_str(), username, password]),
+            None => cache_key([contact_points.as_str()]),
+        };
+        let connect = async {
+            let mut builder = SessionBuilder::new()
+                .known_nodes(&spec.contact_points)
+                .connection_timeout(CONNECT_TIMEOUT);
+            if let Some((username, password)) = credentials {
+                builder = builder.user(username, password);
+            }
+            let failed = |message: String| ProvisionError::Cassandra {
+                context: format!("connecting to Cassandra at {contact_points}"),
+                message,
+            };
+            let session = tokio::time::timeout(CONNECT_TIMEOUT * 2, builder.build())
+                .await
+                .map_err(|_| failed(format!("timed out after {:?}", CONNECT_TIMEOUT * 2)))?
+                .map_err(|error| failed(error.to_string()))?;
+            Ok::<_, ProvisionError>(Arc::new(session))
+        };
+        Ok(self.sessions.get_or_connect(key, connect).await?)
     }
 
     /// Creates the keyspace and tables and adds new columns; refuses incompatible changes.

@@ -77,6 +77,19 @@ impl EventRecorders {
         action: &str,
         note: String,
     ) {
+        self.publish_reference(&pipeline.object_ref(&()), type_, reason, action, note)
+            .await;
+    }
+
+    /// Publishes an Event about the object `reference` names; failing to publish is logged.
+    pub async fn publish_reference(
+        &self,
+        reference: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         let event = Event {
             type_,
             reason: reason.to_string(),
@@ -84,7 +97,7 @@ impl EventRecorders {
             action: action.to_string(),
             secondary: None,
         };
-        if let Err(error) = self.publish(&event, &pipeline.object_ref(&())).await {
+        if let Err(error) = self.publish(&event, reference).await {
             tracing::warn!(%error, "publishing an event");
         }
     }

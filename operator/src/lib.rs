@@ -4,7 +4,8 @@
 //! - [`controller`]: the reconcile pipeline (fetch → validate → build → apply → status) and
 //!   the finalizer;
 //! - [`resources`]: pure builders of the owned Kubernetes objects;
-//! - [`kafka`], [`cassandra`]: the external resources, through `rtdp-provisioning`;
+//! - [`kafka`], [`cassandra`]: the external resources, through `rtdp-provisioning`, with
+//!   clients shared per cluster in a [`client_cache`];
 //! - [`status`]: typed conditions;
 //! - [`events`]: Events, one per distinct message;
 //! - [`leader`]: Lease-based leader election;
@@ -12,6 +13,7 @@
 //! - [`error`]: the error type, its reasons and which errors are permanent.
 
 pub mod cassandra;
+pub mod client_cache;
 pub mod controller;
 pub mod error;
 pub mod events;

@@ -36,6 +36,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{Api, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::core::error_boundary::InvalidObject;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
@@ -90,7 +92,7 @@ pub struct Context {
     pub kafka: KafkaClients,
     /// Cassandra sessions.
     pub cassandra: CassandraSessions,
-    failures: Mutex<HashMap<ObjectRef<Pipeline>, u32>>,
+    failures: Mutex<HashMap<ObjectRef<Guarded>, u32>>,
     cleanup_failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -169,6 +171,10 @@ impl Context {
     }
 }
 
+/// A Pipeline as the watch delivers it: one that cannot be read (e.g. written under another
+/// schema) is reported on its own instead of failing the watch of every other Pipeline.
+pub type Guarded = DeserializeGuard<Pipeline>;
+
 /// The delay before retrying after the `failures`-th consecutive transient error: `base`,
 /// doubling per failure, at most `max`.
 pub fn backoff_delay(base: Duration, max: Duration, failures: u32) -> Duration {
@@ -212,7 +218,7 @@ pub async fn run(
         let owned = || watcher::Config::default().labels(MANAGED_SELECTOR);
         let shutdown = shutdown.clone();
         Controller::new(
-            api::<Pipeline>(&client, namespace),
+            api::<Guarded>(&client, namespace),
             watcher::Config::default(),
         )
         .owns(api::<ConfigMap>(&client, namespace), owned())
@@ -241,7 +247,7 @@ pub async fn run(
 
 /// Decides when a failed reconcile runs again: never by itself for permanent errors,
 /// after a per-object exponential backoff for transient ones.
-pub fn error_policy(pipeline: Arc<Pipeline>, error: &Error, context: Arc<Context>) -> Action {
+pub fn error_policy(pipeline: Arc<Guarded>, error: &Error, context: Arc<Context>) -> Action {
     if error.is_permanent() {
         tracing::info!(pipeline = %ObjectRef::from_obj(pipeline.as_ref()), %error, "waiting for a change of the Pipeline");
         return Action::await_change();
@@ -263,12 +269,19 @@ pub fn error_policy(pipeline: Arc<Pipeline>, error: &Error, context: Arc<Context
 }
 
 /// Reconciles one Pipeline and records the metrics.
-pub async fn reconcile(pipeline: Arc<Pipeline>, context: Arc<Context>) -> Result<Action> {
+pub async fn reconcile(guarded: Arc<Guarded>, context: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
-    let reference = ObjectRef::from_obj(pipeline.as_ref());
+    let reference = ObjectRef::from_obj(guarded.as_ref());
     let span = tracing::info_span!("reconcile", pipeline = %reference);
+    let pipeline = match &guarded.0 {
+        Ok(pipeline) => pipeline,
+        Err(invalid) => {
+            unreadable(&guarded, invalid, &context).await;
+            return Ok(Action::await_change());
+        }
+    };
     let result =
-        tracing::Instrument::instrument(reconcile::reconcile_pipeline(&pipeline, &context), span)
+        tracing::Instrument::instrument(reconcile::reconcile_pipeline(pipeline, &context), span)
             .await;
     context
         .metrics
@@ -281,6 +294,24 @@ pub async fn reconcile(pipeline: Arc<Pipeline>, context: Arc<Context>) -> Result
             .remove(&reference);
     }
     result
+}
+
+/// A Pipeline the operator cannot read: said in the log, a Warning event and the failure
+/// metric; nothing is touched until the object changes.
+async fn unreadable(guarded: &Guarded, invalid: &InvalidObject, context: &Context) {
+    const REASON: &str = "UnreadablePipeline";
+    tracing::warn!(pipeline = %ObjectRef::from_obj(guarded), error = %invalid, "cannot read the Pipeline; waiting for it to change");
+    context.metrics.failed(REASON);
+    context
+        .recorder
+        .publish_reference(
+            &guarded.object_ref(&()),
+            EventType::Warning,
+            REASON,
+            "Read",
+            format!("the operator cannot read this Pipeline, nothing is reconciled until it changes: {invalid}"),
+        )
+        .await;
 }
 
 #[cfg(test)]

@@ -1,0 +1,72 @@
+//! A Pipeline the operator cannot read (stored under a schema its types refuse) is reported on
+//! its own and does not stop the others. Needs `dev/stack up`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Operator, TestWorld};
+use kube::api::{Api, ApiResource, DynamicObject, PostParams};
+use rtdp_crds::Pipeline;
+use rtdp_test_support::eventually;
+
+#[tokio::test]
+async fn an_unreadable_pipeline_is_reported_and_the_others_still_reconcile() {
+    let world = TestWorld::new("op-unreadable").await;
+    let _operator = Operator::start(&world.namespace, &[]);
+
+    // The CRD accepts any integer for a datacenter's replication; the operator's types hold
+    // an i32. Such a Pipeline used to fail the whole watch, stalling every Pipeline.
+    let mut broken = serde_json::to_value(world.pipeline("broken")).expect("a Pipeline serialises");
+    broken["spec"]["cassandra"]["keyspace"]["replication"] = serde_json::json!({
+        "strategy": "NetworkTopologyStrategy",
+        "datacenters": {"datacenter1": 5_000_000_000u64},
+    });
+    let broken: DynamicObject = serde_json::from_value(broken).expect("a dynamic object");
+    let resource = ApiResource::erase::<Pipeline>(&());
+    let dynamic: Api<DynamicObject> =
+        Api::namespaced_with(world.client.clone(), &world.namespace, &resource);
+    dynamic
+        .create(&PostParams::default(), &broken)
+        .await
+        .expect("the API server accepts the Pipeline (its schema allows the value)");
+    assert!(
+        world.pipelines().get("broken").await.is_err(),
+        "the typed client cannot read it either: the premise of this test"
+    );
+
+    world.create(&world.pipeline("healthy")).await;
+    world
+        .wait_for_condition("healthy", "Ready", "True", None)
+        .await;
+    let reasons = eventually(
+        "an UnreadablePipeline event about the broken Pipeline",
+        Duration::from_secs(60),
+        || async {
+            let reasons = world.event_reasons("broken").await;
+            reasons
+                .iter()
+                .any(|reason| reason == "UnreadablePipeline")
+                .then_some(reasons)
+        },
+    )
+    .await;
+    assert!(
+        !reasons.iter().any(|reason| reason == "Reconciling"),
+        "nothing is done with a Pipeline that cannot be read: {reasons:?}"
+    );
+    let note = world
+        .events("broken")
+        .await
+        .into_iter()
+        .find_map(|event| {
+            (event.reason.as_deref() == Some("UnreadablePipeline")).then_some(event.note)
+        })
+        .flatten()
+        .unwrap_or_default();
+    assert!(
+        note.contains("nothing is reconciled until it changes"),
+        "{note}"
+    );
+    world.cleanup().await;
+}
