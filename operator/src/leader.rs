@@ -5,6 +5,11 @@
 //! keeps running, so an API server outage is not a crash loop). Only the leader runs the
 //! controller.
 //!
+//! `kube-lease-manager` (and kube-runtime, which has no leader election) was considered and not
+//! taken: it judges expiry by comparing the holder's renewTime with the local clock (skew
+//! between nodes matters), keeps reporting leadership while it cannot renew (no renew
+//! deadline: two leaders during a partition) and does not recover a deleted Lease.
+//!
 //! Expiry is judged by this replica's own clock: a Lease counts as expired when its record has
 //! not changed for a whole lease duration since this replica last saw it change, so clock skew
 //! between replicas does not matter.
@@ -35,6 +40,10 @@ pub struct LeaseSettings {
     pub renew_deadline: Duration,
     /// How often a follower tries to acquire.
     pub retry_interval: Duration,
+    /// Create the Lease when it does not exist. The Helm chart creates the Lease itself (so
+    /// `helm uninstall` removes it) and turns this off, so that an operator still stopping
+    /// during the uninstall cannot create it again.
+    pub create: bool,
 }
 
 impl LeaseSettings {
@@ -48,6 +57,7 @@ impl LeaseSettings {
             renew_interval: Duration::from_secs(5),
             renew_deadline: Duration::from_secs(10),
             retry_interval: Duration::from_secs(2),
+            create: true,
         }
     }
 }
@@ -62,6 +72,12 @@ pub enum LostLeadership {
         lease: String,
         /// The new holder.
         holder: String,
+    },
+    /// The Lease was deleted (e.g. by `helm uninstall`) and this replica does not create it.
+    #[error("lease {lease} was deleted")]
+    Deleted {
+        /// The Lease.
+        lease: String,
     },
     /// Renewing failed for longer than the renew deadline.
     #[error("could not renew lease {lease} for {elapsed:?}: {error}")]
@@ -82,6 +98,8 @@ enum Attempt {
     Held,
     /// Another replica holds it.
     HeldBy(String),
+    /// The Lease does not exist, and this replica does not create it.
+    Missing,
 }
 
 /// Acquires and keeps a Lease.
@@ -117,6 +135,12 @@ impl LeaderElector {
                     tracing::info!(lease = %self.settings.name, identity = %self.settings.identity, "acquired the leader lease");
                     return;
                 }
+                Ok(Attempt::Missing) => {
+                    if last_holder.is_none() {
+                        tracing::info!(lease = %self.settings.name, namespace = %self.settings.namespace, "waiting for the leader lease to exist (the Helm chart creates it)");
+                        last_holder = Some(String::new());
+                    }
+                }
                 Ok(Attempt::HeldBy(holder)) => {
                     if last_holder.as_ref() != Some(&holder) {
                         tracing::info!(lease = %self.settings.name, %holder, "waiting for the leader lease");
@@ -139,6 +163,11 @@ impl LeaderElector {
                     .await;
             match outcome {
                 Ok(Ok(Attempt::Held)) => renewed = Instant::now(),
+                Ok(Ok(Attempt::Missing)) => {
+                    return LostLeadership::Deleted {
+                        lease: self.settings.name.clone(),
+                    };
+                }
                 Ok(Ok(Attempt::HeldBy(holder))) => {
                     return LostLeadership::TakenOver {
                         lease: self.settings.name.clone(),
@@ -196,6 +225,9 @@ impl LeaderElector {
         let duration_seconds =
             i32::try_from(self.settings.lease_duration.as_secs()).unwrap_or(i32::MAX);
         let Some(existing) = self.api.get_opt(&self.settings.name).await? else {
+            if !self.settings.create {
+                return Ok(Attempt::Missing);
+            }
             let lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(self.settings.name.clone()),

@@ -10,6 +10,7 @@
 //! - [`events`]: Events, one per distinct message;
 //! - [`leader`]: Lease-based leader election;
 //! - [`metrics`]: Prometheus metrics, `/healthz`;
+//! - [`uninstall`]: the check the chart's pre-delete hook runs;
 //! - [`error`]: the error type, its reasons and which errors are permanent.
 
 pub mod cassandra;
@@ -23,5 +24,6 @@ pub mod metrics;
 pub mod resources;
 pub mod secrets;
 pub mod status;
+pub mod uninstall;
 
 pub use error::{Error, Result};

@@ -20,6 +20,10 @@ use tokio::sync::watch;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
+    /// What to do; without a command, run the operator.
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// Namespaces to watch, comma-separated; all namespaces when empty.
     #[arg(long, env = "RTDP_NAMESPACES", value_delimiter = ',')]
     namespaces: Vec<String>,
@@ -43,6 +47,11 @@ struct Args {
     /// The name of the leader election Lease.
     #[arg(long, env = "RTDP_LEASE_NAME", default_value = "rtdp-operator")]
     lease_name: String,
+
+    /// Create the Lease when it does not exist. The Helm chart creates it (so that
+    /// `helm uninstall` removes it) and passes `--create-lease=false`.
+    #[arg(long, env = "RTDP_CREATE_LEASE", default_value_t = true, action = clap::ArgAction::Set)]
+    create_lease: bool,
 
     /// This replica's identity in the Lease; defaults to the pod name (or host) and the pid.
     #[arg(long, env = "POD_NAME")]
@@ -80,6 +89,20 @@ struct Args {
     test_pause_after: Option<controller::Step>,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Exits 1, saying what to do, while Pipelines exist in the served namespaces: the Helm
+    /// chart's pre-delete hook, so that `helm uninstall` does not orphan them.
+    UninstallCheck {
+        /// The Helm release, for the commands the message suggests.
+        #[arg(long, default_value = "rtdp")]
+        release: String,
+        /// The release's namespace.
+        #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+        release_namespace: String,
+    },
+}
+
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum LogFormat {
     Json,
@@ -90,6 +113,13 @@ enum LogFormat {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging(args.log_format);
+    if let Some(Command::UninstallCheck {
+        release,
+        release_namespace,
+    }) = &args.command
+    {
+        return uninstall_check(&args, release, release_namespace).await;
+    }
 
     let identity = args.identity.clone().unwrap_or_else(default_identity);
     let metrics = Arc::new(Metrics::new());
@@ -110,11 +140,14 @@ async fn main() -> anyhow::Result<()> {
 
     let elector = Arc::new(LeaderElector::new(
         client.clone(),
-        LeaseSettings::new(
-            args.leader_election_namespace.clone(),
-            args.lease_name.clone(),
-            identity.clone(),
-        ),
+        LeaseSettings {
+            create: args.create_lease,
+            ..LeaseSettings::new(
+                args.leader_election_namespace.clone(),
+                args.lease_name.clone(),
+                identity.clone(),
+            )
+        },
     ));
     let settings = Settings {
         field_manager: args.field_manager.clone(),
@@ -131,13 +164,7 @@ async fn main() -> anyhow::Result<()> {
             pause_after: args.test_pause_after,
         },
     };
-    // An empty RTDP_NAMESPACES (or a trailing comma) means no namespace, not "".
-    let namespaces: Vec<String> = args
-        .namespaces
-        .iter()
-        .map(|namespace| namespace.trim().to_string())
-        .filter(|namespace| !namespace.is_empty())
-        .collect();
+    let namespaces = served_namespaces(&args);
 
     // Lead, or stand by until the Lease can be had; a lost Lease (another replica took it, or
     // the API server was unreachable for longer than the renew deadline) stops the controller
@@ -192,6 +219,40 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The pre-delete check: prints its verdict, fails while Pipelines are left.
+async fn uninstall_check(
+    args: &Args,
+    release: &str,
+    release_namespace: &str,
+) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API server (in-cluster config or KUBECONFIG)")?;
+    let remaining = rtdp_operator::uninstall::remaining(&client, &served_namespaces(args))
+        .await
+        .context("listing the Pipelines left")?;
+    match rtdp_operator::uninstall::verdict(&remaining, release, release_namespace) {
+        Ok(note) => {
+            println!("{note}");
+            Ok(())
+        }
+        Err(message) => {
+            eprintln!("{message}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// The namespaces to serve: an empty RTDP_NAMESPACES (or a trailing comma) means none named
+/// (every namespace), not "".
+fn served_namespaces(args: &Args) -> Vec<String> {
+    args.namespaces
+        .iter()
+        .map(|namespace| namespace.trim().to_string())
+        .filter(|namespace| !namespace.is_empty())
+        .collect()
+}
+
 /// Resolves once a stop was requested.
 async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
@@ -239,8 +300,12 @@ fn default_identity() -> String {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // kube-client's HTTP layer logs every failed request at ERROR without saying what it was
+    // for (e.g. each watch cut while `helm uninstall` removes the ServiceAccount); the same
+    // failures reach this operator's own logs as errors with context. RUST_LOG overrides.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,kube_client::client::builder=off")
+    });
     // Colour escapes only on a terminal: `kubectl logs` and log collectors get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

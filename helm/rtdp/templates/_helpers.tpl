@@ -35,6 +35,18 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: rtdp
 {{- end }}
 
+{{/* Labels of the uninstall check's Job and pod: not the operator's selector labels, so that
+its pod is neither counted by the PodDisruptionBudget nor an endpoint of the metrics Service. */}}
+{{- define "rtdp.uninstallCheckLabels" -}}
+helm.sh/chart: {{ include "rtdp.chart" . }}
+app.kubernetes.io/name: {{ include "rtdp.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: uninstall-check
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: rtdp
+{{- end }}
+
 {{- define "rtdp.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "rtdp.fullname" .) .Values.serviceAccount.name }}
