@@ -1,18 +1,16 @@
 //! Prometheus metrics and the operator's small HTTP server: `/metrics` (text exposition),
 //! `/healthz` (liveness: the process serves and its control loop is alive) and `/readyz`.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -112,74 +110,59 @@ impl Metrics {
         }
         text
     }
+}
 
-    fn respond(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
-        let (status, content_type, body) = match (request.method(), request.uri().path()) {
-            (&Method::GET, "/metrics") => (
-                StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                self.encode(),
-            ),
-            (&Method::GET, "/healthz" | "/readyz") => {
-                if self.healthy.load(Ordering::Relaxed) {
-                    (StatusCode::OK, "text/plain", "ok\n".to_string())
-                } else {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "text/plain",
-                        "the control loop stopped\n".to_string(),
-                    )
-                }
-            }
-            _ => (
-                StatusCode::NOT_FOUND,
-                "text/plain",
-                "not found: try /metrics or /healthz\n".to_string(),
-            ),
-        };
-        let mut response = Response::new(Full::new(Bytes::from(body)));
-        *response.status_mut() = status;
-        if let Ok(value) = content_type.parse() {
-            response
-                .headers_mut()
-                .insert(hyper::header::CONTENT_TYPE, value);
-        }
-        response
+/// The text exposition, with the OpenMetrics content type.
+async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.encode(),
+    )
+}
+
+/// Liveness and readiness: the control loop is alive.
+async fn health(State(metrics): State<Arc<Metrics>>) -> (StatusCode, &'static str) {
+    if metrics.healthy.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the control loop stopped\n",
+        )
     }
+}
+
+async fn not_found() -> (StatusCode, &'static str) {
+    (
+        StatusCode::NOT_FOUND,
+        "not found: try /metrics or /healthz\n",
+    )
+}
+
+/// The routes the server answers.
+fn router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(health))
+        .route("/readyz", get(health))
+        .fallback(not_found)
+        .with_state(metrics)
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on a bound listener until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = &mut shutdown => return,
-        };
-        let (stream, _) = match accepted {
-            Ok(connection) => connection,
-            Err(error) => {
-                tracing::warn!(%error, "accepting a metrics connection");
-                continue;
-            }
-        };
-        let metrics = Arc::clone(&metrics);
-        tokio::spawn(async move {
-            let service = service_fn(move |request: Request<Incoming>| {
-                let response = metrics.respond(&request);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            if let Err(error) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%error, "metrics connection");
-            }
-        });
+    if let Err(error) = axum::serve(listener, router(metrics))
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::warn!(%error, "serving metrics");
     }
 }
 
@@ -215,5 +198,47 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("rtdp_operator_leader 1"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_health_and_not_found() {
+        let metrics = Arc::new(Metrics::new());
+        let listener = bind("127.0.0.1:0".parse().expect("an address"))
+            .await
+            .expect("a free port");
+        let address = listener.local_addr().expect("bound");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, Arc::clone(&metrics), async {
+            stopped.await.ok();
+        }));
+        let get = |path: &'static str| async move {
+            let mut stream = tokio::net::TcpStream::connect(address)
+                .await
+                .expect("connect");
+            tokio::io::AsyncWriteExt::write_all(
+                &mut stream,
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await
+            .expect("write");
+            let mut response = String::new();
+            tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut response)
+                .await
+                .expect("read");
+            response
+        };
+        let response = get("/metrics").await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(
+            response.contains("application/openmetrics-text"),
+            "{response}"
+        );
+        assert!(response.contains("rtdp_operator_leader"), "{response}");
+        assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
+        assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
+        metrics.set_unhealthy();
+        assert!(get("/readyz").await.starts_with("HTTP/1.1 503"));
+        stop.send(()).ok();
+        server.await.expect("the server stops on shutdown");
     }
 }
