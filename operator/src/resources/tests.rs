@@ -1,0 +1,172 @@
+//! Unit tests of the builders, and the example Pipelines other modules' tests build from.
+
+use super::pod::header_env_name;
+use super::*;
+
+/// A Pipeline parsed from an example, as if read from the API server.
+pub(crate) fn example(text: &str, name: &str) -> Pipeline {
+    let mut pipeline = rtdp_crds::parse_pipeline(text, name).expect("the example parses");
+    pipeline.metadata.namespace = Some("demo".into());
+    pipeline.metadata.uid = Some("0b5e3f5c-1111-2222-3333-444455556666".into());
+    pipeline.metadata.generation = Some(1);
+    pipeline
+}
+
+pub(crate) fn listings() -> Pipeline {
+    example(
+        include_str!("../../../examples/property-listings.yaml"),
+        "property-listings.yaml",
+    )
+}
+
+pub(crate) fn generated() -> Pipeline {
+    example(
+        include_str!("../../../examples/generated-listings.yaml"),
+        "generated-listings.yaml",
+    )
+}
+
+pub(crate) fn web_events() -> Pipeline {
+    example(
+        include_str!("../../../examples/web-events.yaml"),
+        "web-events.yaml",
+    )
+}
+
+pub(crate) fn context() -> BuildContext {
+    BuildContext {
+        default_image: "ghcr.io/rtdp-dev/pipeline-runner:0.1.0".into(),
+    }
+}
+
+#[test]
+fn header_env_names_follow_the_contract() {
+    assert_eq!(
+        header_env_name("X-RapidAPI-Key"),
+        "RTDP_HTTP_HEADER_X_RAPIDAPI_KEY"
+    );
+}
+
+#[test]
+fn every_object_is_owned_and_labelled() {
+    let pipeline = listings();
+    let objects = desired_objects(&pipeline, &context()).expect("builds");
+    let mut metas = vec![
+        &objects.config_map.metadata,
+        &objects.processor.metadata,
+        &objects.service.metadata,
+    ];
+    match &objects.ingest {
+        Some(Ingest::Scheduled(cron_job)) => metas.push(&cron_job.metadata),
+        other => panic!("expected a CronJob, got {other:?}"),
+    }
+    for meta in metas {
+        let owners = meta.owner_references.as_ref().expect("owner references");
+        assert_eq!(owners.len(), 1);
+        assert_eq!(owners[0].kind, "Pipeline");
+        assert_eq!(owners[0].controller, Some(true));
+        assert_eq!(owners[0].uid, "0b5e3f5c-1111-2222-3333-444455556666");
+        assert_eq!(meta.namespace.as_deref(), Some("demo"));
+        let labels = meta.labels.as_ref().expect("labels");
+        assert_eq!(
+            labels.get(PIPELINE_LABEL).map(String::as_str),
+            Some(pipeline.name_any().as_str())
+        );
+    }
+}
+
+#[test]
+fn the_image_defaults_to_the_operators() {
+    let mut pipeline = generated();
+    assert_eq!(
+        runner_image(&pipeline, &context()),
+        "ghcr.io/rtdp-dev/pipeline-runner:0.1.0"
+    );
+    pipeline.spec.runner.image = Some("registry.local/runner:dev".into());
+    assert_eq!(
+        runner_image(&pipeline, &context()),
+        "registry.local/runner:dev"
+    );
+}
+
+#[test]
+fn pods_are_restricted() {
+    let pipeline = generated();
+    let objects = desired_objects(&pipeline, &context()).expect("builds");
+    let template = objects.processor.spec.expect("spec").template;
+    let pod = template.spec.expect("pod spec");
+    let pod_security = pod.security_context.expect("pod security context");
+    assert_eq!(pod_security.run_as_non_root, Some(true));
+    assert_eq!(
+        pod_security.seccomp_profile.map(|profile| profile.type_),
+        Some("RuntimeDefault".to_string())
+    );
+    let container = &pod.containers[0];
+    let security = container
+        .security_context
+        .clone()
+        .expect("security context");
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.run_as_non_root, Some(true));
+    assert_eq!(
+        security
+            .capabilities
+            .and_then(|capabilities| capabilities.drop),
+        Some(vec!["ALL".to_string()])
+    );
+    let liveness = container.liveness_probe.clone().expect("liveness probe");
+    assert_eq!(
+        liveness.http_get.and_then(|get| get.path).as_deref(),
+        Some("/healthz")
+    );
+    let readiness = container.readiness_probe.clone().expect("readiness probe");
+    assert_eq!(
+        readiness.http_get.and_then(|get| get.path).as_deref(),
+        Some("/readyz")
+    );
+    let mount = container
+        .volume_mounts
+        .as_ref()
+        .and_then(|mounts| mounts.iter().find(|mount| mount.name == "config"))
+        .expect("the config mount");
+    assert_eq!(mount.mount_path, CONFIG_PATH);
+    assert_eq!(mount.read_only, Some(true));
+}
+
+#[test]
+fn secrets_reach_the_runner_as_secret_key_refs() {
+    let pipeline = web_events();
+    let objects = desired_objects(&pipeline, &context()).expect("builds");
+    let pod = objects
+        .processor
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod spec");
+    let env = pod.containers[0].env.clone().unwrap_or_default();
+    let names: Vec<&str> = env.iter().map(|var| var.name.as_str()).collect();
+    for expected in [
+        "RTDP_KAFKA_USERNAME",
+        "RTDP_KAFKA_PASSWORD",
+        "RTDP_LOG_FORMAT",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    for var in env
+        .iter()
+        .filter(|var| var.name.starts_with("RTDP_KAFKA_U"))
+    {
+        assert!(var.value.is_none(), "a secret must not be inlined: {var:?}");
+        assert!(
+            var.value_from
+                .as_ref()
+                .and_then(|from| from.secret_key_ref.as_ref())
+                .is_some()
+        );
+    }
+}
