@@ -9,7 +9,6 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 /// How long a client may stay unused before it is dropped. Longer than the resync period, so
@@ -18,16 +17,7 @@ const IDLE_LIMIT: Duration = Duration::from_secs(3600);
 
 /// The digest of the parts that identify a cluster and the credentials used with it.
 pub fn cache_key<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
-    let mut hasher = Sha256::new();
-    for part in parts {
-        hasher.update(part.as_bytes());
-        hasher.update([0]);
-    }
-    hasher
-        .finalize()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    crate::digest::sha256_hex(parts)
 }
 
 struct Entry<T> {

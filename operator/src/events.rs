@@ -16,20 +16,13 @@ use rtdp_crds::Pipeline;
 /// cleared; bounds memory with many Pipelines and many different errors.
 const MAX_SERIES: usize = 4096;
 
-/// Publishes Events, each distinct message as its own series.
+/// Publishes Events, each distinct message as its own series. Not `Debug`: kube's `Client` and
+/// `Recorder` are not.
+#[allow(missing_debug_implementations)]
 pub struct EventRecorders {
     client: Client,
     reporter: Reporter,
     recorders: Mutex<HashMap<String, Recorder>>,
-}
-
-impl std::fmt::Debug for EventRecorders {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("EventRecorders")
-            .field("reporter", &self.reporter)
-            .finish_non_exhaustive()
-    }
 }
 
 impl EventRecorders {

@@ -16,6 +16,7 @@
 pub mod cassandra;
 pub mod client_cache;
 pub mod controller;
+pub mod digest;
 pub mod error;
 pub mod events;
 pub mod kafka;

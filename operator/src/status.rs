@@ -371,35 +371,27 @@ mod tests {
             "Unschedulable",
             "pod generated-listings-processor-x cannot be scheduled: 0/1 nodes are available: 1 Insufficient cpu.".into(),
         ));
-        let status = desired_status(&pipeline, &observed, Timestamp::now());
-        let runner = condition(&status, "RunnerReady");
-        assert_eq!(
-            (runner.status.as_str(), runner.reason.as_str()),
-            ("False", "Unschedulable")
-        );
-        assert!(
-            runner
-                .message
-                .starts_with("0 of 1 processor replicas ready: pod "),
-            "{}",
-            runner.message
-        );
-        assert!(runner.message.contains("Insufficient cpu"));
+        let unschedulable = |observed: &Observed, message_start: &str| {
+            let status = desired_status(&pipeline, observed, Timestamp::now());
+            let runner = condition(&status, "RunnerReady").clone();
+            assert_eq!(
+                (runner.status.as_str(), runner.reason.as_str()),
+                ("False", "Unschedulable")
+            );
+            assert!(
+                runner.message.starts_with(message_start),
+                "{}",
+                runner.message
+            );
+            assert!(runner.message.contains("Insufficient cpu"));
+        };
+        unschedulable(&observed, "0 of 1 processor replicas ready: pod ");
         // A rollout stuck behind an unschedulable pod is not ready, though the old pod is.
         observed.ready_replicas = 1;
         observed.rollout_complete = false;
-        let status = desired_status(&pipeline, &observed, Timestamp::now());
-        let runner = condition(&status, "RunnerReady");
-        assert_eq!(
-            (runner.status.as_str(), runner.reason.as_str()),
-            ("False", "Unschedulable")
-        );
-        assert!(
-            runner
-                .message
-                .starts_with("1 of 1 processor replicas ready; the rollout of the current spec is not finished: pod "),
-            "{}",
-            runner.message
+        unschedulable(
+            &observed,
+            "1 of 1 processor replicas ready; the rollout of the current spec is not finished: pod ",
         );
         // Once the replicas are ready on the current spec, an old problem is not reported.
         observed.rollout_complete = true;

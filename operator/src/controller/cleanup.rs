@@ -130,16 +130,15 @@ pub(super) async fn cleanup(pipeline: &Pipeline, context: &Context) -> Result<Ac
     if pipeline.spec.deletion_policy == DeletionPolicy::Retain {
         ensure_finalizer(pipeline, context, false).await?;
         context
-            .publish(
+            .recorder
+            .publish_about(
                 pipeline,
                 EventType::Normal,
                 "Retained",
                 "Delete",
                 format!(
-                    "deletionPolicy Retain: topics {} and {} and tables {} are kept",
-                    pipeline.topic_name(),
-                    pipeline.dead_letter_topic_name(),
-                    pipeline.qualified_table_names().join(", ")
+                    "deletionPolicy Retain: {} are kept",
+                    outside_kubernetes(pipeline)
                 ),
             )
             .await;
@@ -166,16 +165,15 @@ pub(super) async fn cleanup(pipeline: &Pipeline, context: &Context) -> Result<Ac
     match dropped {
         Ok(()) => {
             context
-                .publish(
+                .recorder
+                .publish_about(
                     pipeline,
                     EventType::Normal,
                     "Deleted",
                     "Delete",
                     format!(
-                        "deletionPolicy Delete: dropped topics {} and {} and tables {}",
-                        pipeline.topic_name(),
-                        pipeline.dead_letter_topic_name(),
-                        pipeline.qualified_table_names().join(", ")
+                        "deletionPolicy Delete: dropped {}",
+                        outside_kubernetes(pipeline)
                     ),
                 )
                 .await;
@@ -213,7 +211,8 @@ pub(super) async fn cleanup(pipeline: &Pipeline, context: &Context) -> Result<Ac
             };
             if attempts == limit {
                 context
-                    .publish(
+                    .recorder
+                    .publish_about(
                         pipeline,
                         EventType::Warning,
                         "CleanupBlocked",
@@ -237,6 +236,16 @@ pub(super) async fn cleanup(pipeline: &Pipeline, context: &Context) -> Result<Ac
             Err(returned)
         }
     }
+}
+
+/// What the Pipeline has outside Kubernetes: its topics and tables.
+fn outside_kubernetes(pipeline: &Pipeline) -> String {
+    format!(
+        "topics {} and {} and tables {}",
+        pipeline.topic_name(),
+        pipeline.dead_letter_topic_name(),
+        pipeline.qualified_table_names().join(", ")
+    )
 }
 
 /// The status of a Pipeline being deleted: `Ready=False` (reason `Deleting`) for the current

@@ -133,33 +133,20 @@ impl Context {
         Api::namespaced(self.client.clone(), &pipeline.namespace_or_default())
     }
 
-    /// Publishes an Event about the Pipeline.
-    async fn publish(
-        &self,
-        pipeline: &Pipeline,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) {
-        self.recorder
-            .publish_about(pipeline, type_, reason, action, note)
-            .await;
-    }
-
     /// Logs an error, counts it by reason and publishes a Warning event whose action names
     /// the step that failed (`EnsureTopics`, `EnsureSchema`, `ApplyWorkloads`, `Delete`...).
     async fn report_error(&self, pipeline: &Pipeline, action: &str, error: &Error) {
         tracing::warn!(reason = error.reason(), action, permanent = error.is_permanent(), %error, "reconcile error");
         self.metrics.failed(error.reason());
-        self.publish(
-            pipeline,
-            EventType::Warning,
-            error.reason(),
-            action,
-            error.to_string(),
-        )
-        .await;
+        self.recorder
+            .publish_about(
+                pipeline,
+                EventType::Warning,
+                error.reason(),
+                action,
+                error.to_string(),
+            )
+            .await;
     }
 
     fn backoff(&self, failures: u32) -> Duration {

@@ -71,36 +71,38 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
     let mut errors = Vec::new();
     let topics = match context.kafka.ensure(&context.client, pipeline).await {
         Ok(report) => {
-            context
-                .recorder
-                .changes(pipeline, &topic_changes(&report))
-                .await;
-            StepOutcome::Done {
-                reason: "TopicsReady",
-                message: format!(
-                    "topics {} and {} exist as declared",
-                    pipeline.topic_name(),
-                    pipeline.dead_letter_topic_name()
-                ),
-            }
+            let message = format!(
+                "topics {} and {} exist as declared",
+                pipeline.topic_name(),
+                pipeline.dead_letter_topic_name()
+            );
+            step_done(
+                pipeline,
+                context,
+                &topic_changes(&report),
+                "TopicsReady",
+                message,
+            )
+            .await
         }
         Err(error) => failed_step(pipeline, context, "EnsureTopics", error, &mut errors).await,
     };
     test_hooks::pause_after(context, Step::Topics).await;
     let schema = match context.cassandra.ensure(&context.client, pipeline).await {
         Ok(report) => {
-            context
-                .recorder
-                .changes(pipeline, &schema_changes(&report))
-                .await;
-            StepOutcome::Done {
-                reason: "SchemaReady",
-                message: format!(
-                    "keyspace {} and tables {} exist as declared",
-                    pipeline.spec.cassandra.keyspace.name,
-                    pipeline.qualified_table_names().join(", ")
-                ),
-            }
+            let message = format!(
+                "keyspace {} and tables {} exist as declared",
+                pipeline.spec.cassandra.keyspace.name,
+                pipeline.qualified_table_names().join(", ")
+            );
+            step_done(
+                pipeline,
+                context,
+                &schema_changes(&report),
+                "SchemaReady",
+                message,
+            )
+            .await
         }
         Err(error) => failed_step(pipeline, context, "EnsureSchema", error, &mut errors).await,
     };
@@ -130,7 +132,8 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
     };
     if let Some((reason, message)) = &runner_problem {
         context
-            .publish(
+            .recorder
+            .publish_about(
                 pipeline,
                 EventType::Warning,
                 reason,
@@ -160,6 +163,18 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
         None => Ok(Action::requeue(context.settings.resync)),
     }
 }
+/// A step that succeeded: an event per kind of change it made, and its outcome.
+async fn step_done(
+    pipeline: &Pipeline,
+    context: &Context,
+    changes: &[Change<'_>],
+    reason: &'static str,
+    message: String,
+) -> StepOutcome {
+    context.recorder.changes(pipeline, changes).await;
+    StepOutcome::Done { reason, message }
+}
+
 async fn failed_step(
     pipeline: &Pipeline,
     context: &Context,

@@ -36,7 +36,8 @@ pub(super) async fn write_status(
             continue;
         }
         context
-            .publish(
+            .recorder
+            .publish_about(
                 pipeline,
                 if healthy {
                     EventType::Normal

@@ -8,7 +8,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 use rtdp_crds::{Pipeline, PipelineSpec};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::object_meta;
 use crate::error::{Error, Result};
@@ -54,18 +53,13 @@ pub fn runner_manifest(pipeline: &Pipeline) -> Result<String> {
 
 /// The hex SHA-256 of the ConfigMap's data, in key order.
 pub fn hash_of(config_map: &ConfigMap) -> String {
-    let mut hasher = Sha256::new();
-    for (key, value) in config_map.data.iter().flatten() {
-        hasher.update(key.as_bytes());
-        hasher.update([0]);
-        hasher.update(value.as_bytes());
-        hasher.update([0]);
-    }
-    hasher
-        .finalize()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    crate::digest::sha256_hex(
+        config_map
+            .data
+            .iter()
+            .flatten()
+            .flat_map(|(key, value)| [key.as_str(), value.as_str()]),
+    )
 }
 
 /// Builds the ConfigMap. Pure.

@@ -2,12 +2,12 @@
 //! with a `schedule`, or a Deployment running `pipeline-runner ingest` for a continuous source
 //! (an HTTP `pollInterval`, or the generator). None without a source.
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentStrategy};
 use k8s_openapi::api::batch::v1::{
     CronJob, CronJobSpec, JobSpec, JobTemplateSpec, PodFailurePolicy,
     PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyRule,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use rtdp_crds::Pipeline;
 
 use super::{
@@ -98,29 +98,17 @@ fn cron_job(workload: &Workload<'_>, schedule: &str) -> CronJob {
 }
 
 fn deployment(workload: &Workload<'_>) -> Deployment {
-    let pipeline = workload.pipeline;
-    Deployment {
-        metadata: object_meta(pipeline, name(pipeline), workload.owner, Some(Role::Ingest)),
-        spec: Some(DeploymentSpec {
-            // One producer: a second would duplicate every record.
-            replicas: Some(1),
-            strategy: Some(DeploymentStrategy {
-                type_: Some("Recreate".into()),
-                ..Default::default()
-            }),
-            selector: LabelSelector {
-                match_labels: Some(selector_labels(pipeline, Role::Ingest)),
-                ..Default::default()
-            },
-            template: workload.pod_template(
-                Role::Ingest,
-                &["ingest", "--file", CONFIG_PATH],
-                "Always",
-            ),
+    workload.deployment(
+        name(workload.pipeline),
+        Role::Ingest,
+        // One producer: a second would duplicate every record.
+        1,
+        Some(DeploymentStrategy {
+            type_: Some("Recreate".into()),
             ..Default::default()
         }),
-        ..Default::default()
-    }
+        &["ingest", "--file", CONFIG_PATH],
+    )
 }
 
 #[cfg(test)]

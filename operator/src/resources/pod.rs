@@ -1,11 +1,12 @@
 //! The runner pod template every workload shares, per docs/runner-contract.md.
 
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
     PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector,
     SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use rtdp_crds::Pipeline;
 
@@ -25,6 +26,31 @@ pub struct Workload<'a> {
 }
 
 impl Workload<'_> {
+    /// A runner Deployment named `name` for `role`, running `args` in `replicas` pods.
+    pub fn deployment(
+        &self,
+        name: String,
+        role: Role,
+        replicas: i32,
+        strategy: Option<DeploymentStrategy>,
+        args: &[&str],
+    ) -> Deployment {
+        Deployment {
+            metadata: object_meta(self.pipeline, name, self.owner, Some(role)),
+            spec: Some(DeploymentSpec {
+                replicas: Some(replicas),
+                strategy,
+                selector: LabelSelector {
+                    match_labels: Some(selector_labels(self.pipeline, role)),
+                    ..Default::default()
+                },
+                template: self.pod_template(role, args, "Always"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
     /// A runner pod template for `role` running `args`, per docs/runner-contract.md: the
     /// config mounted read-only, secrets as `secretKeyRef` environment variables, probes on
     /// the metrics port and a restricted security context.

@@ -1,10 +1,9 @@
 //! `<pipeline>-processor`: the Deployment running `pipeline-runner process`.
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::api::apps::v1::Deployment;
 use rtdp_crds::Pipeline;
 
-use super::{CONFIG_PATH, Role, Workload, child_name, object_meta, selector_labels};
+use super::{CONFIG_PATH, Role, Workload, child_name};
 
 /// The Deployment's name: `<pipeline>-processor`.
 pub fn name(pipeline: &Pipeline) -> String {
@@ -14,28 +13,13 @@ pub fn name(pipeline: &Pipeline) -> String {
 /// Builds the processor Deployment. Pure.
 pub fn build(workload: &Workload<'_>) -> Deployment {
     let pipeline = workload.pipeline;
-    Deployment {
-        metadata: object_meta(
-            pipeline,
-            name(pipeline),
-            workload.owner,
-            Some(Role::Processor),
-        ),
-        spec: Some(DeploymentSpec {
-            replicas: Some(pipeline.spec.runner.replicas),
-            selector: LabelSelector {
-                match_labels: Some(selector_labels(pipeline, Role::Processor)),
-                ..Default::default()
-            },
-            template: workload.pod_template(
-                Role::Processor,
-                &["process", "--file", CONFIG_PATH],
-                "Always",
-            ),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    workload.deployment(
+        name(pipeline),
+        Role::Processor,
+        pipeline.spec.runner.replicas,
+        None,
+        &["process", "--file", CONFIG_PATH],
+    )
 }
 
 #[cfg(test)]
