@@ -3,9 +3,11 @@
 
 pub mod manifest;
 pub mod pipeline;
+pub mod validation;
 
 pub use manifest::{ManifestError, load_pipeline, parse_pipeline};
 pub use pipeline::*;
+pub use validation::{FieldError, validate};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,

@@ -1,0 +1,395 @@
+//! What the CRD schema cannot express, checked in one place: the operator's admission webhook,
+//! its reconcile (for objects written while the webhook was down) and `pipeline-runner
+//! validate` / standalone mode all call [`validate`], so every path gives the same message.
+//!
+//! The schema (OpenAPI bounds, patterns, CEL rules in `pipeline.rs`) refuses what it can at
+//! apply time; this covers what needs a real parser: cron patterns (croner, as Kubernetes
+//! CronJobs read them), CEL expressions compiled against the declared fields, defaults parsed
+//! as their types, and names that must fit Kubernetes and Kafka limits.
+
+use std::fmt;
+use std::str::FromStr;
+
+use croner::parser::{CronParser, Seconds, Year};
+use kube::ResourceExt;
+
+use crate::{CqlType, Pipeline};
+
+/// One reason a Pipeline is refused: the field (a JSON path as `kubectl explain` spells it)
+/// and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field, e.g. `spec.schema.filter`.
+    pub field: String,
+    /// What is wrong, e.g. `references undeclared field "prize"`.
+    pub message: String,
+}
+
+impl FieldError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Every error joined into one message, e.g. for a status condition or an admission response.
+pub fn describe(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Checks a Pipeline beyond its schema. Empty when it is valid. Pure.
+pub fn validate(pipeline: &Pipeline) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    names(pipeline, &mut errors);
+    topics(pipeline, &mut errors);
+    source(pipeline, &mut errors);
+    schema(pipeline, &mut errors);
+    tables(pipeline, &mut errors);
+    if pipeline.spec.runner.image.as_deref() == Some("") {
+        errors.push(FieldError::new("spec.runner.image", "is empty"));
+    }
+    errors
+}
+
+/// Label values are at most 63 characters; a CronJob's name at most 52 (its Jobs append 11).
+fn names(pipeline: &Pipeline, errors: &mut Vec<FieldError>) {
+    let name = pipeline.name_any();
+    let scheduled = pipeline
+        .spec
+        .source
+        .as_ref()
+        .and_then(|source| source.http.as_ref())
+        .is_some_and(|http| http.schedule.is_some());
+    let longest = if scheduled { 52 - "-ingest".len() } else { 63 };
+    if name.len() > longest {
+        errors.push(FieldError::new(
+            "metadata.name",
+            format!(
+                "{name:?} is {} characters; at most {longest} fit the runner's object names and labels",
+                name.len()
+            ),
+        ));
+    }
+}
+
+fn topics(pipeline: &Pipeline, errors: &mut Vec<FieldError>) {
+    let topic = pipeline.topic_name();
+    let dead_letter = pipeline.dead_letter_topic_name();
+    for (field, name) in [
+        ("spec.topic.name", &topic),
+        ("spec.topic.deadLetter.name", &dead_letter),
+    ] {
+        if name == "." || name == ".." {
+            errors.push(FieldError::new(
+                field,
+                format!("{name:?} is not a valid Kafka topic name"),
+            ));
+        }
+    }
+    if topic == dead_letter {
+        errors.push(FieldError::new(
+            "spec.topic.deadLetter.name",
+            format!("is the main topic {topic:?}: dead letters would be read back as records"),
+        ));
+    }
+}
+
+/// Header names that carry credentials: their value must come from a Secret.
+const CREDENTIAL_HEADERS: [&str; 7] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+    "x-rapidapi-key",
+    "api-key",
+    "x-auth-token",
+];
+
+fn source(pipeline: &Pipeline, errors: &mut Vec<FieldError>) {
+    let Some(http) = pipeline
+        .spec
+        .source
+        .as_ref()
+        .and_then(|source| source.http.as_ref())
+    else {
+        return;
+    };
+    if let Some(schedule) = &http.schedule
+        && let Err(message) = check_cron(schedule)
+    {
+        errors.push(FieldError::new("spec.source.http.schedule", message));
+    }
+    for (index, header) in http.headers.iter().enumerate() {
+        let lower = header.name.to_ascii_lowercase();
+        let credential = CREDENTIAL_HEADERS.contains(&lower.as_str())
+            || ["key", "token", "secret", "password"]
+                .iter()
+                .any(|word| lower.contains(word));
+        if credential && header.value.is_some() {
+            errors.push(FieldError::new(
+                format!("spec.source.http.headers[{index}].value"),
+                format!(
+                    "header {} carries a credential: take it from a Secret with valueFrom.secretKeyRef, never inline",
+                    header.name
+                ),
+            ));
+        }
+    }
+}
+
+/// Parses a schedule as a Kubernetes CronJob does (five fields or an `@` nickname; none of
+/// the Quartz extensions `L`, `W`, `#`). Pure.
+pub fn check_cron(schedule: &str) -> Result<(), String> {
+    const NAMES: [&str; 19] = [
+        "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC", "SUN",
+        "MON", "TUE", "WED", "THU", "FRI", "SAT",
+    ];
+    let mut bare = schedule.to_ascii_uppercase();
+    for name in NAMES {
+        bare = bare.replace(name, "");
+    }
+    if !schedule.starts_with('@') && bare.contains(['L', 'W', '#']) {
+        return Err(format!(
+            "{schedule:?}: L, W and # are not understood by Kubernetes CronJobs"
+        ));
+    }
+    let parser = CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        .build();
+    parser
+        .parse(schedule)
+        .map(|_| ())
+        .map_err(|error| format!("{schedule:?} is not a valid cron schedule: {error}"))
+}
+
+fn schema(pipeline: &Pipeline, errors: &mut Vec<FieldError>) {
+    let schema = &pipeline.spec.schema;
+    for (index, field) in schema.fields.iter().enumerate() {
+        if let Some(default) = &field.default
+            && let Err(message) = check_text(field.type_, default)
+        {
+            errors.push(FieldError::new(
+                format!("spec.schema.fields[{index}].default"),
+                format!(
+                    "{default:?} is not a valid {}: {message}",
+                    field.type_.as_cql()
+                ),
+            ));
+        }
+    }
+    let declared: Vec<&str> = schema
+        .fields
+        .iter()
+        .map(|field| field.name.as_str())
+        .collect();
+    for (index, derived) in schema.derived.iter().enumerate() {
+        // Derived expressions see the parsed fields.
+        check_expression(
+            &format!("spec.schema.derived[{index}].expression"),
+            &derived.expression,
+            &declared,
+            errors,
+        );
+    }
+    if let Some(filter) = &schema.filter {
+        // The filter sees the parsed and the derived fields.
+        let visible: Vec<&str> = declared
+            .iter()
+            .copied()
+            .chain(schema.derived.iter().map(|derived| derived.name.as_str()))
+            .collect();
+        check_expression("spec.schema.filter", filter, &visible, errors);
+    }
+}
+
+/// The CEL macros whose first argument binds a variable (`list.all(x, x > 0)`).
+const BINDING_MACROS: [&str; 5] = ["all", "exists", "exists_one", "map", "filter"];
+
+/// Compiles a CEL expression and checks that every variable it reads is visible to it.
+fn check_expression(field: &str, expression: &str, visible: &[&str], errors: &mut Vec<FieldError>) {
+    let program = match cel::Program::compile(expression) {
+        Ok(program) => program,
+        Err(error) => {
+            errors.push(FieldError::new(
+                field,
+                format!("{expression:?} is not valid CEL: {error}"),
+            ));
+            return;
+        }
+    };
+    let bound = macro_bound_variables(expression);
+    let references = program.references();
+    let mut unknown: Vec<&str> = references
+        .variables()
+        .into_iter()
+        .filter(|name| !visible.contains(name) && !bound.iter().any(|bound| bound == name))
+        .collect();
+    unknown.sort_unstable();
+    if !unknown.is_empty() {
+        errors.push(FieldError::new(
+            field,
+            format!(
+                "{expression:?} reads {} not declared in spec.schema (declared: {})",
+                unknown
+                    .iter()
+                    .map(|name| format!("{name:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                visible.join(", ")
+            ),
+        ));
+    }
+}
+
+/// The variables CEL macros bind, e.g. `x` in `tags.exists(x, x == "new")`: the identifier
+/// right after `.<macro>(`. cel's reference list does not tell bound from free variables.
+fn macro_bound_variables(expression: &str) -> Vec<String> {
+    let mut bound = Vec::new();
+    for name in BINDING_MACROS {
+        let pattern = format!(".{name}(");
+        let mut rest = expression;
+        while let Some(position) = rest.find(&pattern) {
+            rest = &rest[position + pattern.len()..];
+            let variable: String = rest
+                .trim_start()
+                .chars()
+                .take_while(|character| character.is_alphanumeric() || *character == '_')
+                .collect();
+            if !variable.is_empty() {
+                bound.push(variable);
+            }
+        }
+    }
+    bound
+}
+
+/// Whether `text` is a value of `cql_type` as a field's `default` is written. Pure.
+pub fn check_text(cql_type: CqlType, text: &str) -> Result<(), String> {
+    fn parsed<T: FromStr>(text: &str, what: &str) -> Result<(), String> {
+        text.trim()
+            .parse::<T>()
+            .map(|_| ())
+            .map_err(|_| format!("expected {what}"))
+    }
+    match cql_type {
+        CqlType::Text => Ok(()),
+        CqlType::Ascii => text
+            .is_ascii()
+            .then_some(())
+            .ok_or_else(|| "expected ASCII text".to_string()),
+        CqlType::Boolean => matches!(text.trim(), "true" | "false")
+            .then_some(())
+            .ok_or_else(|| "expected true or false".to_string()),
+        CqlType::Tinyint => parsed::<i8>(text, "an integer from -128 to 127"),
+        CqlType::Smallint => parsed::<i16>(text, "an integer from -32768 to 32767"),
+        CqlType::Int => parsed::<i32>(text, "a 32-bit integer"),
+        CqlType::Bigint => parsed::<i64>(text, "a 64-bit integer"),
+        CqlType::Float | CqlType::Double => {
+            let value: f64 = text
+                .trim()
+                .parse()
+                .map_err(|_| "expected a number".to_string())?;
+            value
+                .is_finite()
+                .then_some(())
+                .ok_or_else(|| "expected a finite number".to_string())
+        }
+        CqlType::Decimal => is_decimal(text.trim())
+            .then_some(())
+            .ok_or_else(|| "expected a decimal number, e.g. 12.50".to_string()),
+        CqlType::Timestamp => {
+            let trimmed = text.trim();
+            if trimmed.parse::<i64>().is_ok() {
+                return Ok(());
+            }
+            trimmed
+                .parse::<k8s_openapi::jiff::Timestamp>()
+                .map(|_| ())
+                .map_err(|_| "expected an RFC 3339 time or epoch milliseconds".to_string())
+        }
+        CqlType::Date => text
+            .trim()
+            .parse::<k8s_openapi::jiff::civil::Date>()
+            .map(|_| ())
+            .map_err(|_| "expected a date as YYYY-MM-DD".to_string()),
+        CqlType::Uuid => is_uuid(text.trim())
+            .then_some(())
+            .ok_or_else(|| "expected a UUID like 123e4567-e89b-12d3-a456-426614174000".to_string()),
+        CqlType::Blob => is_base64(text.trim())
+            .then_some(())
+            .ok_or_else(|| "expected base64".to_string()),
+    }
+}
+
+/// `[+-]digits[.digits][e[+-]digits]`, at least one digit before the exponent.
+fn is_decimal(text: &str) -> bool {
+    let unsigned = text.strip_prefix(['+', '-']).unwrap_or(text);
+    let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
+        Some((mantissa, exponent)) => (mantissa, Some(exponent)),
+        None => (unsigned, None),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = |part: &str| part.chars().all(|character| character.is_ascii_digit());
+    let mantissa_ok =
+        digits(whole) && digits(fraction) && !(whole.is_empty() && fraction.is_empty());
+    let exponent_ok = exponent.is_none_or(|exponent| {
+        let exponent = exponent.strip_prefix(['+', '-']).unwrap_or(exponent);
+        !exponent.is_empty() && digits(exponent)
+    });
+    mantissa_ok && exponent_ok
+}
+
+fn is_uuid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(group, length)| {
+            group.len() == length && group.chars().all(|character| character.is_ascii_hexdigit())
+        })
+}
+
+fn is_base64(text: &str) -> bool {
+    let body = text.trim_end_matches('=');
+    text.len() % 4 == 0
+        && text.len() - body.len() <= 2
+        && body.chars().all(|character| {
+            character.is_ascii_alphanumeric() || character == '+' || character == '/'
+        })
+}
+
+fn tables(pipeline: &Pipeline, errors: &mut Vec<FieldError>) {
+    let nullable = pipeline.nullable_key_columns();
+    if !nullable.is_empty() {
+        errors.push(FieldError::new(
+            "spec.cassandra.tables",
+            format!(
+                "key columns {} may be null (their fields are neither required nor defaulted); mark each field required: true or give it a default",
+                nullable.join(", ")
+            ),
+        ));
+    }
+    let tables = pipeline.qualified_table_names();
+    for (index, table) in tables.iter().enumerate() {
+        if tables[..index].contains(table) {
+            errors.push(FieldError::new(
+                format!("spec.cassandra.tables[{index}].name"),
+                format!("table {table} is declared twice"),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

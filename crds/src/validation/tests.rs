@@ -1,0 +1,125 @@
+use super::*;
+use crate::parse_pipeline;
+
+fn listings() -> Pipeline {
+    parse_pipeline(
+        include_str!("../../../examples/property-listings.yaml"),
+        "property-listings.yaml",
+    )
+    .expect("the example parses")
+}
+
+fn fields_of(errors: &[FieldError]) -> Vec<&str> {
+    errors.iter().map(|error| error.field.as_str()).collect()
+}
+
+#[test]
+fn the_examples_are_valid() {
+    for (name, text) in [
+        (
+            "property-listings",
+            include_str!("../../../examples/property-listings.yaml"),
+        ),
+        (
+            "generated-listings",
+            include_str!("../../../examples/generated-listings.yaml"),
+        ),
+        (
+            "web-events",
+            include_str!("../../../examples/web-events.yaml"),
+        ),
+    ] {
+        let pipeline = parse_pipeline(text, name).expect("parses");
+        assert_eq!(validate(&pipeline), Vec::new(), "{name}");
+    }
+}
+
+#[test]
+fn cron_patterns_are_parsed_as_cron_jobs_read_them() {
+    for good in [
+        "*/5 * * * *",
+        "0 6 * * 1-5",
+        "@hourly",
+        "15 2 1 JAN,JUL *",
+        "0 0 ? * MON",
+    ] {
+        assert_eq!(check_cron(good), Ok(()), "{good}");
+    }
+    for bad in [
+        "61 25 * * *",
+        "* * * *",
+        "0 0 * * * *",
+        "0 0 L * *",
+        "0 0 * * 5#3",
+        "@fortnightly",
+    ] {
+        assert!(check_cron(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn expressions_must_compile_and_read_declared_fields() {
+    let mut pipeline = listings();
+    pipeline.spec.schema.filter = Some("price >".into());
+    let errors = validate(&pipeline);
+    assert_eq!(fields_of(&errors), ["spec.schema.filter"]);
+    assert!(
+        errors[0].message.contains("is not valid CEL"),
+        "{}",
+        errors[0]
+    );
+
+    pipeline.spec.schema.filter = Some("prize > 0".into());
+    let errors = validate(&pipeline);
+    assert!(
+        errors[0].message.contains("reads \"prize\" not declared"),
+        "{}",
+        errors[0]
+    );
+
+    // Variables bound by macros are not fields.
+    pipeline.spec.schema.filter = Some("[1, 2].all(x, x > 0) && price > 0".into());
+    assert_eq!(validate(&pipeline), Vec::new());
+}
+
+#[test]
+fn defaults_must_parse_as_their_type() {
+    for (cql_type, good, bad) in [
+        (CqlType::Int, "42", "many"),
+        (CqlType::Tinyint, "-128", "300"),
+        (CqlType::Boolean, "true", "yes"),
+        (CqlType::Decimal, "-12.50e3", "12,50"),
+        (CqlType::Double, "1.5", "NaN"),
+        (CqlType::Timestamp, "2026-11-27T10:00:00Z", "yesterday"),
+        (CqlType::Date, "2026-02-28", "2026-02-30"),
+        (CqlType::Uuid, "123e4567-e89b-12d3-a456-426614174000", "123"),
+        (CqlType::Blob, "aGVsbG8=", "not base64!"),
+        (CqlType::Ascii, "USA", "Zürich"),
+    ] {
+        assert_eq!(check_text(cql_type, good), Ok(()), "{good}");
+        assert!(check_text(cql_type, bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn credentials_are_never_inline_and_topics_never_loop() {
+    let mut pipeline = listings();
+    let http = pipeline
+        .spec
+        .source
+        .as_mut()
+        .and_then(|source| source.http.as_mut())
+        .expect("http source");
+    http.headers[1].value = Some("secret".into());
+    http.headers[1].value_from = None;
+    pipeline.spec.topic.dead_letter.name = Some(pipeline.topic_name());
+    let errors = validate(&pipeline);
+    assert_eq!(
+        fields_of(&errors),
+        [
+            "spec.topic.deadLetter.name",
+            "spec.source.http.headers[1].value"
+        ]
+    );
+    assert!(describe(&errors).contains("carries a credential"));
+}
