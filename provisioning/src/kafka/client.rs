@@ -204,26 +204,22 @@ mod tests {
             key: Some(Pem::Text("KEY".into())),
         };
         let properties = client_properties(&spec(true, true), &tls, Some(&login()));
-        assert_eq!(
-            properties.get("ssl.ca.location").map(String::as_str),
-            Some("/ca.crt")
-        );
-        assert_eq!(
-            properties.get("ssl.certificate.pem").map(String::as_str),
-            Some("CERT")
-        );
-        assert_eq!(
-            properties.get("ssl.key.pem").map(String::as_str),
-            Some("KEY")
-        );
-        assert_eq!(
-            properties.get("sasl.mechanism").map(String::as_str),
-            Some("SCRAM-SHA-512")
-        );
-        assert_eq!(
-            properties.get("sasl.password").map(String::as_str),
-            Some("secret-password")
-        );
+        for (key, value) in [
+            ("security.protocol", "SASL_SSL"),
+            ("ssl.ca.location", "/ca.crt"),
+            ("ssl.certificate.pem", "CERT"),
+            ("ssl.key.pem", "KEY"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.username", "runner"),
+            ("sasl.password", "secret-password"),
+        ] {
+            assert_eq!(
+                properties.get(key).map(String::as_str),
+                Some(value),
+                "{key}"
+            );
+        }
+        assert_eq!(properties.len(), 7, "{properties:?}");
         let plaintext = client_properties(&spec(false, false), &tls, Some(&login()));
         assert_eq!(plaintext.len(), 1, "{plaintext:?}");
     }

@@ -11,7 +11,7 @@ use rdkafka::admin::{
     ResourceSpecifier, TopicReplication,
 };
 use rdkafka::client::DefaultClientContext;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rtdp_crds::Pipeline;
 
 use super::client::client_config;
@@ -223,23 +223,13 @@ pub async fn ensure_topics(
             }
             TopicPlan::AddPartitions(total) => {
                 let count = usize::try_from(total).unwrap_or_default();
-                let results = admin
+                let outcome = admin
                     .create_partitions(&[NewPartitions::new(&definition.name, count)], &options())
-                    .await
-                    .map_err(|error| {
-                        ProvisionError::kafka(
-                            format!("adding partitions to {}", definition.name),
-                            error,
-                        )
-                    })?;
-                for result in results {
-                    result.map_err(|(topic, code)| {
-                        ProvisionError::kafka(
-                            format!("adding partitions to {topic}"),
-                            KafkaError::AdminOp(code),
-                        )
-                    })?;
-                }
+                    .await;
+                admin_outcome(
+                    outcome,
+                    &format!("adding partitions to {}", definition.name),
+                )?;
                 report.grown.push(definition.name.clone());
             }
             TopicPlan::UpToDate => {}
@@ -330,24 +320,25 @@ async fn reset_drifted_configs(
     for (key, value) in &dynamic {
         alter = alter.set(key, value);
     }
-    let results = admin
-        .alter_configs(&[alter], &options())
-        .await
-        .map_err(|error| {
-            ProvisionError::kafka(
-                format!("setting configs of topic {}", definition.name),
-                error,
-            )
-        })?;
-    for result in results {
-        result.map_err(|(_, code)| {
-            ProvisionError::kafka(
-                format!("setting configs of topic {}", definition.name),
-                KafkaError::AdminOp(code),
-            )
-        })?;
-    }
+    let outcome = admin.alter_configs(&[alter], &options()).await;
+    admin_outcome(
+        outcome,
+        &format!("setting configs of topic {}", definition.name),
+    )?;
     Ok(drifted)
+}
+
+/// An admin request's outcome as one result: the request's own error or the first error of
+/// a resource it names, both with `context`.
+fn admin_outcome<Resource, Failed>(
+    outcome: KafkaResult<Vec<Result<Resource, (Failed, RDKafkaErrorCode)>>>,
+    context: &str,
+) -> Result<(), ProvisionError> {
+    let results = outcome.map_err(|error| ProvisionError::kafka(context, error))?;
+    for result in results {
+        result.map_err(|(_, code)| ProvisionError::kafka(context, KafkaError::AdminOp(code)))?;
+    }
+    Ok(())
 }
 
 /// Deletes the Pipeline's topics; topics already gone are fine.
