@@ -1,6 +1,7 @@
 //! Client settings for Kafka and Cassandra, from the Pipeline spec plus the secrets the
 //! runner receives as environment variables (see docs/runner-contract.md).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -46,6 +47,16 @@ pub fn kafka_client_config(
     spec: &KafkaSpec,
     overrides: &EndpointOverrides,
 ) -> Result<ClientConfig, RunnerError> {
+    let (bootstrap_servers, properties) = kafka_client_properties(spec, overrides)?;
+    Ok(kafka::client_config(&bootstrap_servers, &properties))
+}
+
+/// The bootstrap servers and the other librdkafka properties of [`kafka_client_config`],
+/// apart (an admin client takes them so).
+pub fn kafka_client_properties(
+    spec: &KafkaSpec,
+    overrides: &EndpointOverrides,
+) -> Result<(String, BTreeMap<String, String>), RunnerError> {
     let bootstrap_servers = overrides
         .kafka_bootstrap_servers
         .clone()
@@ -77,10 +88,9 @@ pub fn kafka_client_config(
         }
         None => None,
     };
-    let properties = kafka::client_properties(spec, &tls, login.as_ref());
-    let mut config = kafka::client_config(&bootstrap_servers, &properties);
-    config.set("client.id", "rtdp-pipeline-runner");
-    Ok(config)
+    let mut properties = kafka::client_properties(spec, &tls, login.as_ref());
+    properties.insert("client.id".to_string(), "rtdp-pipeline-runner".to_string());
+    Ok((bootstrap_servers, properties))
 }
 
 /// How long the access check waits for Kafka's metadata.
