@@ -20,6 +20,21 @@ fn closed_port() -> u16 {
         .expect("finding a free port")
 }
 
+/// Runs the runner until it exits by itself (within [`FAILURE_BOUND`]): its status and log.
+fn run_to_the_end(
+    arguments: &[&str],
+    manifest: &std::path::PathBuf,
+    env: &[(&str, &str)],
+) -> (std::process::ExitStatus, String) {
+    let runner = Runner::start(arguments, manifest, env);
+    let log_path = runner.log.clone();
+    let status = runner.wait(FAILURE_BOUND);
+    (
+        status,
+        std::fs::read_to_string(&log_path).unwrap_or_default(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_kafka_names_each_server_tried_and_why() {
     let pipeline = listings_pipeline("unreachable-kafka");
@@ -27,14 +42,11 @@ async fn an_unreachable_kafka_names_each_server_tried_and_why() {
     let unresolvable = "rtdp-no-such-host.invalid:9092";
     let closed = format!("127.0.0.1:{}", closed_port());
     let servers = format!("{unresolvable},{closed}");
-    let runner = Runner::start(
+    let (status, log) = run_to_the_end(
         &["standalone", "--once", "--no-progress"],
         &manifest,
         &[("RTDP_KAFKA_BOOTSTRAP_SERVERS", servers.as_str())],
     );
-    let log_path = runner.log.clone();
-    let status = runner.wait(FAILURE_BOUND);
-    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
     assert_eq!(
         status.code(),
         Some(1),
@@ -102,14 +114,11 @@ async fn telemetry_answers_its_routes_and_a_busy_port_is_a_clear_error() {
         .expect("an unknown path answers");
     assert_eq!((missing.0, missing.2.as_str()), (404, "not found\n"));
 
-    let second = Runner::start(
+    let (status, log) = run_to_the_end(
         &["process"],
         &manifest,
         &[("RTDP_METRICS_ADDRESS", address.as_str())],
     );
-    let log_path = second.log.clone();
-    let status = second.wait(FAILURE_BOUND);
-    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
     assert!(
         !status.success(),
         "a busy port must fail the second runner; log:\n{log}"

@@ -26,13 +26,17 @@ fn secured(password: &str) -> rdkafka::ClientConfig {
     config
 }
 
+/// The check's error for `config`, which must fail (`what` says why), shown for the report.
+async fn refused_access(config: &rdkafka::ClientConfig, what: &str) -> AccessError {
+    let error = check_access(config, CHECK_TIMEOUT).await.expect_err(what);
+    eprintln!("{error}");
+    error
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unresolvable_host_is_named_with_its_dns_failure() {
     let server = "rtdp-no-such-host.invalid:9092";
-    let error = check_access(&plaintext(server), CHECK_TIMEOUT)
-        .await
-        .expect_err("an unresolvable host");
-    eprintln!("{error}");
+    let error = refused_access(&plaintext(server), "an unresolvable host").await;
     let AccessError::Unreachable { servers, .. } = &error else {
         panic!("expected Unreachable, got {error:?}");
     };
@@ -54,10 +58,7 @@ async fn a_closed_port_is_named_as_refused() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free local port");
     let server = listener.local_addr().expect("its address").to_string();
     drop(listener);
-    let error = check_access(&plaintext(&server), CHECK_TIMEOUT)
-        .await
-        .expect_err("a closed port");
-    eprintln!("{error}");
+    let error = refused_access(&plaintext(&server), "a closed port").await;
     let message = error.to_string();
     assert!(
         message.contains(&format!("{server} (connection refused by {server})")),
@@ -71,10 +72,7 @@ async fn every_server_tried_is_listed() {
     let closed = listener.local_addr().expect("its address").to_string();
     drop(listener);
     let bootstrap_servers = format!("rtdp-no-such-host.invalid:9092,{closed}");
-    let error = check_access(&plaintext(&bootstrap_servers), CHECK_TIMEOUT)
-        .await
-        .expect_err("nothing reachable");
-    eprintln!("{error}");
+    let error = refused_access(&plaintext(&bootstrap_servers), "nothing reachable").await;
     let message = error.to_string();
     assert!(
         message.contains("rtdp-no-such-host.invalid:9092 (DNS lookup failed")
@@ -86,10 +84,7 @@ async fn every_server_tried_is_listed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_password_is_an_authentication_refusal_without_the_password() {
     let wrong = "not-the-kafka-password-Hh31";
-    let error = check_access(&secured(wrong), CHECK_TIMEOUT)
-        .await
-        .expect_err("a wrong password");
-    eprintln!("{error}");
+    let error = refused_access(&secured(wrong), "a wrong password").await;
     assert!(
         matches!(
             error,
