@@ -111,3 +111,40 @@ async fn the_right_password_passes() {
         .await
         .expect("Kafka accepts the stack's credentials");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_untrusted_broker_certificate_is_a_tls_refusal() {
+    let (_, password) = kafka_sasl_credentials();
+    let mut config = secured(&password);
+    // The system trust store instead of the stack's CA: the broker's certificate is unknown.
+    config.remove("ssl.ca.location");
+    let error = refused_access(&config, "an untrusted certificate").await;
+    assert!(
+        matches!(
+            error,
+            AccessError::Refused {
+                refusal: Refusal::Tls,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("TLS authentication failed"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listener_of_another_protocol_is_named_as_listening_but_not_answering() {
+    // A plaintext client on the SASL_SSL port: TCP connects, Kafka never answers it.
+    let server = kafka_secure_bootstrap_servers();
+    let error = refused_access(&plaintext(&server), "the wrong protocol").await;
+    let message = error.to_string();
+    assert!(
+        message.contains(&format!(
+            "{server} (accepts TCP connections but did not answer as Kafka"
+        )),
+        "{message}"
+    );
+}
