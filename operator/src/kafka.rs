@@ -6,13 +6,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use kube::Client;
-use rdkafka::ClientConfig;
-use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rtdp_crds::Pipeline;
 use rtdp_provisioning::ProvisionError;
-use rtdp_provisioning::kafka::{self, Admin, TopicReport};
+use rtdp_provisioning::kafka::{
+    self, Admin, Pem, SaslLogin, SecurityProtocol, TlsMaterial, TopicReport,
+};
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
@@ -71,69 +69,14 @@ impl KafkaClients {
 /// How long the access check waits for Kafka's metadata.
 const ACCESS_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Remembers the first authentication or TLS error librdkafka reports: it reports those only
-/// through this callback, while the request that failed just says "broker transport failure".
-#[derive(Default)]
-struct AccessProbe {
-    refused: std::sync::Mutex<Option<String>>,
-}
-
-impl ClientContext for AccessProbe {
-    fn error(&self, error: KafkaError, reason: &str) {
-        let refused = matches!(
-            error.rdkafka_error_code(),
-            Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL)
-        );
-        if refused
-            && let Ok(mut first) = self.refused.lock()
-            && first.is_none()
-        {
-            *first = Some(reason.to_string());
-        }
-    }
-}
-
-impl ConsumerContext for AccessProbe {}
-
-/// Connects once with the Pipeline's settings; a refused login or certificate becomes an error
-/// naming the brokers and "authentication failed" (librdkafka's reason never holds a secret).
+/// Connects once with the Pipeline's settings; a refused login or certificate, or an
+/// unreachable cluster, becomes an error naming the servers and why (the shared check of
+/// `rtdp_provisioning::kafka`; librdkafka's reason never holds a secret).
 async fn check_access(bootstrap: &str, properties: &BTreeMap<String, String>) -> Result<()> {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", bootstrap);
-    for (key, value) in properties {
-        config.set(key, value);
-    }
-    let outcome = tokio::task::spawn_blocking(move || {
-        let probe: BaseConsumer<AccessProbe> = config.create_with_context(AccessProbe::default())?;
-        let result = probe.fetch_metadata(None, ACCESS_TIMEOUT);
-        if result.is_err() {
-            // Error events reach the context only when the client is polled.
-            for _ in 0..10 {
-                let _ = probe.poll(Duration::from_millis(100));
-            }
-        }
-        let refused = probe
-            .context()
-            .refused
-            .lock()
-            .ok()
-            .and_then(|mut first| first.take());
-        Ok::<_, KafkaError>((result.map(|_| ()), refused))
-    })
-    .await
-    .map_err(|error| ProvisionError::Internal(format!("the Kafka access check failed: {error}")))?;
-    let context = format!("connecting to Kafka at {bootstrap}");
-    match outcome {
-        Ok((Ok(()), _)) => Ok(()),
-        Ok((Err(_), Some(reason))) => Err(ProvisionError::Kafka {
-            context: format!("{context}: authentication failed ({reason})"),
-            source: KafkaError::Global(RDKafkaErrorCode::Authentication),
-        }
-        .into()),
-        Ok((Err(source), None)) | Err(source) => {
-            Err(ProvisionError::Kafka { context, source }.into())
-        }
-    }
+    let config = kafka::client_config(bootstrap, properties);
+    kafka::check_access(&config, ACCESS_TIMEOUT)
+        .await
+        .map_err(|error| ProvisionError::from(error).into())
 }
 
 fn cache_key(bootstrap: &str, properties: &BTreeMap<String, String>) -> String {
@@ -152,70 +95,61 @@ fn cache_key(bootstrap: &str, properties: &BTreeMap<String, String>) -> String {
         .collect()
 }
 
-/// The librdkafka properties for the Pipeline's TLS and SASL settings, secrets resolved.
+/// The librdkafka properties for the Pipeline's TLS and SASL settings, secrets resolved from
+/// the Pipeline's Secrets (the mapping itself is `rtdp_provisioning::kafka`'s, shared with the
+/// runner).
 pub async fn client_properties(
     client: &Client,
     pipeline: &Pipeline,
 ) -> Result<BTreeMap<String, String>> {
     let namespace = pipeline.namespace_or_default();
     let spec = &pipeline.spec.kafka;
-    let mut properties = BTreeMap::new();
-    if let Some(protocol) = security_protocol(pipeline) {
-        properties.insert("security.protocol".to_string(), protocol.to_string());
-    }
-    if let Some(sasl) = &spec.sasl {
-        let credentials = &sasl.credentials_secret_ref;
-        properties.insert("sasl.mechanism".into(), sasl.mechanism.as_str().into());
-        properties.insert(
-            "sasl.username".into(),
-            read_key(
-                client,
-                &namespace,
-                &credentials.name,
-                &credentials.username_key,
-            )
-            .await?,
-        );
-        properties.insert(
-            "sasl.password".into(),
-            read_key(
-                client,
-                &namespace,
-                &credentials.name,
-                &credentials.password_key,
-            )
-            .await?,
-        );
-    }
-    if let Some(tls) = &spec.tls {
-        if let Some(ca) = &tls.ca_secret_ref {
-            properties.insert(
-                "ssl.ca.pem".into(),
+    let login = match &spec.sasl {
+        Some(sasl) => {
+            let credentials = &sasl.credentials_secret_ref;
+            Some(SaslLogin {
+                username: read_key(
+                    client,
+                    &namespace,
+                    &credentials.name,
+                    &credentials.username_key,
+                )
+                .await?,
+                password: read_key(
+                    client,
+                    &namespace,
+                    &credentials.name,
+                    &credentials.password_key,
+                )
+                .await?,
+            })
+        }
+        None => None,
+    };
+    let mut tls = TlsMaterial::default();
+    if let Some(tls_spec) = &spec.tls {
+        if let Some(ca) = &tls_spec.ca_secret_ref {
+            tls.ca = Some(Pem::Text(
                 read_key(client, &namespace, &ca.name, &ca.key).await?,
-            );
+            ));
         }
-        if let Some(certificate) = &tls.client_certificate_secret_ref {
-            properties.insert(
-                "ssl.certificate.pem".into(),
+        if let Some(certificate) = &tls_spec.client_certificate_secret_ref {
+            tls.certificate = Some(Pem::Text(
                 read_key(client, &namespace, &certificate.name, "tls.crt").await?,
-            );
-            properties.insert(
-                "ssl.key.pem".into(),
+            ));
+            tls.key = Some(Pem::Text(
                 read_key(client, &namespace, &certificate.name, "tls.key").await?,
-            );
+            ));
         }
     }
-    Ok(properties)
+    Ok(kafka::client_properties(spec, &tls, login.as_ref()))
 }
 
 /// `security.protocol` for the Pipeline's TLS and SASL settings; `None` for plaintext.
 pub fn security_protocol(pipeline: &Pipeline) -> Option<&'static str> {
-    let spec = &pipeline.spec.kafka;
-    match (spec.tls.is_some(), spec.sasl.is_some()) {
-        (false, false) => None,
-        (true, false) => Some("SSL"),
-        (false, true) => Some("SASL_PLAINTEXT"),
-        (true, true) => Some("SASL_SSL"),
+    match SecurityProtocol::of(&pipeline.spec.kafka) {
+        SecurityProtocol::Plaintext => None,
+        protocol => Some(protocol.as_str()),
     }
 }
 

@@ -244,7 +244,7 @@ async fn scrape(port: u16) -> String {
 
 fn start_process(pipeline: &Pipeline, port: u16) -> std::process::Child {
     let manifest = std::env::temp_dir().join(format!("{}.yaml", pipeline.topic_name()));
-    std::fs::write(&manifest, serde_yaml::to_string(pipeline).expect("yaml")).expect("manifest");
+    std::fs::write(&manifest, serde_yaml_ng::to_string(pipeline).expect("yaml")).expect("manifest");
     Command::new(env!("CARGO_BIN_EXE_pipeline-runner"))
         .args(["process", "--file"])
         .arg(&manifest)

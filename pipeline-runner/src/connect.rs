@@ -1,13 +1,12 @@
 //! Client settings for Kafka and Cassandra, from the Pipeline spec plus the secrets the
 //! runner receives as environment variables (see docs/runner-contract.md).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rtdp_crds::{CassandraSpec, KafkaSpec};
+use rtdp_provisioning::kafka::{self, Pem, SaslLogin, TlsMaterial};
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
@@ -41,129 +40,67 @@ pub fn secret_from_env(variable: &str, origin: &str) -> Result<String, RunnerErr
     }
 }
 
-/// The librdkafka settings every client of this Pipeline shares: brokers, TLS, SASL.
+/// The librdkafka settings every client of this Pipeline shares: brokers, TLS, SASL. The
+/// mapping is `rtdp_provisioning::kafka`'s (the operator uses the same); the runner's secrets
+/// are mounted files and environment variables (docs/runner-contract.md).
 pub fn kafka_client_config(
     spec: &KafkaSpec,
     overrides: &EndpointOverrides,
 ) -> Result<ClientConfig, RunnerError> {
-    let mut config = ClientConfig::new();
-    let bootstrap = overrides
+    let (bootstrap_servers, properties) = kafka_client_properties(spec, overrides)?;
+    Ok(kafka::client_config(&bootstrap_servers, &properties))
+}
+
+/// The bootstrap servers and the other librdkafka properties of [`kafka_client_config`],
+/// apart (an admin client takes them so).
+pub fn kafka_client_properties(
+    spec: &KafkaSpec,
+    overrides: &EndpointOverrides,
+) -> Result<(String, BTreeMap<String, String>), RunnerError> {
+    let bootstrap_servers = overrides
         .kafka_bootstrap_servers
         .clone()
         .unwrap_or_else(|| spec.bootstrap_servers.join(","));
-    config.set("bootstrap.servers", bootstrap);
-    config.set("client.id", "rtdp-pipeline-runner");
-    let protocol = match (&spec.tls, &spec.sasl) {
-        (None, None) => "plaintext",
-        (Some(_), None) => "ssl",
-        (None, Some(_)) => "sasl_plaintext",
-        (Some(_), Some(_)) => "sasl_ssl",
+    let file = |variable: &str| {
+        std::env::var(variable)
+            .ok()
+            .filter(|path| !path.is_empty())
+            .map(Pem::File)
     };
-    config.set("security.protocol", protocol);
-    if spec.tls.is_some() {
-        for (variable, property) in [
-            ("RTDP_KAFKA_CA_FILE", "ssl.ca.location"),
-            ("RTDP_KAFKA_CERTIFICATE_FILE", "ssl.certificate.location"),
-            ("RTDP_KAFKA_KEY_FILE", "ssl.key.location"),
-        ] {
-            if let Ok(path) = std::env::var(variable)
-                && !path.is_empty()
-            {
-                config.set(property, path);
-            }
+    let tls = TlsMaterial {
+        ca: file("RTDP_KAFKA_CA_FILE"),
+        certificate: file("RTDP_KAFKA_CERTIFICATE_FILE"),
+        key: file("RTDP_KAFKA_KEY_FILE"),
+    };
+    let login = match &spec.sasl {
+        Some(sasl) => {
+            let origin = format!("Secret {}", sasl.credentials_secret_ref.name);
+            Some(SaslLogin {
+                username: secret_from_env(
+                    "RTDP_KAFKA_USERNAME",
+                    &format!("the Kafka username ({origin})"),
+                )?,
+                password: secret_from_env(
+                    "RTDP_KAFKA_PASSWORD",
+                    &format!("the Kafka password ({origin})"),
+                )?,
+            })
         }
-    }
-    if let Some(sasl) = &spec.sasl {
-        let origin = format!("Secret {}", sasl.credentials_secret_ref.name);
-        config.set("sasl.mechanism", sasl.mechanism.as_str());
-        config.set(
-            "sasl.username",
-            secret_from_env(
-                "RTDP_KAFKA_USERNAME",
-                &format!("the Kafka username ({origin})"),
-            )?,
-        );
-        config.set(
-            "sasl.password",
-            secret_from_env(
-                "RTDP_KAFKA_PASSWORD",
-                &format!("the Kafka password ({origin})"),
-            )?,
-        );
-    }
-    Ok(config)
+        None => None,
+    };
+    let mut properties = kafka::client_properties(spec, &tls, login.as_ref());
+    properties.insert("client.id".to_string(), "rtdp-pipeline-runner".to_string());
+    Ok((bootstrap_servers, properties))
 }
 
 /// How long the access check waits for Kafka's metadata.
 const KAFKA_ACCESS_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Remembers the first authentication or TLS error librdkafka reports (it reports those only
-/// through this callback; the request that failed just says "broker transport failure").
-#[derive(Default)]
-struct AccessProbe {
-    refused: std::sync::Mutex<Option<String>>,
-}
-
-impl ClientContext for AccessProbe {
-    fn error(&self, error: KafkaError, reason: &str) {
-        let refused = matches!(
-            error.rdkafka_error_code(),
-            Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL)
-        );
-        if refused
-            && let Ok(mut first) = self.refused.lock()
-            && first.is_none()
-        {
-            *first = Some(reason.to_string());
-        }
-    }
-}
-
-impl ConsumerContext for AccessProbe {}
-
-/// Connects once with the Pipeline's Kafka settings and fails clearly when Kafka refuses them:
-/// a wrong SASL password or an untrusted certificate becomes "authentication failed" naming
-/// the brokers, instead of a bare transport failure (or an endless reconnect loop). The
-/// reason is librdkafka's, which never contains the password.
+/// Connects once with the Pipeline's Kafka settings and fails clearly when Kafka cannot be
+/// used: a refused login or certificate, or each bootstrap server and why it is unreachable,
+/// instead of a bare transport failure (or an endless reconnect loop).
 pub async fn check_kafka_access(config: &ClientConfig) -> Result<(), RunnerError> {
-    let bootstrap = config
-        .get("bootstrap.servers")
-        .unwrap_or_default()
-        .to_string();
-    let config = config.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let probe: BaseConsumer<AccessProbe> =
-            config
-                .create_with_context(AccessProbe::default())
-                .map_err(|error| RunnerError::kafka("creating a Kafka client", error))?;
-        let result = probe.fetch_metadata(None, KAFKA_ACCESS_TIMEOUT);
-        if result.is_err() {
-            // Error events reach the context only when the client is polled.
-            for _ in 0..10 {
-                let _ = probe.poll(Duration::from_millis(100));
-            }
-        }
-        let refused = probe
-            .context()
-            .refused
-            .lock()
-            .ok()
-            .and_then(|mut first| first.take());
-        Ok::<_, RunnerError>((result, refused))
-    })
-    .await
-    .map_err(|error| RunnerError::Config(format!("the Kafka access check failed: {error}")))??;
-    match outcome {
-        (Ok(_), _) => Ok(()),
-        (Err(_), Some(reason)) => Err(RunnerError::Config(format!(
-            "Kafka at {bootstrap} refused the connection: authentication failed \
-             (check the Pipeline's Kafka credentials and CA): {reason}"
-        ))),
-        (Err(error), None) => Err(RunnerError::kafka(
-            format!("connecting to Kafka at {bootstrap}"),
-            error,
-        )),
-    }
+    Ok(kafka::check_access(config, KAFKA_ACCESS_TIMEOUT).await?)
 }
 
 /// The contact points to use.

@@ -3,6 +3,8 @@
 
 use std::process::ExitCode;
 
+use rtdp_provisioning::kafka::AccessError;
+
 /// Why a role stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
@@ -20,6 +22,9 @@ pub enum RunnerError {
         /// The client error.
         source: rdkafka::error::KafkaError,
     },
+    /// Kafka turned the runner away or could not be reached, with each server and why.
+    #[error(transparent)]
+    KafkaAccess(#[from] AccessError),
     /// Cassandra refused or could not be reached.
     #[error("{context}: {message}")]
     CassandraUnavailable {
@@ -50,7 +55,11 @@ impl RunnerError {
         match self {
             RunnerError::Manifest(_) => "InvalidManifest",
             RunnerError::Config(_) => "InvalidConfiguration",
-            RunnerError::KafkaUnavailable { .. } => "KafkaUnavailable",
+            // A refused login or certificate is the user's to fix, as before the shared check.
+            RunnerError::KafkaAccess(AccessError::Refused { .. }) => "InvalidConfiguration",
+            RunnerError::KafkaUnavailable { .. } | RunnerError::KafkaAccess(_) => {
+                "KafkaUnavailable"
+            }
             RunnerError::CassandraUnavailable { .. } => "CassandraUnavailable",
             RunnerError::Provision(error) => error.reason(),
             RunnerError::Source(_) => "SourceFailed",
@@ -61,7 +70,9 @@ impl RunnerError {
     /// The process exit code: 2 for configuration the user must fix, 1 for the rest.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            RunnerError::Manifest(_) | RunnerError::Config(_) => ExitCode::from(2),
+            RunnerError::Manifest(_)
+            | RunnerError::Config(_)
+            | RunnerError::KafkaAccess(AccessError::Refused { .. }) => ExitCode::from(2),
             RunnerError::Provision(error) if error.is_permanent() => ExitCode::from(2),
             _ => ExitCode::from(1),
         }

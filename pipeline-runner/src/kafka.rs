@@ -4,13 +4,13 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, TopicPartitionList};
 use rtdp_crds::BatchSpec;
 
 use crate::error::RunnerError;
@@ -187,11 +187,7 @@ impl ClientContext for ConsumerCallbacks {
 impl ConsumerContext for ConsumerCallbacks {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(partitions) = rebalance {
-            let numbers: Vec<i32> = partitions
-                .elements()
-                .iter()
-                .map(|element| element.partition())
-                .collect();
+            let numbers = partition_numbers(partitions);
             tracing::info!(partitions = ?numbers, "partitions revoked");
             match self.revoked.lock() {
                 Ok(mut revoked) => revoked.extend(numbers),
@@ -202,11 +198,7 @@ impl ConsumerContext for ConsumerCallbacks {
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(partitions) = rebalance {
-            let numbers: Vec<i32> = partitions
-                .elements()
-                .iter()
-                .map(|element| element.partition())
-                .collect();
+            let numbers = partition_numbers(partitions);
             tracing::info!(partitions = ?numbers, "partitions assigned");
             // The group coordinator answered: Kafka is reachable.
             self.health.set_kafka(true);
@@ -245,4 +237,13 @@ pub fn consumer(
     config
         .create_with_context(ConsumerCallbacks::new(metrics, health))
         .map_err(|error| RunnerError::kafka("creating the Kafka consumer", error))
+}
+
+/// The partition numbers of a rebalance's list, for the log and the revoked set.
+fn partition_numbers(partitions: &TopicPartitionList) -> Vec<i32> {
+    partitions
+        .elements()
+        .iter()
+        .map(|element| element.partition())
+        .collect()
 }

@@ -1,5 +1,7 @@
 //! `pipeline-runner`: runs the roles of a Pipeline manifest.
 
+#![warn(unreachable_pub)]
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -72,34 +74,19 @@ enum Command {
     /// Run one CQL query against the Pipeline's Cassandra and print the rows as a table
     /// (e.g. `SELECT city, price FROM real_estate.listings_by_city PER PARTITION LIMIT 5`).
     Query {
-        /// The Pipeline manifest whose Cassandra to query.
-        #[arg(short = 'f', long = "file", value_name = "PIPELINE_YAML")]
-        file: PathBuf,
-        /// Cassandra contact points (host:port,...) instead of the manifest's.
-        #[arg(
-            long,
-            env = "RTDP_CASSANDRA_CONTACT_POINTS",
-            value_name = "HOST:PORT,..."
-        )]
-        cassandra_contact_points: Option<String>,
+        #[command(flatten)]
+        manifest: ManifestArgs,
         /// The CQL statement.
         cql: String,
     },
 }
 
-/// Flags shared by the roles that connect to servers.
+/// The manifest and where its Cassandra is: what every command that reaches the tables needs.
 #[derive(Debug, Args)]
-struct RunArgs {
+struct ManifestArgs {
     /// The Pipeline manifest (YAML; other documents in the file are skipped).
     #[arg(short = 'f', long = "file", value_name = "PIPELINE_YAML")]
     file: PathBuf,
-    /// Kafka bootstrap servers (host:port,...) instead of the manifest's.
-    #[arg(
-        long,
-        env = "RTDP_KAFKA_BOOTSTRAP_SERVERS",
-        value_name = "HOST:PORT,..."
-    )]
-    kafka_bootstrap_servers: Option<String>,
     /// Cassandra contact points (host:port,...) instead of the manifest's.
     #[arg(
         long,
@@ -107,6 +94,20 @@ struct RunArgs {
         value_name = "HOST:PORT,..."
     )]
     cassandra_contact_points: Option<String>,
+}
+
+/// Flags shared by the roles that connect to servers.
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    manifest: ManifestArgs,
+    /// Kafka bootstrap servers (host:port,...) instead of the manifest's.
+    #[arg(
+        long = "kafka-bootstrap-servers",
+        env = "RTDP_KAFKA_BOOTSTRAP_SERVERS",
+        value_name = "HOST:PORT,..."
+    )]
+    kafka_bootstrap_servers: Option<String>,
     /// The HTTP source's URL instead of the manifest's (a local or staging API).
     #[arg(long, env = "RTDP_SOURCE_URL", value_name = "URL")]
     source_url: Option<String>,
@@ -145,15 +146,9 @@ fn main() -> ExitCode {
         }
         Command::Query { .. } => {
             init_logging(LogFormat::Text, "warn");
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match start_runtime(&mut tokio::runtime::Builder::new_current_thread()) {
                 Ok(runtime) => runtime,
-                Err(error) => {
-                    eprintln!("pipeline-runner: starting the async runtime: {error}");
-                    return ExitCode::from(1);
-                }
+                Err(code) => return code,
             };
             return match runtime.block_on(query(cli.command)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -167,15 +162,9 @@ fn main() -> ExitCode {
         Command::Ingest { run, .. } | Command::Process { run } => (run, "info"),
     };
     init_logging(run.log_format, default_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match start_runtime(&mut tokio::runtime::Builder::new_multi_thread()) {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("pipeline-runner: starting the async runtime: {error}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(run_role(cli.command)) {
         Ok(code) => code,
@@ -185,6 +174,16 @@ fn main() -> ExitCode {
             error.exit_code()
         }
     }
+}
+
+/// The async runtime, or the exit code after saying why there is none.
+fn start_runtime(
+    builder: &mut tokio::runtime::Builder,
+) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|error| {
+        eprintln!("pipeline-runner: starting the async runtime: {error}");
+        ExitCode::from(1)
+    })
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {
@@ -210,7 +209,7 @@ struct Started {
 }
 
 async fn start(run: &RunArgs) -> Result<Started, RunnerError> {
-    let pipeline = rtdp_crds::load_pipeline(&run.file)?;
+    let pipeline = rtdp_crds::load_pipeline(&run.manifest.file)?;
     RecordParser::new(&pipeline.spec.schema)
         .map_err(|error| RunnerError::Config(error.to_string()))?;
     Transforms::new(&pipeline.spec.schema)
@@ -231,7 +230,7 @@ async fn start(run: &RunArgs) -> Result<Started, RunnerError> {
         pipeline,
         overrides: EndpointOverrides {
             kafka_bootstrap_servers: run.kafka_bootstrap_servers.clone(),
-            cassandra_contact_points: run.cassandra_contact_points.clone(),
+            cassandra_contact_points: run.manifest.cassandra_contact_points.clone(),
             source_url: run.source_url.clone(),
         },
         metrics,
@@ -297,9 +296,9 @@ async fn run_role(command: Command) -> Result<ExitCode, RunnerError> {
             let report = standalone::run(
                 &started.pipeline,
                 StandaloneOptions {
-                    overrides: started.overrides,
-                    once,
                     progress: !no_progress,
+                    once,
+                    overrides: started.overrides,
                     shutdown: started.shutdown,
                     metrics: started.metrics,
                     health: started.health,
@@ -322,8 +321,10 @@ async fn run_role(command: Command) -> Result<ExitCode, RunnerError> {
 
 async fn query(command: Command) -> Result<(), RunnerError> {
     let Command::Query {
-        file,
-        cassandra_contact_points,
+        manifest: ManifestArgs {
+            file,
+            cassandra_contact_points,
+        },
         cql,
     } = command
     else {

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::connect::{
     EndpointOverrides, cassandra_session, check_kafka_access, kafka_client_config,
+    kafka_client_properties,
 };
 use crate::error::RunnerError;
 use crate::ingest::{self, IngestOptions, IngestReport};
@@ -231,19 +232,8 @@ pub async fn provision(
     pipeline: &Pipeline,
     overrides: &EndpointOverrides,
 ) -> Result<(), RunnerError> {
-    let base = kafka_client_config(&pipeline.spec.kafka, overrides)?;
-    check_kafka_access(&base).await?;
-    let bootstrap = base
-        .get("bootstrap.servers")
-        .unwrap_or_default()
-        .to_string();
-    // config_map() shows secrets as "[sanitized for safety]": read each value with get().
-    let properties: BTreeMap<String, String> = base
-        .config_map()
-        .into_keys()
-        .filter(|key| *key != "bootstrap.servers")
-        .filter_map(|key| Some((key.to_string(), base.get(key)?.to_string())))
-        .collect();
+    let (bootstrap, properties) = kafka_client_properties(&pipeline.spec.kafka, overrides)?;
+    check_kafka_access(&topics::client_config(&bootstrap, &properties)).await?;
     let admin = topics::admin_client(&bootstrap, &properties)?;
     let report = topics::ensure_topics(&admin, pipeline).await?;
     tracing::info!(?report, "topics ready");

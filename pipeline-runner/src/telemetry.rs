@@ -4,13 +4,14 @@
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::any;
+use hdrhistogram::Histogram as LatencyHistogram;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -76,19 +77,13 @@ pub struct Metrics {
     pub records_produced: Counter,
     /// HTTP source requests by outcome.
     pub source_requests: Family<OutcomeLabel, Counter>,
-    /// The most recent end-to-end latencies, for reports (standalone, bench).
-    latency_samples: Mutex<LatencySamples>,
+    /// Every end-to-end latency in microseconds, for exact percentiles in reports
+    /// (standalone, bench): recording is a constant-time bucket increment.
+    latency_microseconds: Mutex<LatencyHistogram<u64>>,
 }
 
-/// A ring of recent latencies in seconds.
-#[derive(Debug, Default)]
-struct LatencySamples {
-    values: Vec<f64>,
-    next: usize,
-}
-
-/// Latencies kept for percentiles.
-const LATENCY_SAMPLES: usize = 100_000;
+/// Significant decimal digits the latency histogram keeps (0.1 % resolution).
+const LATENCY_SIGNIFICANT_DIGITS: u8 = 3;
 
 impl Metrics {
     /// Registers every metric, labelled with the pipeline (`namespace/name`).
@@ -175,33 +170,28 @@ impl Metrics {
             cassandra_errors,
             records_produced,
             source_requests,
-            latency_samples: Mutex::new(LatencySamples::default()),
+            latency_microseconds: Mutex::new(new_latency_histogram()),
         }
     }
 
-    /// Records one end-to-end latency (histogram and percentile samples).
+    /// Records one end-to-end latency (Prometheus histogram and percentile histogram).
     pub fn observe_end_to_end(&self, seconds: f64) {
         self.end_to_end_latency.observe(seconds);
-        let mut samples = match self.latency_samples.lock() {
-            Ok(samples) => samples,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if samples.values.len() < LATENCY_SAMPLES {
-            samples.values.push(seconds);
-        } else {
-            let index = samples.next;
-            samples.values[index] = seconds;
-        }
-        samples.next = (samples.next + 1) % LATENCY_SAMPLES;
+        let microseconds = (seconds.max(0.0) * 1e6).round() as u64;
+        self.latency_microseconds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .saturating_record(microseconds);
     }
 
-    /// The given percentiles (0-100) of the recent end-to-end latencies, in seconds.
+    /// The given percentiles (0-100) of the end-to-end latencies, in seconds; `None` before
+    /// the first record.
     pub fn end_to_end_percentiles(&self, percentiles: &[f64]) -> Option<Vec<f64>> {
-        let mut values = match self.latency_samples.lock() {
-            Ok(samples) => samples.values.clone(),
-            Err(poisoned) => poisoned.into_inner().values.clone(),
-        };
-        Some(percentiles_of(&mut values, percentiles)).filter(|result| !result.is_empty())
+        let histogram = self
+            .latency_microseconds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        percentiles_of(&histogram, percentiles)
     }
 
     /// Counts a dead-lettered record.
@@ -236,19 +226,27 @@ impl Metrics {
     }
 }
 
-/// Nearest-rank percentiles of `values` (sorted in place); empty when there are none.
-pub fn percentiles_of(values: &mut [f64], percentiles: &[f64]) -> Vec<f64> {
-    if values.is_empty() {
-        return Vec::new();
+/// The longest latency told apart, in microseconds (an hour); longer ones count as an hour.
+const LONGEST_LATENCY_MICROSECONDS: u64 = 3_600_000_000;
+
+/// A fixed-size histogram from 1 µs to an hour; the bounds are constants that
+/// `new_with_bounds` accepts, so it cannot fail.
+fn new_latency_histogram() -> LatencyHistogram<u64> {
+    LatencyHistogram::new_with_bounds(1, LONGEST_LATENCY_MICROSECONDS, LATENCY_SIGNIFICANT_DIGITS)
+        .unwrap_or_else(|_| unreachable!("constant histogram bounds are valid"))
+}
+
+/// The given percentiles (0-100) of microsecond latencies, in seconds; `None` when empty.
+fn percentiles_of(histogram: &LatencyHistogram<u64>, percentiles: &[f64]) -> Option<Vec<f64>> {
+    if histogram.is_empty() {
+        return None;
     }
-    values.sort_by(f64::total_cmp);
-    percentiles
-        .iter()
-        .map(|percentile| {
-            let rank = (percentile / 100.0 * values.len() as f64).ceil() as usize;
-            values[rank.clamp(1, values.len()) - 1]
-        })
-        .collect()
+    Some(
+        percentiles
+            .iter()
+            .map(|percentile| histogram.value_at_percentile(*percentile) as f64 / 1e6)
+            .collect(),
+    )
 }
 
 /// Liveness and readiness, set by the roles as they connect and lose connections.
@@ -300,56 +298,52 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, RunnerError> {
         })
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` until the process ends.
+/// What the telemetry routes read.
+#[derive(Clone, Debug)]
+struct Telemetry {
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until the process ends (axum, which also
+/// backs off when accepting a connection fails instead of spinning).
 pub fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Health>) {
+    let router = Router::new()
+        .route("/metrics", any(metrics_page))
+        .route("/healthz", any(|| async { text(StatusCode::OK, "ok\n") }))
+        .route("/readyz", any(readiness))
+        .fallback(|| async { text(StatusCode::NOT_FOUND, "not found\n") })
+        .with_state(Telemetry { metrics, health });
     tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let metrics = Arc::clone(&metrics);
-            let health = Arc::clone(&health);
-            tokio::spawn(async move {
-                let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-                    let response = respond(request.uri().path(), &metrics, &health);
-                    async move { Ok::<_, std::convert::Infallible>(response) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+        if let Err(error) = axum::serve(listener, router).await {
+            tracing::error!(%error, "the metrics server stopped");
         }
     });
 }
 
-fn respond(path: &str, metrics: &Metrics, health: &Health) -> Response<Full<Bytes>> {
-    let (status, content_type, body) = match path {
-        "/metrics" => (
-            StatusCode::OK,
+async fn metrics_page(State(telemetry): State<Telemetry>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.encode(),
-        ),
-        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-        "/readyz" if health.is_ready() => (StatusCode::OK, "text/plain", "ready\n".to_string()),
-        "/readyz" => (
+        )],
+        telemetry.metrics.encode(),
+    )
+}
+
+async fn readiness(State(telemetry): State<Telemetry>) -> impl IntoResponse {
+    if telemetry.health.is_ready() {
+        text(StatusCode::OK, "ready\n")
+    } else {
+        text(
             StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "not ready: waiting for Kafka or Cassandra\n".to_string(),
-        ),
-        _ => (
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "not found\n".to_string(),
-        ),
-    };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
-        response
-            .headers_mut()
-            .insert(hyper::header::CONTENT_TYPE, value);
+            "not ready: waiting for Kafka or Cassandra\n",
+        )
     }
-    response
+}
+
+fn text(status: StatusCode, body: &'static str) -> impl IntoResponse {
+    (status, [(header::CONTENT_TYPE, "text/plain")], body)
 }
 
 #[cfg(test)]
@@ -357,13 +351,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn percentiles_use_the_nearest_rank() {
-        let mut values: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(
-            percentiles_of(&mut values, &[50.0, 99.0, 100.0]),
-            vec![50.0, 99.0, 100.0]
-        );
-        assert!(percentiles_of(&mut [], &[50.0]).is_empty());
+    fn percentiles_are_exact_to_a_tenth_of_a_percent() {
+        let metrics = Metrics::new("default/listings");
+        assert_eq!(metrics.end_to_end_percentiles(&[50.0]), None);
+        for milliseconds in 1..=100 {
+            metrics.observe_end_to_end(f64::from(milliseconds) / 1000.0);
+        }
+        let found = metrics
+            .end_to_end_percentiles(&[50.0, 99.0, 100.0])
+            .expect("recorded");
+        for (value, expected) in found.iter().zip([0.050, 0.099, 0.100]) {
+            assert!((value - expected).abs() <= expected * 0.001, "{found:?}");
+        }
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! keyspace and tables — shared by the operator (reconcile) and the runner's standalone mode,
 //! so both create exactly the same things.
 
+#![warn(unreachable_pub, missing_docs)]
+
 pub mod cassandra;
 pub mod kafka;
 
@@ -32,6 +34,9 @@ pub enum ProvisionError {
         /// What and why.
         message: String,
     },
+    /// Kafka turned the client away or could not be reached; says which servers and why.
+    #[error(transparent)]
+    KafkaAccess(#[from] kafka::AccessError),
     /// The tables need a change that would lose data or break readers; nothing was altered.
     #[error("incompatible schema change refused, nothing altered: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     IncompatibleSchema(Vec<cassandra::IncompatibleChange>),
@@ -58,7 +63,7 @@ impl ProvisionError {
     /// The reason for conditions, events and metric labels.
     pub fn reason(&self) -> &'static str {
         match self {
-            ProvisionError::Kafka { .. } => "KafkaUnavailable",
+            ProvisionError::Kafka { .. } | ProvisionError::KafkaAccess(_) => "KafkaUnavailable",
             ProvisionError::Cassandra { .. } => "CassandraUnavailable",
             ProvisionError::TopicNotSupported { .. } => "NotSupported",
             ProvisionError::IncompatibleSchema(_) => "IncompatibleSchemaChange",

@@ -2,7 +2,10 @@
 //! declared pointer, keys them by the key field and hands them to the sink. Ingest does not
 //! validate records: the process role does, in one place, and dead-letters with reasons.
 
+use std::cell::Cell;
 use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
@@ -236,68 +239,107 @@ impl HttpIngest {
         url
     }
 
-    /// One page, with retries and exponential backoff on connection errors, timeouts, 429
-    /// and 5xx (Retry-After honoured). Other statuses fail at once: retrying cannot help.
+    /// One page, with retries and exponential backoff (backon) on connection errors,
+    /// timeouts, 429 and 5xx, a server's Retry-After replacing the computed wait. Other
+    /// statuses fail at once: retrying cannot help.
     async fn fetch(&self, url: Url, metrics: &Metrics) -> Result<Json, String> {
-        let max_retries = u32::try_from(self.source.max_retries).unwrap_or(0);
-        let mut attempt = 0_u32;
-        loop {
-            let request = match self.source.method {
-                HttpMethod::Get => self.client.get(url.clone()),
-                HttpMethod::Post => self
-                    .client
-                    .post(url.clone())
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(self.source.body.clone().unwrap_or_default()),
-            };
-            let outcome = request.headers(self.headers.clone()).send().await;
-            let (retry_after, error) = match outcome {
-                Ok(response) if response.status().is_success() => {
-                    let body = response.bytes().await.map_err(|error| {
-                        format!("reading the response of {url}: {}", error_chain(&error))
-                    });
-                    match body.and_then(|body| {
-                        serde_json::from_slice::<Json>(&body)
-                            .map_err(|error| format!("the response of {url} is not JSON: {error}"))
-                    }) {
-                        Ok(document) => {
-                            count(metrics, "ok");
-                            return Ok(document);
-                        }
-                        Err(error) => (None, error),
-                    }
-                }
-                Ok(response) => {
-                    let status = response.status();
-                    let retry_after = response
-                        .headers()
-                        .get(RETRY_AFTER)
-                        .and_then(|value| value.to_str().ok())
-                        .and_then(|value| value.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs);
-                    let error = format!("{url} answered {status}");
-                    if !retryable(status) {
-                        count(metrics, "failed");
-                        return Err(error);
-                    }
-                    (retry_after, error)
-                }
-                Err(error) => (None, format!("requesting {url}: {}", error_chain(&error))),
-            };
-            if attempt >= max_retries {
-                count(metrics, "failed");
-                return Err(format!("{error} (after {attempt} retries)"));
-            }
-            count(metrics, "retried");
-            let backoff = retry_after
-                .unwrap_or_else(|| {
-                    self.base_backoff
-                        .saturating_mul(2_u32.saturating_pow(attempt))
+        let max_retries = usize::try_from(self.source.max_retries).unwrap_or(0);
+        let policy = ExponentialBuilder::default()
+            .with_min_delay(self.base_backoff)
+            .with_max_delay(MAX_BACKOFF)
+            .with_max_times(max_retries);
+        let retries = Cell::new(0_u32);
+        let outcome = (|| self.fetch_once(&url, metrics))
+            .retry(policy)
+            .when(|failure| failure.retryable)
+            .adjust(|failure, planned| {
+                planned.map(|delay| {
+                    failure
+                        .retry_after
+                        .map_or(delay, |after| after.min(MAX_BACKOFF))
                 })
-                .min(MAX_BACKOFF);
-            tracing::warn!(%error, attempt, retry_in_ms = backoff.as_millis() as u64, "request failed; retrying");
-            tokio::time::sleep(backoff).await;
-            attempt += 1;
+            })
+            .notify(|failure, backoff| {
+                count(metrics, "retried");
+                tracing::warn!(
+                    error = %failure.message,
+                    attempt = retries.get(),
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "request failed; retrying"
+                );
+                retries.set(retries.get() + 1);
+            })
+            .await;
+        outcome.map_err(|failure| {
+            count(metrics, "failed");
+            if failure.retryable {
+                format!("{} (after {} retries)", failure.message, retries.get())
+            } else {
+                failure.message
+            }
+        })
+    }
+
+    /// One request of a page.
+    async fn fetch_once(&self, url: &Url, metrics: &Metrics) -> Result<Json, FetchFailure> {
+        let request = match self.source.method {
+            HttpMethod::Get => self.client.get(url.clone()),
+            HttpMethod::Post => self
+                .client
+                .post(url.clone())
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(self.source.body.clone().unwrap_or_default()),
+        };
+        let response = request
+            .headers(self.headers.clone())
+            .send()
+            .await
+            .map_err(|error| {
+                FetchFailure::retryable(format!("requesting {url}: {}", error_chain(&error)))
+            })?;
+        let status = response.status();
+        if !status.is_success() {
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            return Err(FetchFailure {
+                message: format!("{url} answered {status}"),
+                retryable: retryable(status),
+                retry_after,
+            });
+        }
+        let body = response.bytes().await.map_err(|error| {
+            FetchFailure::retryable(format!(
+                "reading the response of {url}: {}",
+                error_chain(&error)
+            ))
+        })?;
+        let document = serde_json::from_slice::<Json>(&body).map_err(|error| {
+            FetchFailure::retryable(format!("the response of {url} is not JSON: {error}"))
+        })?;
+        count(metrics, "ok");
+        Ok(document)
+    }
+}
+
+/// Why one request failed, and whether and when to try again.
+#[derive(Debug)]
+struct FetchFailure {
+    message: String,
+    retryable: bool,
+    /// The server's Retry-After, which replaces the computed backoff.
+    retry_after: Option<Duration>,
+}
+
+impl FetchFailure {
+    fn retryable(message: String) -> Self {
+        FetchFailure {
+            message,
+            retryable: true,
+            retry_after: None,
         }
     }
 }

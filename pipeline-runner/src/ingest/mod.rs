@@ -144,38 +144,18 @@ pub async fn run(pipeline: &Pipeline, options: IngestOptions) -> Result<IngestRe
     Ok(report)
 }
 
-/// `30s`, `5m`, `1h30m`, `500ms` (the CRD's pattern: number-unit pairs).
+/// `30s`, `5m`, `1h30m`, `500ms`: the CRD's pattern, number-unit pairs without spaces, read
+/// by humantime (which alone would also take spaces and units the CRD refuses).
 pub fn parse_duration(text: &str) -> Result<Duration, RunnerError> {
-    let invalid = || {
+    let invalid = |detail: &str| {
         RunnerError::Config(format!(
-            "pollInterval {text:?} is not a duration like 30s or 5m"
+            "pollInterval {text:?} is not a duration like 30s or 5m{detail}"
         ))
     };
-    let mut rest = text;
-    let mut total = Duration::ZERO;
-    if rest.is_empty() {
-        return Err(invalid());
+    if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_alphanumeric()) {
+        return Err(invalid(""));
     }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|character: char| !character.is_ascii_digit())
-            .ok_or_else(invalid)?;
-        let number: u64 = rest[..digits].parse().map_err(|_| invalid())?;
-        let after = &rest[digits..];
-        let unit_length = after
-            .find(|character: char| character.is_ascii_digit())
-            .unwrap_or(after.len());
-        let part = match &after[..unit_length] {
-            "ms" => Duration::from_millis(number),
-            "s" => Duration::from_secs(number),
-            "m" => Duration::from_secs(number.saturating_mul(60)),
-            "h" => Duration::from_secs(number.saturating_mul(3600)),
-            _ => return Err(invalid()),
-        };
-        total = total.saturating_add(part);
-        rest = &after[unit_length..];
-    }
-    Ok(total)
+    humantime::parse_duration(text).map_err(|error| invalid(&format!(": {error}")))
 }
 
 #[cfg(test)]

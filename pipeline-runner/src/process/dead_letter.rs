@@ -53,35 +53,21 @@ pub async fn send(
         Timestamp::NotAvailable => String::new(),
     };
     let error_text = error.to_string();
-    let mut record_headers = OwnedHeaders::new_with_capacity(9)
-        .insert(Header {
-            key: headers::REASON,
-            value: Some(error.reason.as_str()),
-        })
-        .insert(Header {
-            key: headers::ERROR,
-            value: Some(error_text.as_str()),
-        })
-        .insert(Header {
-            key: headers::ORIGINAL_TOPIC,
-            value: Some(message.topic()),
-        })
-        .insert(Header {
-            key: headers::ORIGINAL_PARTITION,
-            value: Some(partition.as_str()),
-        })
-        .insert(Header {
-            key: headers::ORIGINAL_OFFSET,
-            value: Some(offset.as_str()),
-        })
-        .insert(Header {
-            key: headers::ORIGINAL_TIMESTAMP,
-            value: Some(timestamp.as_str()),
-        })
-        .insert(Header {
-            key: headers::PIPELINE,
-            value: Some(pipeline),
+    let mut record_headers = OwnedHeaders::new_with_capacity(9);
+    for (key, value) in [
+        (headers::REASON, error.reason.as_str()),
+        (headers::ERROR, error_text.as_str()),
+        (headers::ORIGINAL_TOPIC, message.topic()),
+        (headers::ORIGINAL_PARTITION, partition.as_str()),
+        (headers::ORIGINAL_OFFSET, offset.as_str()),
+        (headers::ORIGINAL_TIMESTAMP, timestamp.as_str()),
+        (headers::PIPELINE, pipeline),
+    ] {
+        record_headers = record_headers.insert(Header {
+            key,
+            value: Some(value),
         });
+    }
     if let Some(table) = &error.table {
         record_headers = record_headers.insert(Header {
             key: headers::TABLE,

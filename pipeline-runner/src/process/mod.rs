@@ -4,6 +4,7 @@
 
 pub mod dead_letter;
 pub mod offsets;
+mod partitions;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -14,21 +15,22 @@ use std::time::{Duration, Instant};
 use backon::Retryable;
 use futures::FutureExt;
 use futures::stream::{FuturesUnordered, StreamExt};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::OwnedMessage;
-use rdkafka::{Message, Offset, Timestamp, TopicPartitionList};
+use rdkafka::{Message, Timestamp};
 use rtdp_crds::Pipeline;
 use tokio::sync::watch;
 
 use crate::connect::{EndpointOverrides, cassandra_session, kafka_client_config};
 use crate::error::RunnerError;
-use crate::kafka::{ConsumerCallbacks, Producer, ProducerCallbacks, consumer, producer};
+use crate::kafka::{Producer, ProducerCallbacks, consumer, producer};
 use crate::record::{RecordError, RecordParser};
 use crate::retry;
 use crate::telemetry::{Health, KindLabel, Metrics};
 use crate::transform::{Outcome, Transforms};
 use offsets::OffsetTracker;
-use writer::{TableWriter, WriteClock, WriteFailure, error_kind};
+use partitions::{pause_while_cassandra_is_down, reached, resume_clock, store_offsets};
+use writer::{TableWriter, WriteFailure, error_kind};
 
 /// How long in-flight writes may take to finish after SIGTERM before the runner gives up on
 /// them (their offsets are then not stored, so they are re-delivered: nothing is lost).
@@ -331,41 +333,6 @@ fn kafka_millis(message: &OwnedMessage) -> i64 {
     }
 }
 
-/// The write-time chain of a partition that was just assigned: resumed from the committed
-/// offset's metadata when consumption starts exactly there, restarted from the Kafka
-/// timestamps otherwise (a replay or reset: see [`WriteClock`]).
-fn resume_clock(
-    consumer: &StreamConsumer<ConsumerCallbacks>,
-    topic: &str,
-    partition: i32,
-    first_offset: i64,
-) -> WriteClock {
-    let mut wanted = TopicPartitionList::new();
-    wanted.add_partition(topic, partition);
-    let committed =
-        tokio::task::block_in_place(|| consumer.committed_offsets(wanted, Duration::from_secs(10)));
-    let committed = match committed {
-        Ok(committed) => committed,
-        Err(error) => {
-            tracing::warn!(%error, partition, "reading the committed offset's write time failed; restarting the chain from the Kafka timestamps");
-            return WriteClock::default();
-        }
-    };
-    let Some(element) = committed.find_partition(topic, partition) else {
-        return WriteClock::default();
-    };
-    if element.offset() != Offset::Offset(first_offset) {
-        return WriteClock::default();
-    }
-    // rdkafka panics on metadata that is not UTF-8 (another tool may have committed any
-    // bytes); such metadata is simply not ours.
-    let metadata = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        element.metadata().to_string()
-    }))
-    .unwrap_or_default();
-    WriteClock::from_metadata(&metadata).unwrap_or_default()
-}
-
 /// Writes one record to every table. While Cassandra is unavailable it retries (never
 /// dead-letters: the record is fine, the database is not); when Cassandra refuses the row
 /// for good (a null key, an oversized value), the record is dead-lettered with the server's
@@ -488,112 +455,4 @@ fn finish(tracker: &mut OffsetTracker, metrics: &Metrics, partition: i32, offset
         Done::Written | Done::DeadLettered => 0,
     };
     tracker.finished(partition, offset);
-}
-
-/// Hands the offsets that moved to librdkafka (committed by its auto-commit every second, and
-/// at shutdown). `store_offsets` stores exactly the next offset to consume; the legacy
-/// per-topic `store_offset` would add one to it.
-fn store_offsets(
-    consumer: &StreamConsumer<ConsumerCallbacks>,
-    topic: &str,
-    tracker: &mut OffsetTracker,
-) {
-    let moved = tracker.take_to_store();
-    if moved.is_empty() {
-        return;
-    }
-    let mut positions = TopicPartitionList::with_capacity(moved.len());
-    for (partition, (next, clock)) in &moved {
-        if let Err(error) = positions.add_partition_offset(topic, *partition, Offset::Offset(*next))
-        {
-            tracing::warn!(%error, partition, next, "an offset could not be recorded");
-            continue;
-        }
-        // The write-time chain travels with the offset (committed as its metadata).
-        let mut element = positions.find_partition(topic, *partition);
-        if let Some(element) = element.as_mut() {
-            element.set_metadata(clock.metadata());
-        }
-    }
-    if let Err(error) = consumer.store_offsets(&positions) {
-        // A partition was revoked meanwhile; its new owner re-reads from the last commit.
-        tracing::debug!(%error, ?moved, "storing offsets failed");
-    }
-}
-
-/// Pauses every assigned partition while Cassandra fails (the consumer keeps polling, so it
-/// stays in its group) and resumes when a write succeeds again.
-fn pause_while_cassandra_is_down(
-    consumer: &StreamConsumer<ConsumerCallbacks>,
-    health: &Health,
-    paused: bool,
-) -> bool {
-    // Only Cassandra's state: while Kafka is away there is nothing to consume anyway.
-    let healthy = health.cassandra_is_up();
-    if healthy != paused {
-        return paused;
-    }
-    let Ok(assignment) = consumer.assignment() else {
-        return paused;
-    };
-    if healthy {
-        match consumer.resume(&assignment) {
-            Ok(()) => {
-                tracing::info!("Cassandra is back; resuming consumption");
-                false
-            }
-            Err(error) => {
-                tracing::warn!(%error, "resuming partitions failed");
-                true
-            }
-        }
-    } else {
-        match consumer.pause(&assignment) {
-            Ok(()) => {
-                tracing::warn!("Cassandra is failing; pausing consumption until writes succeed");
-                true
-            }
-            Err(error) => {
-                tracing::warn!(%error, "pausing partitions failed");
-                false
-            }
-        }
-    }
-}
-
-/// True when the group's committed offsets reached `end_offsets` on every partition.
-fn reached(consumer: &StreamConsumer<ConsumerCallbacks>, end_offsets: &EndOffsets) -> bool {
-    let Ok(assignment) = consumer.assignment() else {
-        return false;
-    };
-    let Some(topic) = assignment
-        .elements()
-        .first()
-        .map(|element| element.topic().to_string())
-    else {
-        return end_offsets.values().all(|offset| *offset <= 0);
-    };
-    let mut wanted = TopicPartitionList::new();
-    for partition in end_offsets.keys() {
-        wanted.add_partition(&topic, *partition);
-    }
-    // Commit what is stored first, so the comparison sees it.
-    let _ = consumer.commit_consumer_state(CommitMode::Sync);
-    let committed =
-        tokio::task::block_in_place(|| consumer.committed_offsets(wanted, Duration::from_secs(5)));
-    let Ok(committed) = committed else {
-        return false;
-    };
-    end_offsets.iter().all(|(partition, end)| {
-        if *end <= 0 {
-            return true;
-        }
-        match committed
-            .find_partition(&topic, *partition)
-            .map(|element| element.offset())
-        {
-            Some(Offset::Offset(offset)) => offset >= *end,
-            _ => false,
-        }
-    })
 }

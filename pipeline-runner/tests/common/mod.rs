@@ -41,7 +41,7 @@ pub fn write_manifest(pipeline: &Pipeline) -> PathBuf {
         "{}.yaml",
         pipeline.metadata.name.as_deref().unwrap_or("pipeline")
     ));
-    let text = serde_yaml::to_string(pipeline).expect("the pipeline serializes");
+    let text = serde_yaml_ng::to_string(pipeline).expect("the pipeline serializes");
     std::fs::write(&path, text).expect("writing the manifest");
     path
 }

@@ -1,4 +1,4 @@
-//! The Kafka side of a Pipeline: its topic and dead-letter topic. A topic that exists is
+//! The Kafka topics of a Pipeline: its topic and dead-letter topic. A topic that exists is
 //! adopted; partitions grow in place; managed configs that drift are set back; a partition
 //! decrease or a replication-factor change is refused (Kafka cannot do either in place).
 
@@ -6,15 +6,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::admin::{
     AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, NewTopic,
     ResourceSpecifier, TopicReplication,
 };
 use rdkafka::client::DefaultClientContext;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rtdp_crds::Pipeline;
 
+use super::client::client_config;
 use crate::ProvisionError;
 
 /// A shared Kafka admin client (shared so blocking metadata calls can move to a thread).
@@ -138,12 +138,7 @@ pub fn admin_client(
     bootstrap_servers: &str,
     properties: &BTreeMap<String, String>,
 ) -> Result<Admin, ProvisionError> {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", bootstrap_servers);
-    for (key, value) in properties {
-        config.set(key, value);
-    }
-    config
+    client_config(bootstrap_servers, properties)
         .create()
         .map(Arc::new)
         .map_err(|error| ProvisionError::kafka("creating the Kafka admin client", error))
@@ -228,23 +223,13 @@ pub async fn ensure_topics(
             }
             TopicPlan::AddPartitions(total) => {
                 let count = usize::try_from(total).unwrap_or_default();
-                let results = admin
+                let outcome = admin
                     .create_partitions(&[NewPartitions::new(&definition.name, count)], &options())
-                    .await
-                    .map_err(|error| {
-                        ProvisionError::kafka(
-                            format!("adding partitions to {}", definition.name),
-                            error,
-                        )
-                    })?;
-                for result in results {
-                    result.map_err(|(topic, code)| {
-                        ProvisionError::kafka(
-                            format!("adding partitions to {topic}"),
-                            KafkaError::AdminOp(code),
-                        )
-                    })?;
-                }
+                    .await;
+                admin_outcome(
+                    outcome,
+                    &format!("adding partitions to {}", definition.name),
+                )?;
                 report.grown.push(definition.name.clone());
             }
             TopicPlan::UpToDate => {}
@@ -335,24 +320,25 @@ async fn reset_drifted_configs(
     for (key, value) in &dynamic {
         alter = alter.set(key, value);
     }
-    let results = admin
-        .alter_configs(&[alter], &options())
-        .await
-        .map_err(|error| {
-            ProvisionError::kafka(
-                format!("setting configs of topic {}", definition.name),
-                error,
-            )
-        })?;
-    for result in results {
-        result.map_err(|(_, code)| {
-            ProvisionError::kafka(
-                format!("setting configs of topic {}", definition.name),
-                KafkaError::AdminOp(code),
-            )
-        })?;
-    }
+    let outcome = admin.alter_configs(&[alter], &options()).await;
+    admin_outcome(
+        outcome,
+        &format!("setting configs of topic {}", definition.name),
+    )?;
     Ok(drifted)
+}
+
+/// An admin request's outcome as one result: the request's own error or the first error of
+/// a resource it names, both with `context`.
+fn admin_outcome<Resource, Failed>(
+    outcome: KafkaResult<Vec<Result<Resource, (Failed, RDKafkaErrorCode)>>>,
+    context: &str,
+) -> Result<(), ProvisionError> {
+    let results = outcome.map_err(|error| ProvisionError::kafka(context, error))?;
+    for result in results {
+        result.map_err(|(_, code)| ProvisionError::kafka(context, KafkaError::AdminOp(code)))?;
+    }
+    Ok(())
 }
 
 /// Deletes the Pipeline's topics; topics already gone are fine.
@@ -381,75 +367,4 @@ pub async fn delete_topics(admin: &Admin, pipeline: &Pipeline) -> Result<(), Pro
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn declared(partitions: i32, replication_factor: i32) -> TopicDefinition {
-        TopicDefinition {
-            name: "listings".into(),
-            partitions,
-            replication_factor,
-            config: BTreeMap::new(),
-        }
-    }
-
-    #[test]
-    fn creates_grows_or_keeps() {
-        assert_eq!(
-            plan_topic(&declared(6, 1), None).ok(),
-            Some(TopicPlan::Create)
-        );
-        let existing = ExistingTopic {
-            partitions: 3,
-            replication_factor: 1,
-        };
-        assert_eq!(
-            plan_topic(&declared(6, 1), Some(&existing)).ok(),
-            Some(TopicPlan::AddPartitions(6))
-        );
-        assert_eq!(
-            plan_topic(&declared(3, 1), Some(&existing)).ok(),
-            Some(TopicPlan::UpToDate)
-        );
-    }
-
-    #[test]
-    fn refuses_what_kafka_cannot_do_in_place() {
-        let existing = ExistingTopic {
-            partitions: 6,
-            replication_factor: 1,
-        };
-        let error = plan_topic(&declared(3, 1), Some(&existing)).expect_err("decrease");
-        assert_eq!(error.reason(), "NotSupported");
-        assert!(
-            error
-                .to_string()
-                .contains("has 6 partitions in Kafka but declares 3"),
-            "{error}"
-        );
-        let error = plan_topic(&declared(6, 3), Some(&existing)).expect_err("replication change");
-        assert!(
-            error
-                .to_string()
-                .contains("replication factor is 1 in Kafka but declared 3"),
-            "{error}"
-        );
-    }
-
-    #[test]
-    fn names_default_from_the_pipeline() {
-        let text = include_str!("../../examples/generated-listings.yaml");
-        let mut pipeline =
-            rtdp_crds::parse_pipeline(text, "generated-listings.yaml").expect("parses");
-        pipeline.metadata.namespace = Some("demo".into());
-        let [topic, dead_letter] = topic_definitions(&pipeline);
-        assert_eq!(
-            (topic.name.as_str(), topic.partitions),
-            ("demo.generated-listings", 4)
-        );
-        assert_eq!(
-            (dead_letter.name.as_str(), dead_letter.partitions),
-            ("demo.generated-listings.dlq", 1)
-        );
-    }
-}
+mod tests;

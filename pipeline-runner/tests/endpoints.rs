@@ -1,0 +1,131 @@
+//! What the runner says about its endpoints: an unreachable Kafka names each bootstrap server
+//! tried and why (DNS, refused), and the telemetry server answers its routes and reports a
+//! port in use clearly. Real servers only: the local stack's Kafka and Cassandra.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use rtdp_test_support::eventually;
+
+/// How long a run that must fail may take to do so.
+const FAILURE_BOUND: Duration = Duration::from_secs(90);
+
+/// A local port that was free a moment ago (bound, then released): nothing listens there.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("finding a free port")
+}
+
+/// Runs the runner until it exits by itself (within [`FAILURE_BOUND`]): its status and log.
+fn run_to_the_end(
+    arguments: &[&str],
+    manifest: &std::path::PathBuf,
+    env: &[(&str, &str)],
+) -> (std::process::ExitStatus, String) {
+    let runner = Runner::start(arguments, manifest, env);
+    let log_path = runner.log.clone();
+    let status = runner.wait(FAILURE_BOUND);
+    (
+        status,
+        std::fs::read_to_string(&log_path).unwrap_or_default(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_kafka_names_each_server_tried_and_why() {
+    let pipeline = listings_pipeline("unreachable-kafka");
+    let manifest = write_manifest(&pipeline);
+    let unresolvable = "rtdp-no-such-host.invalid:9092";
+    let closed = format!("127.0.0.1:{}", closed_port());
+    let servers = format!("{unresolvable},{closed}");
+    let (status, log) = run_to_the_end(
+        &["standalone", "--once", "--no-progress"],
+        &manifest,
+        &[("RTDP_KAFKA_BOOTSTRAP_SERVERS", servers.as_str())],
+    );
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "an unreachable Kafka exits 1; log:\n{log}"
+    );
+    let line = log
+        .lines()
+        .find(|line| line.contains("Kafka is unreachable"))
+        .unwrap_or_else(|| panic!("no line says Kafka is unreachable; log:\n{log}"));
+    eprintln!("{line}");
+    assert!(
+        line.contains(&format!("{unresolvable} (DNS lookup failed"))
+            && line.contains(&format!("{closed} (connection refused by {closed})")),
+        "{line}"
+    );
+}
+
+/// GETs `path` on the runner's telemetry port: status, content type and body.
+async fn get(port: u16, path: &str) -> Option<(u16, String, String)> {
+    let response = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+        .await
+        .ok()?;
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    Some((status, content_type, response.text().await.ok()?))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn telemetry_answers_its_routes_and_a_busy_port_is_a_clear_error() {
+    let pipeline = listings_pipeline("telemetry");
+    provision(&pipeline).await;
+    let manifest = write_manifest(&pipeline);
+    let port = closed_port();
+    let address = format!("127.0.0.1:{port}");
+    let process = Runner::start(
+        &["process"],
+        &manifest,
+        &[("RTDP_METRICS_ADDRESS", address.as_str())],
+    );
+    let health = eventually("/healthz answering", Duration::from_secs(30), || async {
+        get(port, "/healthz").await
+    })
+    .await;
+    assert_eq!(health, (200, "text/plain".into(), "ok\n".into()));
+    let (status, content_type, body) = get(port, "/metrics").await.expect("/metrics answers");
+    assert_eq!(status, 200);
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    assert!(body.contains("rtdp_records_consumed_total"), "{body}");
+    eventually(
+        "/readyz 200 once Kafka and Cassandra are up",
+        Duration::from_secs(60),
+        || async { (get(port, "/readyz").await?.0 == 200).then_some(()) },
+    )
+    .await;
+    let missing = get(port, "/no-such-page")
+        .await
+        .expect("an unknown path answers");
+    assert_eq!((missing.0, missing.2.as_str()), (404, "not found\n"));
+
+    let (status, log) = run_to_the_end(
+        &["process"],
+        &manifest,
+        &[("RTDP_METRICS_ADDRESS", address.as_str())],
+    );
+    assert!(
+        !status.success(),
+        "a busy port must fail the second runner; log:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("binding the metrics address {address} (in use?")),
+        "{log}"
+    );
+    process.terminate(Duration::from_secs(30));
+}

@@ -1,0 +1,71 @@
+//! Unit tests of topic planning.
+
+use super::*;
+
+fn declared(partitions: i32, replication_factor: i32) -> TopicDefinition {
+    TopicDefinition {
+        name: "listings".into(),
+        partitions,
+        replication_factor,
+        config: BTreeMap::new(),
+    }
+}
+
+#[test]
+fn creates_grows_or_keeps() {
+    assert_eq!(
+        plan_topic(&declared(6, 1), None).ok(),
+        Some(TopicPlan::Create)
+    );
+    let existing = ExistingTopic {
+        partitions: 3,
+        replication_factor: 1,
+    };
+    assert_eq!(
+        plan_topic(&declared(6, 1), Some(&existing)).ok(),
+        Some(TopicPlan::AddPartitions(6))
+    );
+    assert_eq!(
+        plan_topic(&declared(3, 1), Some(&existing)).ok(),
+        Some(TopicPlan::UpToDate)
+    );
+}
+
+#[test]
+fn refuses_what_kafka_cannot_do_in_place() {
+    let existing = ExistingTopic {
+        partitions: 6,
+        replication_factor: 1,
+    };
+    let error = plan_topic(&declared(3, 1), Some(&existing)).expect_err("decrease");
+    assert_eq!(error.reason(), "NotSupported");
+    assert!(
+        error
+            .to_string()
+            .contains("has 6 partitions in Kafka but declares 3"),
+        "{error}"
+    );
+    let error = plan_topic(&declared(6, 3), Some(&existing)).expect_err("replication change");
+    assert!(
+        error
+            .to_string()
+            .contains("replication factor is 1 in Kafka but declared 3"),
+        "{error}"
+    );
+}
+
+#[test]
+fn names_default_from_the_pipeline() {
+    let text = include_str!("../../../../examples/generated-listings.yaml");
+    let mut pipeline = rtdp_crds::parse_pipeline(text, "generated-listings.yaml").expect("parses");
+    pipeline.metadata.namespace = Some("demo".into());
+    let [topic, dead_letter] = topic_definitions(&pipeline);
+    assert_eq!(
+        (topic.name.as_str(), topic.partitions),
+        ("demo.generated-listings", 4)
+    );
+    assert_eq!(
+        (dead_letter.name.as_str(), dead_letter.partitions),
+        ("demo.generated-listings.dlq", 1)
+    );
+}
