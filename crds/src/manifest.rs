@@ -38,7 +38,8 @@ pub enum ManifestError {
         /// The document's kind.
         kind: String,
     },
-    /// The Pipeline breaks a rule the API server would enforce at apply time.
+    /// The Pipeline breaks a rule the API server (its schema or the operator's admission
+    /// webhook) would enforce at apply time.
     #[error("{origin}: {message}")]
     Invalid {
         /// Where the manifest came from.
@@ -94,14 +95,12 @@ pub fn parse_pipeline(text: &str, origin: &str) -> Result<Pipeline, ManifestErro
                     origin: origin.to_string(),
                     source,
                 })?;
-            let nullable = pipeline.nullable_key_columns();
-            if !nullable.is_empty() {
+            // The same checks as the operator's admission webhook and reconcile.
+            let errors = crate::validate(&pipeline);
+            if !errors.is_empty() {
                 return Err(ManifestError::Invalid {
                     origin: origin.to_string(),
-                    message: format!(
-                        "spec.cassandra.tables: key columns {} may be null (their fields are neither required nor defaulted); mark each field required: true or give it a default",
-                        nullable.join(", ")
-                    ),
+                    message: crate::validation::describe(&errors),
                 });
             }
             return Ok(pipeline);
