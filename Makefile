@@ -19,9 +19,11 @@ test: ## Every test: formatting, lints, unit and integration tests against the r
 	@dev/stack run -- $(MAKE) --no-print-directory integration
 	@dev/kind-e2e
 
-lint: ## rustfmt and clippy (warnings are errors)
+lint: ## rustfmt and clippy (warnings are errors); builds the fuzz targets so they cannot rot
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
+	$(CARGO) build --locked --manifest-path fuzz/Cargo.toml --bins --target-dir target
 
 integration: ## All cargo tests; needs the stack's endpoints in the environment (dev/stack env)
 	$(CARGO) test --workspace --locked --no-fail-fast
