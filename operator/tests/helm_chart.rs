@@ -12,79 +12,24 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{TestWorld, condition_of, free_port, install_crd};
+use common::{Operator, TestWorld, condition_of, install_crd};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use kube::{Client, ResourceExt};
 use rtdp_crds::CredentialsSecretReference;
+use rtdp_test_support::kubernetes::{create_namespace, delete_namespace_in_background};
+use rtdp_test_support::process::{output_text, run, run_ok};
 use rtdp_test_support::{eventually, kube_client, required_env, unique_name};
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../helm/rtdp");
-const HOW_TO_GET_TOOLS: &str = "`eval \"$(dev/stack env)\"` puts the local stack's helm and kubectl on PATH and sets KUBECONFIG (or run `make test`)";
-
-/// Runs a command (optionally feeding `stdin`) and returns its output; fails the test with a
-/// clear message when the program is missing.
-fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = match command.spawn() {
-        Ok(child) => child,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            panic!("{program} is not on PATH: this test needs it; {HOW_TO_GET_TOOLS}")
-        }
-        Err(error) => panic!("running {program}: {error}"),
-    };
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("the child's stdin")
-            .write_all(input.as_bytes())
-            .unwrap_or_else(|error| panic!("writing to {program}'s stdin: {error}"));
-    }
-    child
-        .wait_with_output()
-        .unwrap_or_else(|error| panic!("waiting for {program}: {error}"))
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-/// Runs a command that must succeed; returns its stdout.
-fn run_ok(program: &str, args: &[&str], stdin: Option<&str>) -> String {
-    let output = run(program, args, stdin);
-    assert!(
-        output.status.success(),
-        "`{program} {}` failed ({}):\n{}",
-        args.join(" "),
-        output.status,
-        text(&output)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 /// The API server's version, for `helm template --kube-version` (helm's offline default is
 /// older than the chart's kubeVersion).
@@ -103,33 +48,15 @@ struct TestNamespace {
 
 impl TestNamespace {
     async fn create(client: &Client, prefix: &str) -> Self {
-        let name = unique_name(prefix);
-        let namespaces: Api<Namespace> = Api::all(client.clone());
-        namespaces
-            .create(
-                &PostParams::default(),
-                &Namespace {
-                    metadata: kube::api::ObjectMeta {
-                        name: Some(name.clone()),
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                },
-            )
-            .await
-            .expect("creating a test namespace");
-        Self { name }
+        Self {
+            name: create_namespace(client, prefix).await,
+        }
     }
 }
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
-        // Drop is synchronous: ask kubectl, and do not wait.
-        let _ = Command::new("kubectl")
-            .args(["delete", "namespace", &self.name, "--wait=false"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        delete_namespace_in_background(&self.name);
     }
 }
 
@@ -207,11 +134,7 @@ impl Drop for Release {
                 .stderr(Stdio::null())
                 .status();
         }
-        let _ = Command::new("kubectl")
-            .args(["delete", "namespace", &self.namespace, "--wait=false"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        delete_namespace_in_background(&self.namespace);
     }
 }
 
@@ -230,7 +153,7 @@ fn can_i(user: &str, args: &[&str]) -> bool {
             "`kubectl {}` gave no yes/no answer ({}):\n{}",
             all.join(" "),
             output.status,
-            text(&output)
+            output_text(&output)
         ),
     }
 }
@@ -477,7 +400,7 @@ fn bad_values_fail_with_a_message_naming_the_key() {
                 &[command, CHART, "--kube-version", "1.35.0", "--set", value],
                 None,
             );
-            let message = text(&output);
+            let message = output_text(&output);
             assert!(
                 !output.status.success(),
                 "helm {command} accepted --set {value}:\n{message}"
@@ -603,83 +526,17 @@ fn impersonating_kubeconfig(user: &str) -> PathBuf {
     out
 }
 
-/// The operator binary running with an impersonating kubeconfig, killed on drop.
-struct ImpersonatedOperator {
-    child: Child,
-    log: PathBuf,
-}
-
-impl ImpersonatedOperator {
-    fn start(kubeconfig: &Path, served: &str, lease_namespace: &str) -> Self {
-        let identity = unique_name("helm-operator");
-        let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{identity}.log"));
-        let file = File::create(&log).expect("creating the operator's log file");
-        let errors = file.try_clone().expect("cloning the log file handle");
-        let metrics = format!("127.0.0.1:{}", free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_rtdp-operator"))
-            .args([
-                "--namespaces",
-                served,
-                "--metrics-address",
-                &metrics,
-                // The chart's Lease: in the release namespace, named by leaderElection.leaseName.
-                "--leader-election-namespace",
-                lease_namespace,
-                "--lease-name",
-                "rtdp-operator",
-                "--identity",
-                &identity,
-                "--log-format",
-                "text",
-                "--max-backoff-seconds",
-                "5",
-            ])
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info,rtdp_operator=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(file))
-            .stderr(Stdio::from(errors))
-            .spawn()
-            .expect("starting the rtdp-operator binary");
-        eprintln!("impersonated operator {identity}: log {}", log.display());
-        Self { child, log }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for ImpersonatedOperator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Runs the operator as `user` for the served namespace and proves it reconciles a Pipeline
 /// fully: everything the chart's RBAC must allow, nothing from the admin credentials.
 async fn reconciles_as(world: &TestWorld, user: &str, lease_namespace: &str) {
     let client = &world.client;
     // Credentials the operator itself reads (Cassandra; the local one accepts any).
-    let secrets: Api<Secret> = world.api();
-    secrets
-        .create(
-            &PostParams::default(),
-            &Secret {
-                metadata: kube::api::ObjectMeta {
-                    name: Some("cassandra-login".into()),
-                    ..Default::default()
-                },
-                string_data: Some(BTreeMap::from([
-                    ("username".to_string(), "cassandra".to_string()),
-                    ("password".to_string(), "cassandra".to_string()),
-                ])),
-                ..Default::default()
-            },
+    world
+        .create_secret(
+            "cassandra-login",
+            &[("username", "cassandra"), ("password", "cassandra")],
         )
-        .await
-        .expect("creating the credentials Secret");
+        .await;
 
     let kubeconfig = impersonating_kubeconfig(user);
     // Control: the impersonating kubeconfig, loaded by kube-rs as the operator loads it, is
@@ -701,7 +558,7 @@ async fn reconciles_as(world: &TestWorld, user: &str, lease_namespace: &str) {
         .await
         .unwrap_or_else(|error| panic!("listing Pipelines as {user}: {error}"));
 
-    let operator = ImpersonatedOperator::start(&kubeconfig, &world.namespace, lease_namespace);
+    let operator = Operator::start_as(&kubeconfig, &world.namespace, lease_namespace);
     let name = "listings";
     let mut pipeline = world.pipeline(name);
     pipeline.spec.cassandra.credentials_secret_ref = Some(CredentialsSecretReference {

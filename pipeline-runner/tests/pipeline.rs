@@ -205,17 +205,7 @@ async fn http_round_trip_fills_both_tables_dead_letters_defects_and_replays_iden
     let before_by_city = read_rows(&session, &format!("{keyspace}.listings_by_city")).await;
     reset_group_to_beginning(&pipeline);
     let replay = Runner::start(&["process"], &manifest, &[]);
-    eventually(
-        "the replay to reach the end offsets",
-        Duration::from_secs(90),
-        || async {
-            committed_and_end(&pipeline)
-                .iter()
-                .all(|(_, committed, end)| *end == 0 || *committed == Some(*end))
-                .then_some(())
-        },
-    )
-    .await;
+    wait_offsets_at_end(&pipeline, Duration::from_secs(90)).await;
     let status = replay.terminate(Duration::from_secs(30));
     assert!(status.success(), "replay process exit: {status}");
     assert_eq!(read_rows(&session, &by_id).await, before_by_id);
@@ -307,19 +297,7 @@ async fn raw_bad_records_are_dead_lettered_with_reasons_and_never_block_good_one
         },
     )
     .await;
-    eventually(
-        "offsets past every record",
-        Duration::from_secs(30),
-        || async {
-            let offsets = committed_and_end(&pipeline);
-            eprintln!("committed and end offsets: {offsets:?}");
-            offsets
-                .iter()
-                .all(|(_, committed, end)| *end == 0 || *committed == Some(*end))
-                .then_some(())
-        },
-    )
-    .await;
+    wait_offsets_at_end(&pipeline, Duration::from_secs(30)).await;
     let status = process.terminate(Duration::from_secs(30));
     assert!(status.success(), "process exit: {status}");
 }
@@ -386,29 +364,8 @@ async fn ten_sigkills_mid_stream_lose_nothing_and_keep_the_latest_value() {
     let latest: BTreeMap<i64, i64> = (0..keys)
         .map(|key| (record(key, 0).0, 100_000 + rounds - 1))
         .collect();
-    eventually(
-        "every key with its latest price",
-        Duration::from_secs(120),
-        || async {
-            let rows = rows_by(&session, &by_id, "zpid").await;
-            let prices: BTreeMap<i64, i64> = rows
-                .iter()
-                .filter_map(|(zpid, row)| match row.get("price") {
-                    Some(Some(CqlValue::BigInt(price))) => Some((*zpid, *price)),
-                    _ => None,
-                })
-                .collect();
-            (prices == latest).then_some(())
-        },
-    )
-    .await;
-    eventually("offsets at the end", Duration::from_secs(60), || async {
-        committed_and_end(&pipeline)
-            .iter()
-            .all(|(_, committed, end)| *end == 0 || *committed == Some(*end))
-            .then_some(())
-    })
-    .await;
+    wait_for_prices(&session, &by_id, &latest, Duration::from_secs(120)).await;
+    wait_offsets_at_end(&pipeline, Duration::from_secs(60)).await;
     let log = second.log_text();
     let status = second.terminate(Duration::from_secs(30));
     assert!(status.success(), "process exit after the crashes: {status}");

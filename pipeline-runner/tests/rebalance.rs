@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use common::*;
 use rtdp_test_support::eventually;
-use scylla::value::CqlValue;
 use serde_json::Value as Json;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -77,29 +76,8 @@ async fn scaling_one_to_four_to_one_mid_stream_loses_nothing() {
     let latest: BTreeMap<i64, i64> = (0..keys)
         .map(|key| (record(key, 0).0, 100_000 + rounds - 1))
         .collect();
-    eventually(
-        "every key with its latest price",
-        Duration::from_secs(120),
-        || async {
-            let prices: BTreeMap<i64, i64> = rows_by(&session, &by_id, "zpid")
-                .await
-                .iter()
-                .filter_map(|(zpid, row)| match row.get("price") {
-                    Some(Some(CqlValue::BigInt(price))) => Some((*zpid, *price)),
-                    _ => None,
-                })
-                .collect();
-            (prices == latest).then_some(())
-        },
-    )
-    .await;
-    eventually("offsets at the end", Duration::from_secs(60), || async {
-        committed_and_end(&pipeline)
-            .iter()
-            .all(|(_, committed, end)| *end == 0 || *committed == Some(*end))
-            .then_some(())
-    })
-    .await;
+    wait_for_prices(&session, &by_id, &latest, Duration::from_secs(120)).await;
+    wait_offsets_at_end(&pipeline, Duration::from_secs(60)).await;
     let log = first.log_text();
     let status = first.terminate(Duration::from_secs(30));
     assert!(status.success(), "the remaining member's exit: {status}");

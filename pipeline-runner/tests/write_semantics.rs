@@ -13,7 +13,6 @@ use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rtdp_crds::{DerivedFieldSpec, Pipeline, TableSpec};
 use rtdp_test_support::eventually;
-use scylla::value::CqlValue;
 use serde_json::{Value as Json, json};
 
 /// The price of every listing in `listings_by_id`, by zpid.
@@ -22,14 +21,7 @@ async fn prices(
     pipeline: &Pipeline,
 ) -> BTreeMap<i64, i64> {
     let table = format!("{}.listings_by_id", pipeline.spec.cassandra.keyspace.name);
-    rows_by(session, &table, "zpid")
-        .await
-        .into_iter()
-        .filter_map(|(zpid, row)| match row.get("price") {
-            Some(Some(CqlValue::BigInt(price))) => Some((zpid, price.to_owned())),
-            _ => None,
-        })
-        .collect()
+    prices_by_zpid(session, &table).await
 }
 
 fn listing_with_price(index: usize, price: i64) -> (String, String) {
@@ -76,17 +68,7 @@ async fn the_last_of_many_updates_in_one_millisecond_wins() {
 
     let manifest = write_manifest(&pipeline);
     let process = Runner::start(&["process"], &manifest, &[]);
-    eventually(
-        "every update processed",
-        Duration::from_secs(90),
-        || async {
-            committed_and_end(&pipeline)
-                .iter()
-                .all(|(_, committed, end)| *committed == Some(*end))
-                .then_some(())
-        },
-    )
-    .await;
+    wait_offsets_at_end(&pipeline, Duration::from_secs(90)).await;
     let session = cassandra().await;
     assert_eq!(
         prices(&session, &pipeline).await,
@@ -145,13 +127,7 @@ async fn producer_clocks_never_decide_which_update_wins() {
         || async { (prices(&session, &pipeline).await == expected).then_some(()) },
     )
     .await;
-    eventually("the offsets committed", Duration::from_secs(30), || async {
-        committed_and_end(&pipeline)
-            .iter()
-            .all(|(_, committed, end)| *end == 0 || *committed == Some(*end))
-            .then_some(())
-    })
-    .await;
+    wait_offsets_at_end(&pipeline, Duration::from_secs(30)).await;
     let status = process.terminate(Duration::from_secs(30));
     assert!(status.success(), "process exit: {status}");
 }
@@ -294,17 +270,7 @@ async fn rows_cassandra_refuses_are_dead_lettered_and_never_stall_the_stream() {
     expected.sort();
     assert_eq!(rejected, expected);
 
-    eventually(
-        "the offsets past every record",
-        Duration::from_secs(30),
-        || async {
-            committed_and_end(&pipeline)
-                .iter()
-                .all(|(_, committed, end)| *end == 0 || *committed == Some(*end))
-                .then_some(())
-        },
-    )
-    .await;
+    wait_offsets_at_end(&pipeline, Duration::from_secs(30)).await;
     let status = process.terminate(Duration::from_secs(30));
     assert!(status.success(), "process exit: {status}");
 }

@@ -4,8 +4,8 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
@@ -13,11 +13,12 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use rtdp_crds::{Pipeline, parse_pipeline};
+use rtdp_test_support::process::Process;
 use rtdp_test_support::{
-    cassandra_contact_points, kafka_bootstrap_servers, unique_cql_identifier, unique_name,
+    cassandra_contact_points, cassandra_session, eventually, kafka_bootstrap_servers,
+    unique_cql_identifier, unique_name,
 };
 use scylla::client::session::Session;
-use scylla::client::session_builder::SessionBuilder;
 use scylla::value::{CqlValue, Row};
 
 /// The property-listings example, pointed at the local stack, with unique names.
@@ -64,30 +65,21 @@ pub async fn provision(pipeline: &Pipeline) {
 
 /// A Cassandra session on the local stack.
 pub async fn cassandra() -> Session {
-    SessionBuilder::new()
-        .known_nodes(cassandra_contact_points())
-        .build()
-        .await
-        .expect("connecting to Cassandra")
+    cassandra_session().await
 }
 
 /// A `pipeline-runner` child process, killed when dropped; its stderr goes to a log file
 /// that failures print.
 pub struct Runner {
-    child: Child,
+    process: Process,
     pub log: PathBuf,
 }
 
 impl Runner {
     /// Starts `pipeline-runner ARGS... --file MANIFEST` with the test's secrets.
-    pub fn start(arguments: &[&str], manifest: &PathBuf, extra_env: &[(&str, &str)]) -> Self {
+    pub fn start(arguments: &[&str], manifest: &Path, extra_env: &[(&str, &str)]) -> Self {
         let role = arguments.first().copied().unwrap_or("runner");
         let log = manifest.with_extension(format!("{role}.log"));
-        let log_file = std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("opening the runner log");
         let mut command = Command::new(env!("CARGO_BIN_EXE_pipeline-runner"));
         command
             .args(arguments)
@@ -95,59 +87,32 @@ impl Runner {
             .arg(manifest)
             .env("RTDP_HTTP_HEADER_X_RAPIDAPI_KEY", "test-key")
             .env("RTDP_METRICS_ADDRESS", "127.0.0.1:0")
-            .env("RUST_LOG", "info,pipeline_runner=debug")
-            .stdout(Stdio::null())
-            .stderr(log_file);
+            .env("RUST_LOG", "info,pipeline_runner=debug");
         for (name, value) in extra_env {
             command.env(name, value);
         }
-        let child = command.spawn().expect("starting pipeline-runner");
-        Self { child, log }
+        let process = Process::spawn("the runner", command, &log);
+        Self { process, log }
     }
 
     /// Waits for the process to exit by itself.
     pub fn wait(mut self, timeout: Duration) -> ExitStatus {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("waiting for the runner") {
-                return status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the runner did not exit within {timeout:?}; log:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.process.wait(timeout)
     }
 
     /// Sends SIGTERM (what Kubernetes does) and waits for the exit.
-    pub fn terminate(self, timeout: Duration) -> ExitStatus {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("running kill");
-        assert!(status.success(), "kill -TERM {pid} failed");
-        self.wait(timeout)
+    pub fn terminate(mut self, timeout: Duration) -> ExitStatus {
+        self.process.terminate(timeout)
     }
 
     /// SIGKILL: no chance to finish anything.
     pub fn kill(mut self) {
-        self.child.kill().expect("killing the runner");
-        let _ = self.child.wait();
+        self.process.kill();
     }
 
     /// The log so far.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.log_text()
     }
 }
 
@@ -276,6 +241,59 @@ pub fn committed_and_end(pipeline: &Pipeline) -> Vec<(i32, Option<i64>, i64)> {
             (partition, committed, high)
         })
         .collect()
+}
+
+/// Waits until the group committed the end of every partition (that has records): every
+/// record processed, none skipped; fails with the last offsets seen.
+pub async fn wait_offsets_at_end(pipeline: &Pipeline, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let offsets = committed_and_end(pipeline);
+        if offsets
+            .iter()
+            .all(|(_, committed, end)| *end == 0 || *committed == Some(*end))
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the committed offsets did not reach the end offsets within {timeout:?}: (partition, committed, end) {offsets:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The `price` of every row of a table keyed by `zpid`: the latest value per listing.
+pub async fn prices_by_zpid(session: &Session, table: &str) -> BTreeMap<i64, i64> {
+    rows_by(session, table, "zpid")
+        .await
+        .iter()
+        .filter_map(|(zpid, row)| match row.get("price") {
+            Some(Some(CqlValue::BigInt(price))) => Some((*zpid, *price)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Waits until the table holds exactly `expected` (zpid → price).
+pub async fn wait_for_prices(
+    session: &Session,
+    table: &str,
+    expected: &BTreeMap<i64, i64>,
+    timeout: Duration,
+) {
+    eventually("every listing with its latest price", timeout, || async {
+        (prices_by_zpid(session, table).await == *expected).then_some(())
+    })
+    .await;
+}
+
+/// Waits until the table holds at least `count` rows.
+pub async fn wait_for_rows(session: &Session, table: &str, count: usize, timeout: Duration) {
+    eventually(&format!("{count} rows in {table}"), timeout, || async {
+        (read_rows(session, table).await.len() >= count).then_some(())
+    })
+    .await;
 }
 
 /// Asserts the group committed exactly the end of every partition: nothing skipped, nothing
