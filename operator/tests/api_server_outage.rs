@@ -10,15 +10,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Operator, TestWorld};
+use common::TestWorld;
 use k8s_openapi::api::apps::v1::Deployment;
 use rtdp_test_support::process::dev_stack;
 use rtdp_test_support::{eventually, stays};
 
 #[tokio::test]
 async fn an_api_server_outage_is_waited_out_and_the_operator_converges_after() {
-    let world = TestWorld::new("op-api-outage").await;
-    let mut operator = Operator::start(&world.namespace, &[]);
+    let (world, mut operator) = TestWorld::with_operator("op-api-outage", &[]).await;
     let name = "outage";
     world.create(&world.pipeline(name)).await;
     world.wait_for_condition(name, "Ready", "True", None).await;

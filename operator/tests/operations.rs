@@ -235,8 +235,7 @@ async fn two_operators_only_the_leader_writes() {
 /// back: its first reconcile of every Pipeline compares everything with the spec.
 #[tokio::test]
 async fn drift_made_while_the_operator_is_down_is_repaired_when_it_returns() {
-    let world = TestWorld::new("op-down-drift").await;
-    let mut first = Operator::start(&world.namespace, &[]);
+    let (world, mut first) = TestWorld::with_operator("op-down-drift", &[]).await;
     let name = "drifted";
     let pipeline = world.pipeline(name);
     let keyspace = pipeline.spec.cassandra.keyspace.name.clone();

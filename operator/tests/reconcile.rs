@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Operator, TestWorld, cassandra, condition_of, find_condition};
+use common::{TestWorld, assert_restricted, cassandra, condition_of, find_condition};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
@@ -34,8 +34,7 @@ fn template_hash(deployment: &Deployment) -> String {
 /// Service, status and events.
 #[tokio::test]
 async fn creates_everything_then_updates_in_place() {
-    let world = TestWorld::new("op-create").await;
-    let _operator = Operator::start(&world.namespace, &[]);
+    let (world, _operator) = TestWorld::with_operator("op-create", &[]).await;
     let name = "listings";
     let mut pipeline = world.pipeline(name);
     pipeline.spec.topic.config = BTreeMap::from([("retention.ms".into(), "7200000".into())]);
@@ -84,11 +83,7 @@ async fn creates_everything_then_updates_in_place() {
     assert_eq!(columns.len(), 5);
 
     // Kubernetes: the runner's config, workloads and Service.
-    let config_map = world
-        .api::<ConfigMap>()
-        .get(&format!("{name}-runner"))
-        .await
-        .expect("the ConfigMap");
+    let config_map = world.get::<ConfigMap>(&format!("{name}-runner")).await;
     let manifest = config_map
         .data
         .as_ref()
@@ -96,11 +91,7 @@ async fn creates_everything_then_updates_in_place() {
         .expect("pipeline.yaml");
     let parsed = rtdp_crds::parse_pipeline(manifest, "configmap").expect("the runner can read it");
     assert_eq!(parsed.spec, ready.spec);
-    let processor = world
-        .api::<Deployment>()
-        .get(&format!("{name}-processor"))
-        .await
-        .expect("the processor Deployment");
+    let processor = world.get::<Deployment>(&format!("{name}-processor")).await;
     let owner = &processor.metadata.owner_references.clone().expect("owner")[0];
     assert_eq!(
         (owner.kind.as_str(), owner.controller),
@@ -119,21 +110,11 @@ async fn creates_everything_then_updates_in_place() {
         container.image.as_deref(),
         Some("ghcr.io/rtdp-dev/pipeline-runner:0.1.0")
     );
-    let security = container
-        .security_context
-        .clone()
-        .expect("security context");
-    assert_eq!(security.read_only_root_filesystem, Some(true));
-    assert_eq!(security.allow_privilege_escalation, Some(false));
-    assert_eq!(security.run_as_non_root, Some(true));
+    assert_restricted(container);
     assert!(container.liveness_probe.is_some() && container.readiness_probe.is_some());
     let first_hash = template_hash(&processor);
     // The generator is a continuous source: an ingest Deployment.
-    let ingest = world
-        .api::<Deployment>()
-        .get(&format!("{name}-ingest"))
-        .await
-        .expect("the ingest Deployment");
+    let ingest = world.get::<Deployment>(&format!("{name}-ingest")).await;
     assert_eq!(
         ingest
             .spec
@@ -147,11 +128,7 @@ async fn creates_everything_then_updates_in_place() {
             .expect("args"),
         ["ingest", "--file", "/etc/rtdp/pipeline.yaml"]
     );
-    let service = world
-        .api::<Service>()
-        .get(&format!("{name}-metrics"))
-        .await
-        .expect("the metrics Service");
+    let service = world.get::<Service>(&format!("{name}-metrics")).await;
     assert_eq!(
         service.spec.expect("spec").ports.expect("ports")[0].port,
         9090
@@ -194,11 +171,7 @@ async fn creates_everything_then_updates_in_place() {
         .await
         .expect("system_schema.columns");
     assert_eq!(columns["bedrooms"].cql_type, "int");
-    let processor = world
-        .api::<Deployment>()
-        .get(&format!("{name}-processor"))
-        .await
-        .expect("the processor Deployment");
+    let processor = world.get::<Deployment>(&format!("{name}-processor")).await;
     assert_eq!(
         processor.spec.as_ref().and_then(|spec| spec.replicas),
         Some(2)
@@ -208,11 +181,7 @@ async fn creates_everything_then_updates_in_place() {
         first_hash,
         "a spec change rolls the pods"
     );
-    let cron_job = world
-        .api::<CronJob>()
-        .get(&format!("{name}-ingest"))
-        .await
-        .expect("the ingest CronJob");
+    let cron_job = world.get::<CronJob>(&format!("{name}-ingest")).await;
     let cron_spec = cron_job.spec.expect("spec");
     assert_eq!(cron_spec.schedule, "*/5 * * * *");
     assert_eq!(cron_spec.concurrency_policy.as_deref(), Some("Forbid"));
@@ -248,8 +217,7 @@ async fn creates_everything_then_updates_in_place() {
 #[tokio::test]
 async fn runners_stop_before_topics_and_tables_are_dropped() {
     const HOLD: &str = "tests.rtdp.dev/hold";
-    let world = TestWorld::new("op-order").await;
-    let _operator = Operator::start(&world.namespace, &[]);
+    let (world, _operator) = TestWorld::with_operator("op-order", &[]).await;
     let name = "order";
     let pipeline = world.pipeline(name);
     let topic = pipeline.topic_name();
@@ -330,8 +298,7 @@ async fn runners_stop_before_topics_and_tables_are_dropped() {
 /// Owned objects edited or deleted by hand come back.
 #[tokio::test]
 async fn owned_objects_that_are_edited_or_deleted_come_back() {
-    let world = TestWorld::new("op-owned").await;
-    let _operator = Operator::start(&world.namespace, &[]);
+    let (world, _operator) = TestWorld::with_operator("op-owned", &[]).await;
     let name = "owned";
     let owned = world.scenario(name);
     world.create(&world.pipeline(name)).await;
@@ -414,8 +381,8 @@ async fn owned_objects_that_are_edited_or_deleted_come_back() {
 /// with a condition and nothing is altered; drifted topic configs are set back.
 #[tokio::test]
 async fn adopts_refuses_and_sets_drift_back() {
-    let world = TestWorld::new("op-refuse").await;
-    let _operator = Operator::start(&world.namespace, &["--resync-seconds", "3"]);
+    let (world, _operator) =
+        TestWorld::with_operator("op-refuse", &["--resync-seconds", "3"]).await;
     let name = "refuse";
     let mut pipeline = world.pipeline(name);
     pipeline.spec.topic.config = BTreeMap::from([("retention.ms".into(), "3600000".into())]);
@@ -524,8 +491,7 @@ async fn adopts_refuses_and_sets_drift_back() {
 /// `Retain` keeps the topics and tables; the owned objects are garbage-collected.
 #[tokio::test]
 async fn retain_keeps_topics_and_tables() {
-    let world = TestWorld::new("op-retain").await;
-    let _operator = Operator::start(&world.namespace, &[]);
+    let (world, _operator) = TestWorld::with_operator("op-retain", &[]).await;
     let name = "kept";
     let mut pipeline = world.pipeline(name);
     pipeline.spec.deletion_policy = DeletionPolicy::Retain;
@@ -540,11 +506,7 @@ async fn retain_keeps_topics_and_tables() {
     );
     // The owned objects name the Pipeline as controller, so the garbage collector removes
     // them with it.
-    let processor = world
-        .api::<Deployment>()
-        .get(&format!("{name}-processor"))
-        .await
-        .expect("the processor");
+    let processor = world.get::<Deployment>(&format!("{name}-processor")).await;
     let owners = processor
         .metadata
         .owner_references
@@ -576,8 +538,8 @@ async fn retain_keeps_topics_and_tables() {
 /// then a condition and an event say how to release it, and `deletionPolicy: Retain` does.
 #[tokio::test]
 async fn a_blocked_deletion_says_how_to_release_it() {
-    let world = TestWorld::new("op-blocked").await;
-    let operator = Operator::start(&world.namespace, &["--cleanup-attempts", "2"]);
+    let (world, operator) =
+        TestWorld::with_operator("op-blocked", &["--cleanup-attempts", "2"]).await;
     let name = "blocked";
     let mut pipeline = world.pipeline(name);
     pipeline.spec.cassandra.contact_points = vec![format!("127.0.0.1:{}", common::free_port())];
@@ -645,8 +607,7 @@ async fn a_blocked_deletion_says_how_to_release_it() {
 /// An invalid spec is a permanent error: reported, then nothing until the Pipeline changes.
 #[tokio::test]
 async fn an_invalid_spec_waits_for_the_next_change() {
-    let world = TestWorld::new("op-invalid").await;
-    let operator = Operator::start(&world.namespace, &[]);
+    let (world, operator) = TestWorld::with_operator("op-invalid", &[]).await;
     // 46 characters: too long for a CronJob's name with "-ingest".
     let name = "a-pipeline-name-that-is-too-long-for-a-cronjob";
     let mut pipeline = world.pipeline(name);
@@ -776,8 +737,7 @@ async fn each_distinct_failure_is_its_own_event_and_repeats_count_up() {
 /// failure replaces it when it comes.
 #[tokio::test]
 async fn a_new_generation_is_reported_before_the_slow_steps() {
-    let world = TestWorld::new("op-progress").await;
-    let _operator = Operator::start(&world.namespace, &[]);
+    let (world, _operator) = TestWorld::with_operator("op-progress", &[]).await;
     let name = "progress";
     let mut pipeline = world.pipeline(name);
     pipeline.spec.kafka.bootstrap_servers = vec![format!("127.0.0.1:{}", common::free_port())];

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Operator, TestWorld, cassandra};
+use common::{TestWorld, cassandra};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
@@ -22,8 +22,7 @@ const PIPELINES: usize = 200;
 
 #[tokio::test]
 async fn two_hundred_pipelines_converge() {
-    let world = TestWorld::new("op-scale").await;
-    let operator = Operator::start(&world.namespace, &[]);
+    let (world, operator) = TestWorld::with_operator("op-scale", &[]).await;
     let keyspace = unique_cql_identifier("scale");
     let names: Vec<String> = (0..PIPELINES)
         .map(|index| format!("scale-{index:03}"))

@@ -16,9 +16,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::ListParams;
 use rtdp_crds::{DeletionPolicy, Pipeline, parse_pipeline};
 use rtdp_test_support::{
-    cassandra_secured_contact_points, cassandra_secured_credentials, cassandra_secured_session,
-    cassandra_table_names, eventually, kafka_ca_file, kafka_sasl_credentials,
-    kafka_secure_bootstrap_servers, unique_cql_identifier, unique_name,
+    assert_no_password, cassandra_secured_contact_points, cassandra_secured_credentials,
+    cassandra_secured_session, cassandra_table_names, eventually, kafka_ca_file,
+    kafka_sasl_credentials, kafka_secure_bootstrap_servers, unique_cql_identifier, unique_name,
 };
 
 /// examples/web-events.yaml on the secured local stack, with unique topic and keyspace.
@@ -88,18 +88,13 @@ async fn visible_text(world: &TestWorld, name: &str, operator: &Operator) -> Str
     )
 }
 
-fn assert_no_secret(text: &str, secrets: &[&str]) {
-    let (_, kafka_password) = kafka_sasl_credentials();
-    let (_, cassandra_password) = cassandra_secured_credentials();
-    for secret in [kafka_password.as_str(), cassandra_password.as_str()]
-        .into_iter()
-        .chain(secrets.iter().copied())
-    {
-        assert!(
-            !text.contains(secret),
-            "a password appears in the status, events, Deployments or operator log:\n{text}"
-        );
-    }
+/// Fails when a password appears in what `visible_text` gathered.
+fn assert_no_secret(text: &str, extra: &[&str]) {
+    assert_no_password(
+        "the status, events, Deployments or operator log",
+        text,
+        extra,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

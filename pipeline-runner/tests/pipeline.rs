@@ -306,36 +306,10 @@ async fn raw_bad_records_are_dead_lettered_with_reasons_and_never_block_good_one
 async fn ten_sigkills_mid_stream_lose_nothing_and_keep_the_latest_value() {
     let pipeline = listings_pipeline("crash");
     provision(&pipeline).await;
-    let topic = pipeline.topic_name();
-    let producer = producer(&pipeline);
     let keys = 150_i64;
     let rounds = 12_i64;
-    // Round r sets each listing's price to base + r: the last round is the latest value.
-    let record = |key: i64, round: i64| {
-        let mut listing = rtdp_test_support::listings_api::listing(key as usize);
-        listing["price"] = Json::from(100_000 + round);
-        let zpid = listing["zpid"].as_i64().expect("a zpid");
-        (zpid, listing.to_string())
-    };
-    let send_rounds = |from: i64, to: i64| {
-        let producer = producer.clone();
-        let topic = topic.clone();
-        async move {
-            for round in from..to {
-                for key in 0..keys {
-                    let (zpid, payload) = record(key, round);
-                    produce(
-                        &producer,
-                        &topic,
-                        &zpid.to_string(),
-                        Some(payload.as_bytes()),
-                    )
-                    .await;
-                }
-            }
-        }
-    };
-    send_rounds(0, 6).await;
+    let updates = PriceRounds::new(&pipeline, keys);
+    updates.clone().send(0..6, Duration::ZERO).await;
     let manifest = write_manifest(&pipeline);
     let session = cassandra().await;
     let by_id = format!("{}.listings_by_id", pipeline.spec.cassandra.keyspace.name);
@@ -343,7 +317,7 @@ async fn ten_sigkills_mid_stream_lose_nothing_and_keep_the_latest_value() {
     // Ten SIGKILLs at ten different points of the stream: before the group is joined, while
     // the first writes are in flight, mid-stream, and while the producer is still adding
     // rounds. Each restart resumes from the last committed offset and write-time chain.
-    let producing = tokio::spawn(send_rounds(6, rounds));
+    let producing = tokio::spawn(updates.clone().send(6..rounds, Duration::ZERO));
     let kill_after_milliseconds = [
         300_u64, 900, 1_500, 2_200, 2_900, 3_600, 4_400, 5_200, 6_100, 7_000,
     ];
@@ -361,9 +335,7 @@ async fn ten_sigkills_mid_stream_lose_nothing_and_keep_the_latest_value() {
     producing.await.expect("the producer task");
 
     let second = Runner::start(&["process"], &manifest, &[]);
-    let latest: BTreeMap<i64, i64> = (0..keys)
-        .map(|key| (record(key, 0).0, 100_000 + rounds - 1))
-        .collect();
+    let latest = updates.latest(rounds);
     wait_for_prices(&session, &by_id, &latest, Duration::from_secs(120)).await;
     wait_offsets_at_end(&pipeline, Duration::from_secs(60)).await;
     let log = second.log_text();

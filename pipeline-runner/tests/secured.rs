@@ -14,9 +14,9 @@ use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rtdp_crds::{Pipeline, parse_pipeline};
 use rtdp_test_support::{
-    cassandra_secured_contact_points, cassandra_secured_credentials, cassandra_secured_session,
-    eventually, kafka_ca_file, kafka_sasl_credentials, kafka_secure_bootstrap_servers,
-    unique_cql_identifier, unique_name,
+    assert_no_password, cassandra_secured_contact_points, cassandra_secured_credentials,
+    cassandra_secured_session, eventually, kafka_ca_file, kafka_sasl_credentials,
+    kafka_secure_bootstrap_servers, unique_cql_identifier, unique_name,
 };
 use scylla::client::session::Session;
 
@@ -84,7 +84,7 @@ fn assert_refused_clearly(
         "the log must name the server {server} and the authentication failure:\n{log}"
     );
     assert!(!log.contains("panicked"), "the runner panicked:\n{log}");
-    assert_no_secret("the runner's log", &log, &[wrong]);
+    assert_no_password("the runner's log", &log, &[wrong]);
 }
 
 fn standalone_once(pipeline: &Pipeline, env: &[(&'static str, String)]) -> (bool, String) {
@@ -95,21 +95,6 @@ fn standalone_once(pipeline: &Pipeline, env: &[(&'static str, String)]) -> (bool
     let status = runner.wait(FAILURE_BOUND);
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     (status.success(), text)
-}
-
-/// Fails when any of the stack's passwords (or `extra`) appears in `text`.
-fn assert_no_secret(what: &str, text: &str, extra: &[&str]) {
-    let (_, kafka_password) = kafka_sasl_credentials();
-    let (_, cassandra_password) = cassandra_secured_credentials();
-    for secret in [kafka_password.as_str(), cassandra_password.as_str()]
-        .into_iter()
-        .chain(extra.iter().copied())
-    {
-        assert!(
-            !text.contains(secret),
-            "{what} contains a password:\n{text}"
-        );
-    }
 }
 
 fn secured_producer() -> FutureProducer {
@@ -183,7 +168,7 @@ async fn correct_credentials_provision_and_write_the_web_events_example() {
     // Second run: processes everything produced, then exits.
     let (ok, log) = standalone_once(&pipeline, &env);
     assert!(ok, "processing run failed; log:\n{log}");
-    assert_no_secret("the runner's log", &log, &[]);
+    assert_no_password("the runner's log", &log, &[]);
 
     let session = cassandra_secured_session().await;
     let keyspace = &pipeline.spec.cassandra.keyspace.name;
@@ -267,5 +252,5 @@ async fn the_process_role_with_a_wrong_kafka_password_logs_the_authentication_fa
     assert!(!log.contains("panicked"), "the runner panicked:\n{log}");
     runner.terminate(Duration::from_secs(30));
     let log = std::fs::read_to_string(manifest.with_extension("process.log")).unwrap_or(log);
-    assert_no_secret("the runner's log", &log, &[wrong]);
+    assert_no_password("the runner's log", &log, &[wrong]);
 }

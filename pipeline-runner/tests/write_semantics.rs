@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
-use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rtdp_crds::{DerivedFieldSpec, Pipeline, TableSpec};
 use rtdp_test_support::eventually;
@@ -24,12 +23,6 @@ async fn prices(
     prices_by_zpid(session, &table).await
 }
 
-fn listing_with_price(index: usize, price: i64) -> (String, String) {
-    let mut listing = rtdp_test_support::listings_api::listing(index);
-    listing["price"] = Json::from(price);
-    (listing["zpid"].to_string(), listing.to_string())
-}
-
 /// 2 500 updates of one key produced in one burst: batches share a broker append time, so
 /// hundreds of them fall in one millisecond, across offsets 999/1000 and 1999/2000 (where
 /// the old `millis * 1000 + offset % 1000` went backwards). The last one must win.
@@ -40,11 +33,7 @@ async fn the_last_of_many_updates_in_one_millisecond_wins() {
     provision(&pipeline).await;
     let topic = pipeline.topic_name();
     // A lingering producer packs the burst into few batches (one append time each).
-    let producer: FutureProducer = ClientConfig::new()
-        .set(
-            "bootstrap.servers",
-            pipeline.spec.kafka.bootstrap_servers.join(","),
-        )
+    let producer: FutureProducer = kafka_config(&pipeline)
         .set("enable.idempotence", "true")
         .set("linger.ms", "50")
         .set("batch.num.messages", "10000")
@@ -282,11 +271,7 @@ async fn zstd_compressed_records_are_processed() {
     let pipeline = listings_pipeline("zstd");
     provision(&pipeline).await;
     let topic = pipeline.topic_name();
-    let producer: FutureProducer = ClientConfig::new()
-        .set(
-            "bootstrap.servers",
-            pipeline.spec.kafka.bootstrap_servers.join(","),
-        )
+    let producer: FutureProducer = kafka_config(&pipeline)
         .set("enable.idempotence", "true")
         .set("compression.type", "zstd")
         .set("linger.ms", "20")

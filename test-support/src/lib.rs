@@ -177,6 +177,22 @@ pub fn cassandra_secured_credentials() -> (String, String) {
     )
 }
 
+/// Fails when the stack's Kafka or Cassandra password, or any of `extra`, appears in `text`
+/// (`what` names the text: "the runner's log").
+pub fn assert_no_password(what: &str, text: &str, extra: &[&str]) {
+    let (_, kafka_password) = kafka_sasl_credentials();
+    let (_, cassandra_password) = cassandra_secured_credentials();
+    for secret in [kafka_password.as_str(), cassandra_password.as_str()]
+        .into_iter()
+        .chain(extra.iter().copied())
+    {
+        assert!(
+            !text.contains(secret),
+            "{what} contains a password:\n{text}"
+        );
+    }
+}
+
 /// The contact points of the secured Cassandra (PasswordAuthenticator). It is not part of
 /// `dev/stack up`: the first call in a test process runs `dev/stack up cassandra-secured`
 /// (a no-op when it runs; `dev/stack run` and `dev/stack down` stop it). A failure to start

@@ -144,16 +144,21 @@ pub fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Output {
         .unwrap_or_else(|error| panic!("waiting for {program}: {error}"))
 }
 
-/// Runs a tool that must succeed; returns its stdout.
-pub fn run_ok(program: &str, args: &[&str], stdin: Option<&str>) -> String {
-    let output = run(program, args, stdin);
+/// Fails the test, with the command line and its output, unless the command succeeded.
+fn assert_succeeded(program: &str, args: &[&str], output: &Output) {
     assert!(
         output.status.success(),
         "`{program} {}` failed ({}):\n{}",
         args.join(" "),
         output.status,
-        output_text(&output)
+        output_text(output)
     );
+}
+
+/// Runs a tool that must succeed; returns its stdout.
+pub fn run_ok(program: &str, args: &[&str], stdin: Option<&str>) -> String {
+    let output = run(program, args, stdin);
+    assert_succeeded(program, args, &output);
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
@@ -165,11 +170,5 @@ pub fn dev_stack(arguments: &[&str]) {
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|error| panic!("running {script} {arguments:?}: {error}"));
-    assert!(
-        output.status.success(),
-        "`dev/stack {}` failed ({}):\n{}",
-        arguments.join(" "),
-        output.status,
-        output_text(&output)
-    );
+    assert_succeeded("dev/stack", arguments, &output);
 }

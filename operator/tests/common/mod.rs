@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod helm;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -181,6 +183,24 @@ pub async fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
     Some((code, body))
 }
 
+/// A namespaced Kubernetes object type that can be read: what `TestWorld::get` and its
+/// kin work with.
+pub trait Namespaced:
+    kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<K> Namespaced for K where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+{
+}
+
 /// One test's world: a client, a fresh namespace, and the CRD installed.
 pub struct TestWorld {
     pub client: Client,
@@ -201,6 +221,33 @@ impl TestWorld {
             namespace,
             admin,
         }
+    }
+
+    /// A new world and an operator serving its namespace (with `extra` flags).
+    pub async fn with_operator(prefix: &str, extra: &[&str]) -> (Self, Operator) {
+        let world = Self::new(prefix).await;
+        let operator = Operator::start(&world.namespace, extra);
+        (world, operator)
+    }
+
+    /// The named object of the test namespace, if it exists.
+    pub async fn find<K: Namespaced>(&self, name: &str) -> Option<K> {
+        self.api::<K>()
+            .get_opt(name)
+            .await
+            .unwrap_or_else(|error| panic!("reading {} {name}: {error}", K::kind(&())))
+    }
+
+    /// The named object of the test namespace, which must exist.
+    pub async fn get<K: Namespaced>(&self, name: &str) -> K {
+        self.find(name)
+            .await
+            .unwrap_or_else(|| panic!("{} {name} does not exist", K::kind(&())))
+    }
+
+    /// Whether the named object exists now.
+    pub async fn object_exists<K: Namespaced>(&self, name: &str) -> bool {
+        self.find::<K>(name).await.is_some()
     }
 
     /// The Pipelines API of the test namespace.
@@ -488,13 +535,7 @@ impl TestWorld {
     }
 
     /// Waits until the named object is gone (or was never there).
-    pub async fn wait_object_gone<K>(&self, name: &str)
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-    {
+    pub async fn wait_object_gone<K: Namespaced>(&self, name: &str) {
         let api = self.api::<K>();
         eventually(
             &format!("{} {name} to be removed", K::kind(&())),
@@ -505,21 +546,6 @@ impl TestWorld {
             },
         )
         .await;
-    }
-
-    /// Whether the named object exists now.
-    pub async fn object_exists<K>(&self, name: &str) -> bool
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-    {
-        self.api::<K>()
-            .get_opt(name)
-            .await
-            .unwrap_or_else(|error| panic!("reading {} {name}: {error}", K::kind(&())))
-            .is_some()
     }
 
     /// Drops what `deletionPolicy: Retain` (or a test) left: the topic with its dead-letter
@@ -602,6 +628,21 @@ pub fn assert_condition_message(pipeline: &Pipeline, type_: &str, part: &str) {
         condition.is_some_and(|condition| condition.message.contains(part)),
         "the {type_} condition's message should contain {part:?}: {condition:?}"
     );
+}
+
+/// Asserts the container runs restricted (non-root, read-only root filesystem, no privilege
+/// escalation); returns its securityContext for more checks.
+pub fn assert_restricted(
+    container: &k8s_openapi::api::core::v1::Container,
+) -> &k8s_openapi::api::core::v1::SecurityContext {
+    let security = container
+        .security_context
+        .as_ref()
+        .unwrap_or_else(|| panic!("container {} has no securityContext", container.name));
+    assert_eq!(security.run_as_non_root, Some(true));
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    security
 }
 
 /// A condition of the Pipeline's status.

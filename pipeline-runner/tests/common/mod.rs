@@ -36,6 +36,16 @@ pub fn listings_pipeline(prefix: &str) -> Pipeline {
     pipeline
 }
 
+/// A Kafka client configuration for the pipeline's bootstrap servers.
+pub fn kafka_config(pipeline: &Pipeline) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set(
+        "bootstrap.servers",
+        pipeline.spec.kafka.bootstrap_servers.join(","),
+    );
+    config
+}
+
 /// Writes the manifest where a runner process can read it.
 pub fn write_manifest(pipeline: &Pipeline) -> PathBuf {
     let path = std::env::temp_dir().join(format!(
@@ -166,11 +176,7 @@ pub struct DeadLetter {
 
 /// Reads `count` records of the dead-letter topic (fails after a timeout).
 pub async fn read_dead_letters(pipeline: &Pipeline, count: usize) -> Vec<DeadLetter> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set(
-            "bootstrap.servers",
-            pipeline.spec.kafka.bootstrap_servers.join(","),
-        )
+    let consumer: StreamConsumer = kafka_config(pipeline)
         .set("group.id", unique_name("dead-letter-reader"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -210,11 +216,7 @@ pub async fn read_dead_letters(pipeline: &Pipeline, count: usize) -> Vec<DeadLet
 /// The group's committed offset and the end offset of every partition of the topic.
 pub fn committed_and_end(pipeline: &Pipeline) -> Vec<(i32, Option<i64>, i64)> {
     let topic = pipeline.topic_name();
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set(
-            "bootstrap.servers",
-            pipeline.spec.kafka.bootstrap_servers.join(","),
-        )
+    let consumer: BaseConsumer = kafka_config(pipeline)
         .set("group.id", pipeline.consumer_group())
         .create()
         .expect("a consumer");
@@ -314,11 +316,7 @@ pub fn assert_offsets_at_end(pipeline: &Pipeline) {
 /// Moves the group back to the beginning of every partition (the group must be empty).
 pub fn reset_group_to_beginning(pipeline: &Pipeline) {
     let topic = pipeline.topic_name();
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set(
-            "bootstrap.servers",
-            pipeline.spec.kafka.bootstrap_servers.join(","),
-        )
+    let consumer: BaseConsumer = kafka_config(pipeline)
         .set("group.id", pipeline.consumer_group())
         .set("enable.auto.commit", "false")
         .create()
@@ -336,11 +334,7 @@ pub fn reset_group_to_beginning(pipeline: &Pipeline) {
 
 /// An idempotent producer for raw test records.
 pub fn producer(pipeline: &Pipeline) -> FutureProducer {
-    ClientConfig::new()
-        .set(
-            "bootstrap.servers",
-            pipeline.spec.kafka.bootstrap_servers.join(","),
-        )
+    kafka_config(pipeline)
         .set("enable.idempotence", "true")
         .create()
         .expect("a producer")
@@ -356,4 +350,53 @@ pub async fn produce(producer: &FutureProducer, topic: &str, key: &str, payload:
         .send(record, Duration::from_secs(30))
         .await
         .unwrap_or_else(|(error, _)| panic!("producing {key}: {error}"));
+}
+
+/// Listing `index` of the listings API's generator with its price set: (key, the zpid as
+/// text; payload).
+pub fn listing_with_price(index: usize, price: i64) -> (String, String) {
+    let mut listing = rtdp_test_support::listings_api::listing(index);
+    listing["price"] = serde_json::Value::from(price);
+    (listing["zpid"].to_string(), listing.to_string())
+}
+
+/// Rounds of updates of the same `keys` listings, for the tests of the latest value: round `r`
+/// sets each listing's price to 100 000 + r, so the last round produced is the latest value.
+#[derive(Clone)]
+pub struct PriceRounds {
+    producer: FutureProducer,
+    topic: String,
+    keys: i64,
+}
+
+impl PriceRounds {
+    /// Rounds of `keys` listings into the pipeline's topic.
+    pub fn new(pipeline: &Pipeline, keys: i64) -> Self {
+        Self {
+            producer: producer(pipeline),
+            topic: pipeline.topic_name(),
+            keys,
+        }
+    }
+
+    /// Produces the rounds `rounds`, each acknowledged, pausing `pause` after each round.
+    pub async fn send(self, rounds: std::ops::Range<i64>, pause: Duration) {
+        for round in rounds {
+            for key in 0..self.keys {
+                let (zpid, payload) = listing_with_price(key as usize, 100_000 + round);
+                produce(&self.producer, &self.topic, &zpid, Some(payload.as_bytes())).await;
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// What the table holds once `rounds` rounds are processed: zpid → the last round's price.
+    pub fn latest(&self, rounds: i64) -> BTreeMap<i64, i64> {
+        (0..self.keys)
+            .map(|key| {
+                let (zpid, _) = listing_with_price(key as usize, 0);
+                (zpid.parse().expect("a numeric zpid"), 100_000 + rounds - 1)
+            })
+            .collect()
+    }
 }
