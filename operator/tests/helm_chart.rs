@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::helm::*;
-use common::{Operator, TestWorld, condition_of, install_crd};
+use common::{Operator, TestWorld, condition_of};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
@@ -325,10 +325,7 @@ async fn reconciles_as(world: &TestWorld, user: &str, lease_namespace: &str) {
 /// readable only in the served namespace; the operator reconciles as the ServiceAccount.
 #[tokio::test]
 async fn namespaced_install_is_least_privilege_and_sufficient() {
-    required_env("KUBECONFIG");
-    let client = kube_client().await;
-    // The CRD first (as every operator test does), so helm's crds/ step finds it and skips.
-    install_crd(&client).await;
+    let client = admin_client_with_crd().await;
     let world = TestWorld::new("helm-served").await;
     let unserved = TestNamespace::create(&client, "helm-unserved").await;
     let release_namespace = unique_name("helm-ns");
@@ -341,11 +338,9 @@ async fn namespaced_install_is_least_privilege_and_sufficient() {
     let user = release.service_account_user();
 
     // What the release created.
-    let deployment = Api::<Deployment>::namespaced(client.clone(), &release_namespace)
-        .get(&fullname)
-        .await
-        .expect("the operator Deployment");
-    check_deployment(&deployment, &fullname, Some(&world.namespace));
+    release
+        .check_operator_deployment(&client, Some(&world.namespace))
+        .await;
     Api::<ServiceAccount>::namespaced(client.clone(), &release_namespace)
         .get(&fullname)
         .await
@@ -399,14 +394,11 @@ async fn namespaced_install_is_least_privilege_and_sufficient() {
     reconciles_as(&world, &user, &release_namespace).await;
 
     release.uninstall();
-    assert!(
-        Api::<ServiceAccount>::namespaced(client.clone(), &release_namespace)
-            .get_opt(&fullname)
-            .await
-            .expect("reading ServiceAccounts")
-            .is_none(),
-        "helm uninstall left the ServiceAccount"
-    );
+    assert_uninstalled(
+        Api::<ServiceAccount>::namespaced(client.clone(), &release_namespace),
+        &fullname,
+    )
+    .await;
     world.cleanup().await;
 }
 
@@ -414,20 +406,14 @@ async fn namespaced_install_is_least_privilege_and_sufficient() {
 /// rules, still nothing it must not do; the operator reconciles through the binding.
 #[tokio::test]
 async fn cluster_wide_install_is_least_privilege_and_sufficient() {
-    required_env("KUBECONFIG");
-    let client = kube_client().await;
-    install_crd(&client).await;
+    let client = admin_client_with_crd().await;
     let world = TestWorld::new("helm-cluster").await;
     let release_namespace = unique_name("helm-ns");
     let mut release = Release::install("rel", &release_namespace, &[]);
     let fullname = release.fullname();
     let user = release.service_account_user();
 
-    let deployment = Api::<Deployment>::namespaced(client.clone(), &release_namespace)
-        .get(&fullname)
-        .await
-        .expect("the operator Deployment");
-    check_deployment(&deployment, &fullname, None);
+    release.check_operator_deployment(&client, None).await;
     Api::<ClusterRole>::all(client.clone())
         .get(&fullname)
         .await
@@ -465,14 +451,7 @@ async fn cluster_wide_install_is_least_privilege_and_sufficient() {
     reconciles_as(&world, &user, &release_namespace).await;
 
     release.uninstall();
-    assert!(
-        Api::<ClusterRole>::all(client.clone())
-            .get_opt(&fullname)
-            .await
-            .expect("reading ClusterRoles")
-            .is_none(),
-        "helm uninstall left the ClusterRole"
-    );
+    assert_uninstalled(Api::<ClusterRole>::all(client.clone()), &fullname).await;
     world.cleanup().await;
 }
 
@@ -482,9 +461,7 @@ async fn cluster_wide_install_is_least_privilege_and_sufficient() {
 /// deploy/dev/kind-values.yaml.
 #[tokio::test]
 async fn kind_e2e_manifests_pass_the_server_dry_run() {
-    required_env("KUBECONFIG");
-    let client = kube_client().await;
-    install_crd(&client).await;
+    let client = admin_client_with_crd().await;
     let version = server_version(&client).await;
     let namespace = TestNamespace::create(&client, "helm-kind").await;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");

@@ -146,6 +146,12 @@ fn kubectl(arguments: &[&str]) -> String {
     run_ok("kubectl", arguments, None)
 }
 
+/// `kubectl apply -n NAMESPACE -f MANIFEST`, as a user would.
+fn kubectl_apply(namespace: &str, manifest: &Path) {
+    let path = manifest.to_str().expect("a UTF-8 path");
+    kubectl(&["apply", "-n", namespace, "-f", path]);
+}
+
 async fn columns_of(keyspace: &str, table: &str) -> Vec<String> {
     let session = cassandra().await;
     let rows = session
@@ -222,13 +228,7 @@ async fn property_listings_through_kubernetes() {
         .create_secret("listings-api", &[("api-key", "e2e-key")])
         .await;
 
-    kubectl(&[
-        "apply",
-        "-n",
-        &namespace,
-        "-f",
-        manifest.to_str().expect("a path"),
-    ]);
+    kubectl_apply(&namespace, &manifest);
     let name = "property-listings";
     world
         .wait_for(
@@ -333,13 +333,7 @@ async fn property_listings_through_kubernetes() {
         .expect("a field"),
     );
     std::fs::write(&manifest, serde_yaml::to_string(&pipeline).expect("yaml")).expect("manifest");
-    kubectl(&[
-        "apply",
-        "-n",
-        &namespace,
-        "-f",
-        manifest.to_str().expect("a path"),
-    ]);
+    kubectl_apply(&namespace, &manifest);
     eventually(
         "the new column in listings_by_id",
         Duration::from_secs(60),

@@ -24,6 +24,31 @@ pub async fn server_version(client: &Client) -> String {
         .git_version
 }
 
+/// The admin client of the local API server (KUBECONFIG, with helm and kubectl on PATH), with
+/// the Pipeline CRD installed first (as every operator test does), so helm's crds/ step finds
+/// it and skips.
+pub async fn admin_client_with_crd() -> Client {
+    required_env("KUBECONFIG");
+    let client = rtdp_test_support::kube_client().await;
+    super::install_crd(&client).await;
+    client
+}
+
+/// Asserts `helm uninstall` removed the named object.
+pub async fn assert_uninstalled<K>(api: kube::Api<K>, name: &str)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let kind = K::kind(&());
+    assert!(
+        api.get_opt(name)
+            .await
+            .unwrap_or_else(|error| panic!("reading {kind} {name}: {error}"))
+            .is_none(),
+        "helm uninstall left the {kind} {name}"
+    );
+}
+
 /// A unique namespace, created by the admin client, deleted (best effort) on drop.
 pub struct TestNamespace {
     pub name: String,
@@ -88,6 +113,15 @@ impl Release {
     /// "rtdp" in it): also the ServiceAccount's.
     pub fn fullname(&self) -> String {
         format!("{}-rtdp-operator", self.name)
+    }
+
+    /// Reads the release's operator Deployment and checks it (`check_deployment`).
+    pub async fn check_operator_deployment(&self, client: &Client, namespaces: Option<&str>) {
+        let deployment = kube::Api::<Deployment>::namespaced(client.clone(), &self.namespace)
+            .get(&self.fullname())
+            .await
+            .expect("the operator Deployment");
+        check_deployment(&deployment, &self.fullname(), namespaces);
     }
 
     pub fn service_account_user(&self) -> String {
