@@ -3,44 +3,17 @@
 //! and a partition decrease is refused on update. Needs `dev/stack up`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::discovery::ApiResource;
 use rtdp_crds::Pipeline;
-use rtdp_test_support::{eventually, kube_client, required_env, unique_name};
+use rtdp_test_support::process::{run, run_ok};
+use rtdp_test_support::{kube_client, required_env, unique_name};
 use serde_json::{Value, json};
 
 async fn install_crd(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = rtdp_crds::crd();
-    let name = crd.metadata.name.clone().expect("the CRD has a name");
-    crds.patch(
-        &name,
-        &PatchParams::apply("rtdp-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("applying the Pipeline CRD");
-    eventually(
-        "the Pipeline CRD to become Established",
-        Duration::from_secs(30),
-        || {
-            let crds = crds.clone();
-            let name = name.clone();
-            async move {
-                let conditions = crds.get(&name).await.ok()?.status?.conditions?;
-                conditions
-                    .iter()
-                    .any(|condition| condition.type_ == "Established" && condition.status == "True")
-                    .then_some(())
-            }
-        },
-    )
-    .await;
+    rtdp_test_support::kubernetes::install_crd(client, &rtdp_crds::crd()).await;
 }
 
 fn pipelines(client: &Client, namespace: &str) -> Api<DynamicObject> {
@@ -70,27 +43,22 @@ async fn every_example_applies_with_server_side_dry_run() {
     // The same command a user types, with the kubectl that `dev/stack env` puts on PATH.
     let kubeconfig = required_env("KUBECONFIG");
     for example in examples() {
-        let output = Command::new("kubectl")
-            .args([
+        let path = example.to_str().expect("a UTF-8 path");
+        let stdout = run_ok(
+            "kubectl",
+            &[
                 "--kubeconfig",
                 &kubeconfig,
                 "apply",
                 "--dry-run=server",
                 "--validate=strict",
-            ])
-            .args(["--namespace", "default", "-f"])
-            .arg(&example)
-            .output()
-            .expect(
-                "running kubectl (is the stack's bin directory on PATH? eval \"$(dev/stack env)\")",
-            );
-        assert!(
-            output.status.success(),
-            "kubectl apply --dry-run=server -f {} failed:\n{}",
-            example.display(),
-            String::from_utf8_lossy(&output.stderr)
+                "--namespace",
+                "default",
+                "-f",
+                path,
+            ],
+            None,
         );
-        let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(
             stdout.contains("(server dry run)"),
             "unexpected kubectl output: {stdout}"
@@ -387,32 +355,21 @@ fn invalid_cases(name: &str) -> Vec<InvalidCase> {
 /// `kubectl apply --dry-run=server` of a manifest given on stdin: what a user types, with
 /// kubectl's default strict field validation (unknown fields are errors, not pruned).
 fn kubectl_apply_dry_run(manifest: &Value) -> Result<String, String> {
-    use std::io::Write;
     let kubeconfig = required_env("KUBECONFIG");
-    let mut child = Command::new("kubectl")
-        .args([
+    let output = run(
+        "kubectl",
+        &[
             "--kubeconfig",
             &kubeconfig,
             "apply",
             "--dry-run=server",
             "--namespace",
             "default",
-        ])
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect(
-            "running kubectl (is the stack's bin directory on PATH? eval \"$(dev/stack env)\")",
-        );
-    child
-        .stdin
-        .take()
-        .expect("kubectl's stdin")
-        .write_all(manifest.to_string().as_bytes())
-        .expect("writing the manifest to kubectl");
-    let output = child.wait_with_output().expect("waiting for kubectl");
+            "-f",
+            "-",
+        ],
+        Some(&manifest.to_string()),
+    );
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {

@@ -3,19 +3,9 @@
 CASSANDRA_DIR="$RTDP_CACHE/cassandra-$CASSANDRA_VERSION"
 CASSANDRA_STATE="$RTDP_STATE/cassandra"
 
-_resolve_cassandra() {
-  log "resolving Apache Cassandra $CASSANDRA_VERSION from Maven Central (cached in $CASSANDRA_DIR)"
-  rm -rf "$CASSANDRA_DIR/lib.partial"
-  mvn -B -q -Dstyle.color=never -f "$RTDP_ROOT/dev/cassandra/pom.xml" -Dcassandra.version="$CASSANDRA_VERSION" \
-    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$CASSANDRA_DIR/lib.partial" ||
-    die "resolving org.apache.cassandra:cassandra-all:$CASSANDRA_VERSION with Maven failed (see above)"
-  mv "$CASSANDRA_DIR/lib.partial" "$CASSANDRA_DIR/lib"
-}
-
 cassandra_build() {
-  require_command java "install a Java 17+ JDK (apt-get install openjdk-17-jdk-headless)"
-  require_command mvn "install Maven (apt-get install maven)"
-  build_once "$CASSANDRA_DIR" "$CASSANDRA_DIR/lib" _resolve_cassandra
+  build_maven_jars "Apache Cassandra" "$CASSANDRA_VERSION" "$CASSANDRA_DIR" "$RTDP_ROOT/dev/cassandra/pom.xml" \
+    cassandra.version org.apache.cassandra:cassandra-all
 }
 
 cassandra_ready() {

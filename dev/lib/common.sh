@@ -101,6 +101,25 @@ stop_daemon() {
   rm -f "$pid_file"
 }
 
+# build_maven_jars NAME VERSION DIR POM PROPERTY ARTIFACT: DIR/lib holds, once, the runtime jars
+# of the Maven artifact ARTIFACT:VERSION, resolved from Maven Central through POM (which reads
+# the version from -DPROPERTY=VERSION). DIR/lib is the done marker and DIR.lock the lock.
+build_maven_jars() {
+  require_command java "install a Java 17+ JDK (apt-get install openjdk-17-jdk-headless)"
+  require_command mvn "install Maven (apt-get install maven)"
+  build_once "$3" "$3/lib" _resolve_maven_jars "$@"
+}
+
+_resolve_maven_jars() {
+  local name=$1 version=$2 dir=$3 pom=$4 property=$5 artifact=$6
+  log "resolving $name $version from Maven Central (cached in $dir)"
+  rm -rf "$dir/lib.partial"
+  mvn -B -q -Dstyle.color=never -f "$pom" -D"$property=$version" \
+    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$dir/lib.partial" ||
+    die "resolving $artifact:$version with Maven failed (see above)"
+  mv "$dir/lib.partial" "$dir/lib"
+}
+
 # build_once DIR DONE_MARKER COMMAND...: runs COMMAND unless DONE_MARKER exists, holding a lock
 # so concurrent runs (two terminals, a test and a demo) never build one cache entry twice.
 build_once() {

@@ -3,19 +3,9 @@
 KAFKA_DIR="$RTDP_CACHE/kafka-$KAFKA_VERSION"
 KAFKA_STATE="$RTDP_STATE/kafka"
 
-_resolve_kafka() {
-  log "resolving Apache Kafka $KAFKA_VERSION from Maven Central (cached in $KAFKA_DIR)"
-  rm -rf "$KAFKA_DIR/lib.partial"
-  mvn -B -q -Dstyle.color=never -f "$RTDP_ROOT/dev/kafka/pom.xml" -Dkafka.version="$KAFKA_VERSION" \
-    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$KAFKA_DIR/lib.partial" ||
-    die "resolving org.apache.kafka:kafka_2.13:$KAFKA_VERSION with Maven failed (see above)"
-  mv "$KAFKA_DIR/lib.partial" "$KAFKA_DIR/lib"
-}
-
 kafka_build() {
-  require_command java "install a Java 17+ JDK (apt-get install openjdk-17-jdk-headless)"
-  require_command mvn "install Maven (apt-get install maven)"
-  build_once "$KAFKA_DIR" "$KAFKA_DIR/lib" _resolve_kafka
+  build_maven_jars "Apache Kafka" "$KAFKA_VERSION" "$KAFKA_DIR" "$RTDP_ROOT/dev/kafka/pom.xml" \
+    kafka.version org.apache.kafka:kafka_2.13
 }
 
 kafka_ready() {

@@ -115,42 +115,12 @@ _build_runtime() {
   rm -rf "${KIND_RUNTIME_DIR:?}/bin" && mv "$bin" "$KIND_RUNTIME_DIR/bin"
 }
 
-# The same wrapper-module technique as dev/lib/kube.sh's _build_kubernetes (k8s.io/kubernetes
-# requires its staging modules at v0.0.0; our module replaces each with its published twin),
-# same flags, so the shared Go build cache makes this cheap after `dev/stack build`. A separate
-# directory: the local stack's kubernetes-<version>/ stays exactly what dev/stack builds.
+# dev/lib/kube.sh's wrapper module and flags, so the shared Go build cache makes this cheap
+# after `dev/stack build`. A separate directory: the local stack's kubernetes-<version>/ stays
+# exactly what dev/stack builds.
 _build_kind_kubernetes() {
-  local src="$KIND_KUBE_DIR/src" staging_version="v0.${KUBERNETES_VERSION#v1.}"
-  mkdir -p "$src"
   log "building ${KIND_NODE_BINARIES[*]} ${KIND_IMAGE_BINARIES[*]} $KUBERNETES_VERSION (cold: 10-20 min on 2 cores, ~1-2 min after dev/stack build; cached in $KIND_KUBE_DIR)"
-  local upstream_mod
-  upstream_mod=$(cd "$src" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
-  [ -f "$upstream_mod" ] || die "could not download k8s.io/kubernetes@$KUBERNETES_VERSION from the Go module proxy"
-  {
-    echo "module rtdp.dev/localkube"
-    echo
-    sed -n 's/^go \(.*\)/go \1/p' "$upstream_mod"
-    echo
-    echo "require k8s.io/kubernetes $KUBERNETES_VERSION"
-    echo
-    awk '$1 ~ /^k8s\.io\// && $2 == "v0.0.0" { print $1 }' "$upstream_mod" | sort -u |
-      while read -r module; do echo "replace $module => $module $staging_version"; done
-  } >"$src/go.mod"
-  local minor=${KUBERNETES_VERSION#v1.}
-  minor=${minor%%.*}
-  local ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION \
-    -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor \
-    -X k8s.io/component-base/version.gitTreeState=clean \
-    -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION \
-    -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
-  local targets=() name
-  for name in "${KIND_NODE_BINARIES[@]}" "${KIND_IMAGE_BINARIES[@]}"; do
-    targets+=("k8s.io/kubernetes/cmd/$name")
-  done
-  rm -rf "$KIND_KUBE_DIR/bin.partial"
-  (cd "$src" && GOFLAGS=-mod=mod go build -trimpath -ldflags "$ldflags" -o "$KIND_KUBE_DIR/bin.partial/" "${targets[@]}") ||
-    die "building Kubernetes $KUBERNETES_VERSION failed (see the go output above)"
-  rm -rf "${KIND_KUBE_DIR:?}/bin" && mv "$KIND_KUBE_DIR/bin.partial" "$KIND_KUBE_DIR/bin"
+  build_kubernetes_commands "$KIND_KUBE_DIR" "${KIND_NODE_BINARIES[@]}" "${KIND_IMAGE_BINARIES[@]}"
 }
 
 _build_coredns() {

@@ -6,14 +6,17 @@ HELM_DIR="$RTDP_CACHE/helm-$HELM_VERSION"
 KUBE_STATE="$RTDP_STATE/kube"
 export KUBECONFIG_PATH="$KUBE_STATE/admin.kubeconfig"
 
+# build_kubernetes_commands DIR COMMAND...: builds k8s.io/kubernetes/cmd/COMMAND... at
+# $KUBERNETES_VERSION into DIR/bin (through DIR/bin.partial), from a wrapper module in DIR/src.
 # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with ./staging
 # paths, which a dependent module ignores. Our own module replaces each with its published
 # v0.<minor>.<patch> twin, derived from that version's go.mod rather than a hard-coded list.
-_build_kubernetes() {
-  local src="$KUBE_DIR/src" staging_version
-  staging_version="v0.${KUBERNETES_VERSION#v1.}"
+# The same module and flags for every caller, so Go's build cache serves all of them.
+build_kubernetes_commands() {
+  local dir=$1
+  shift
+  local src="$dir/src" staging_version="v0.${KUBERNETES_VERSION#v1.}"
   mkdir -p "$src"
-  log "building kube-apiserver, kube-controller-manager and kubectl $KUBERNETES_VERSION (cold: 10-20 min on 2 cores; cached in $KUBE_DIR)"
   local upstream_mod
   upstream_mod=$(cd "$src" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
   [ -f "$upstream_mod" ] || die "could not download k8s.io/kubernetes@$KUBERNETES_VERSION from the Go module proxy"
@@ -34,12 +37,19 @@ _build_kubernetes() {
     -X k8s.io/component-base/version.gitTreeState=clean \
     -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION \
     -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
-  (
-    cd "$src" &&
-      GOFLAGS=-mod=mod go build -trimpath -ldflags "$ldflags" -o "$KUBE_DIR/bin.partial/" \
-        k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl
-  ) || die "building Kubernetes $KUBERNETES_VERSION failed (see the go output above)"
-  rm -rf "$KUBE_DIR/bin" && mv "$KUBE_DIR/bin.partial" "$KUBE_DIR/bin"
+  local targets=() name
+  for name in "$@"; do
+    targets+=("k8s.io/kubernetes/cmd/$name")
+  done
+  rm -rf "$dir/bin.partial"
+  (cd "$src" && GOFLAGS=-mod=mod go build -trimpath -ldflags "$ldflags" -o "$dir/bin.partial/" "${targets[@]}") ||
+    die "building Kubernetes $KUBERNETES_VERSION failed (see the go output above)"
+  rm -rf "${dir:?}/bin" && mv "$dir/bin.partial" "$dir/bin"
+}
+
+_build_kubernetes() {
+  log "building kube-apiserver, kube-controller-manager and kubectl $KUBERNETES_VERSION (cold: 10-20 min on 2 cores; cached in $KUBE_DIR)"
+  build_kubernetes_commands "$KUBE_DIR" kube-apiserver kube-controller-manager kubectl
 }
 
 # etcd's server/go.mod carries replaces a dependent ignores, so `go install` fails;

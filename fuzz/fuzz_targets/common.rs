@@ -157,9 +157,11 @@ impl Harness {
                     "error names an undeclared field {field:?}: {error}"
                 );
             }
+            // Reasons of later steps (the transforms, a tombstone, the Cassandra write).
             RejectReason::DerivedFieldFailed
             | RejectReason::FilterFailed
-            | RejectReason::EmptyPayload => {
+            | RejectReason::EmptyPayload
+            | RejectReason::WriteRejected => {
                 panic!("the parser rejected a payload with {error}")
             }
         }

@@ -8,39 +8,35 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
-use common::{Operator, TestWorld};
+use common::TestWorld;
 use k8s_openapi::api::apps::v1::Deployment;
-use rtdp_test_support::eventually;
-
-fn stack(arguments: &[&str]) {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dev/stack");
-    let status = Command::new(&script)
-        .args(arguments)
-        .status()
-        .unwrap_or_else(|error| panic!("running {} {arguments:?}: {error}", script.display()));
-    assert!(status.success(), "dev/stack {arguments:?} failed: {status}");
-}
+use rtdp_test_support::process::dev_stack;
+use rtdp_test_support::{eventually, stays};
 
 #[tokio::test]
 async fn an_api_server_outage_is_waited_out_and_the_operator_converges_after() {
-    let world = TestWorld::new("op-api-outage").await;
-    let mut operator = Operator::start(&world.namespace, &[]);
+    let (world, mut operator) = TestWorld::with_operator("op-api-outage", &[]).await;
     let name = "outage";
     world.create(&world.pipeline(name)).await;
     world.wait_for_condition(name, "Ready", "True", None).await;
 
-    stack(&["down", "kube"]);
-    tokio::time::sleep(Duration::from_secs(30)).await;
-    assert!(
-        operator.is_running(),
-        "the operator exited while the API server was away; log:\n{}",
-        operator.log_text()
-    );
-    stack(&["up", "kube"]);
+    dev_stack(&["down", "kube"]);
+    // The outage lasts 30 s; the operator must run all along.
+    stays(
+        "the operator running while the API server is away",
+        Duration::from_secs(30),
+        || {
+            let running = operator.is_running();
+            if !running {
+                eprintln!("the operator exited; log:\n{}", operator.log_text());
+            }
+            std::future::ready(running)
+        },
+    )
+    .await;
+    dev_stack(&["up", "kube"]);
 
     // A change made after the outage is applied by the same process, leading again.
     eventually(

@@ -11,417 +11,21 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
-use common::{TestWorld, condition_of, free_port, install_crd};
+use common::helm::*;
+use common::{Operator, TestWorld, condition_of};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use kube::{Client, ResourceExt};
 use rtdp_crds::CredentialsSecretReference;
+use rtdp_test_support::process::{output_text, run, run_ok};
 use rtdp_test_support::{eventually, kube_client, required_env, unique_name};
-
-const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../helm/rtdp");
-const HOW_TO_GET_TOOLS: &str = "`eval \"$(dev/stack env)\"` puts the local stack's helm and kubectl on PATH and sets KUBECONFIG (or run `make test`)";
-
-/// Runs a command (optionally feeding `stdin`) and returns its output; fails the test with a
-/// clear message when the program is missing.
-fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = match command.spawn() {
-        Ok(child) => child,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            panic!("{program} is not on PATH: this test needs it; {HOW_TO_GET_TOOLS}")
-        }
-        Err(error) => panic!("running {program}: {error}"),
-    };
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("the child's stdin")
-            .write_all(input.as_bytes())
-            .unwrap_or_else(|error| panic!("writing to {program}'s stdin: {error}"));
-    }
-    child
-        .wait_with_output()
-        .unwrap_or_else(|error| panic!("waiting for {program}: {error}"))
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-/// Runs a command that must succeed; returns its stdout.
-fn run_ok(program: &str, args: &[&str], stdin: Option<&str>) -> String {
-    let output = run(program, args, stdin);
-    assert!(
-        output.status.success(),
-        "`{program} {}` failed ({}):\n{}",
-        args.join(" "),
-        output.status,
-        text(&output)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// The API server's version, for `helm template --kube-version` (helm's offline default is
-/// older than the chart's kubeVersion).
-async fn server_version(client: &Client) -> String {
-    client
-        .apiserver_version()
-        .await
-        .expect("reading the API server's version")
-        .git_version
-}
-
-/// A unique namespace, created by the admin client, deleted (best effort) on drop.
-struct TestNamespace {
-    name: String,
-}
-
-impl TestNamespace {
-    async fn create(client: &Client, prefix: &str) -> Self {
-        let name = unique_name(prefix);
-        let namespaces: Api<Namespace> = Api::all(client.clone());
-        namespaces
-            .create(
-                &PostParams::default(),
-                &Namespace {
-                    metadata: kube::api::ObjectMeta {
-                        name: Some(name.clone()),
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                },
-            )
-            .await
-            .expect("creating a test namespace");
-        Self { name }
-    }
-}
-
-impl Drop for TestNamespace {
-    fn drop(&mut self) {
-        // Drop is synchronous: ask kubectl, and do not wait.
-        let _ = Command::new("kubectl")
-            .args(["delete", "namespace", &self.name, "--wait=false"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-/// A Helm release, uninstalled on drop (also when the test fails).
-struct Release {
-    name: String,
-    namespace: String,
-    uninstalled: bool,
-}
-
-impl Release {
-    /// `helm install` into `namespace` (created by helm) with `--set` values.
-    fn install(prefix: &str, namespace: &str, values: &[String]) -> Self {
-        let name = unique_name(prefix);
-        let mut args = vec![
-            "install".to_string(),
-            name.clone(),
-            CHART.to_string(),
-            "--namespace".into(),
-            namespace.into(),
-            "--create-namespace".into(),
-            "--timeout".into(),
-            "2m".into(),
-        ];
-        for value in values {
-            args.push("--set".into());
-            args.push(value.clone());
-        }
-        // The guard first: a failed install (a release in state "failed") is uninstalled too.
-        let release = Self {
-            name,
-            namespace: namespace.to_string(),
-            uninstalled: false,
-        };
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let output = run_ok("helm", &args, None);
-        // NOTES.txt tells the user what to apply next.
-        assert!(
-            output.contains("kubectl") && output.contains("get pipelines"),
-            "helm install printed no usable NOTES:\n{output}"
-        );
-        release
-    }
-
-    /// The release's full name (the chart's `rtdp.fullname` of a release name without
-    /// "rtdp" in it): also the ServiceAccount's.
-    fn fullname(&self) -> String {
-        format!("{}-rtdp-operator", self.name)
-    }
-
-    fn service_account_user(&self) -> String {
-        format!(
-            "system:serviceaccount:{}:{}",
-            self.namespace,
-            self.fullname()
-        )
-    }
-
-    fn uninstall(&mut self) {
-        run_ok(
-            "helm",
-            &["uninstall", &self.name, "--namespace", &self.namespace],
-            None,
-        );
-        self.uninstalled = true;
-    }
-}
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        if !self.uninstalled {
-            let _ = Command::new("helm")
-                .args(["uninstall", &self.name, "--namespace", &self.namespace])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-        let _ = Command::new("kubectl")
-            .args(["delete", "namespace", &self.namespace, "--wait=false"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-/// `kubectl auth can-i` as `user`: whether the answer is yes.
-fn can_i(user: &str, args: &[&str]) -> bool {
-    let mut all = vec!["auth", "can-i"];
-    all.extend_from_slice(args);
-    let as_flag = format!("--as={user}");
-    all.push(&as_flag);
-    let output = run("kubectl", &all, None);
-    let answer = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    match (output.status.code(), answer.as_str()) {
-        (Some(0), "yes") => true,
-        (Some(1), "no") => false,
-        _ => panic!(
-            "`kubectl {}` gave no yes/no answer ({}):\n{}",
-            all.join(" "),
-            output.status,
-            text(&output)
-        ),
-    }
-}
-
-fn assert_can(user: &str, checks: &[&[&str]]) {
-    for args in checks {
-        assert!(
-            can_i(user, args),
-            "{user} must be allowed to `{}`",
-            args.join(" ")
-        );
-    }
-}
-
-fn assert_cannot(user: &str, checks: &[&[&str]]) {
-    for args in checks {
-        assert!(
-            !can_i(user, args),
-            "{user} must NOT be allowed to `{}`",
-            args.join(" ")
-        );
-    }
-}
-
-/// What must be denied whatever the chart's mode.
-fn assert_never_allowed(user: &str, namespace: &str) {
-    assert_cannot(
-        user,
-        &[
-            &["delete", "namespaces"],
-            &["create", "namespaces"],
-            &["escalate", "clusterroles.rbac.authorization.k8s.io"],
-            &["bind", "clusterroles.rbac.authorization.k8s.io"],
-            &["create", "clusterrolebindings.rbac.authorization.k8s.io"],
-            &["create", "clusterroles.rbac.authorization.k8s.io"],
-            &["create", "roles.rbac.authorization.k8s.io", "-n", namespace],
-            &[
-                "create",
-                "rolebindings.rbac.authorization.k8s.io",
-                "-n",
-                namespace,
-            ],
-            &["*", "*"],
-            &["*", "*", "-n", namespace],
-            &["list", "secrets", "-n", namespace],
-            &["watch", "secrets", "-n", namespace],
-            &["create", "secrets", "-n", namespace],
-            &["create", "pods", "-n", namespace],
-            &["delete", "pods", "-n", namespace],
-            &["get", "pods", "--subresource=log", "-n", namespace],
-            &["create", "pods", "--subresource=exec", "-n", namespace],
-            &["delete", "pipelines.rtdp.dev", "-n", namespace],
-            &["update", "pipelines.rtdp.dev", "-n", namespace],
-            &["delete", "configmaps", "-n", namespace],
-            &["delete", "customresourcedefinitions.apiextensions.k8s.io"],
-            &[
-                "create",
-                "serviceaccounts",
-                "--subresource=token",
-                "-n",
-                namespace,
-            ],
-            &["impersonate", "serviceaccounts", "-n", namespace],
-            &["list", "nodes"],
-        ],
-    );
-}
-
-/// What the operator needs in a namespace it serves.
-fn assert_serves(user: &str, namespace: &str) {
-    assert_can(
-        user,
-        &[
-            &["list", "pipelines.rtdp.dev", "-n", namespace],
-            &["watch", "pipelines.rtdp.dev", "-n", namespace],
-            &["patch", "pipelines.rtdp.dev", "-n", namespace],
-            &[
-                "patch",
-                "pipelines.rtdp.dev",
-                "--subresource=status",
-                "-n",
-                namespace,
-            ],
-            &[
-                "update",
-                "pipelines.rtdp.dev",
-                "--subresource=finalizers",
-                "-n",
-                namespace,
-            ],
-            &["create", "deployments.apps", "-n", namespace],
-            &["delete", "deployments.apps", "-n", namespace],
-            &["create", "cronjobs.batch", "-n", namespace],
-            &["delete", "cronjobs.batch", "-n", namespace],
-            &["list", "pods", "-n", namespace],
-            &["create", "configmaps", "-n", namespace],
-            &["patch", "services", "-n", namespace],
-            &["create", "events.events.k8s.io", "-n", namespace],
-            &["get", "secrets", "-n", namespace],
-        ],
-    );
-}
-
-/// Leader election: the Lease in the release namespace only, and only the chart's Lease
-/// after creation.
-fn assert_lease_rights(user: &str, lease_namespace: &str, other_namespace: &str) {
-    assert_can(
-        user,
-        &[
-            &[
-                "create",
-                "leases.coordination.k8s.io",
-                "-n",
-                lease_namespace,
-            ],
-            &[
-                "get",
-                "leases.coordination.k8s.io/rtdp-operator",
-                "-n",
-                lease_namespace,
-            ],
-            &[
-                "update",
-                "leases.coordination.k8s.io/rtdp-operator",
-                "-n",
-                lease_namespace,
-            ],
-        ],
-    );
-    assert_cannot(
-        user,
-        &[
-            &[
-                "update",
-                "leases.coordination.k8s.io/someone-elses",
-                "-n",
-                lease_namespace,
-            ],
-            &["list", "leases.coordination.k8s.io", "-n", lease_namespace],
-            &[
-                "delete",
-                "leases.coordination.k8s.io",
-                "-n",
-                lease_namespace,
-            ],
-            &[
-                "create",
-                "leases.coordination.k8s.io",
-                "-n",
-                other_namespace,
-            ],
-        ],
-    );
-}
-
-/// Every rule of every rendered Role/ClusterRole names its groups, resources and verbs
-/// (no `*` anywhere).
-fn assert_no_wildcards(rendered: &str) {
-    let mut roles = 0;
-    for document in serde_yaml::Deserializer::from_str(rendered) {
-        let value: serde_yaml::Value =
-            serde::Deserialize::deserialize(document).expect("the rendered YAML parses");
-        let kind = value.get("kind").and_then(|kind| kind.as_str());
-        if !matches!(kind, Some("Role" | "ClusterRole")) {
-            continue;
-        }
-        roles += 1;
-        let rules = value
-            .get("rules")
-            .and_then(|rules| rules.as_sequence())
-            .expect("a Role has rules");
-        for rule in rules {
-            for key in ["apiGroups", "resources", "verbs", "resourceNames"] {
-                for item in rule
-                    .get(key)
-                    .and_then(|items| items.as_sequence())
-                    .into_iter()
-                    .flatten()
-                {
-                    let item = item.as_str().unwrap_or_default();
-                    assert!(
-                        !item.contains('*'),
-                        "a wildcard in {kind:?} {key}: {rule:?}"
-                    );
-                }
-            }
-            assert!(rule.get("nonResourceURLs").is_none(), "{rule:?}");
-        }
-    }
-    assert!(roles > 0, "no Role or ClusterRole rendered:\n{rendered}");
-}
 
 #[test]
 fn chart_lints_clean() {
@@ -477,7 +81,7 @@ fn bad_values_fail_with_a_message_naming_the_key() {
                 &[command, CHART, "--kube-version", "1.35.0", "--set", value],
                 None,
             );
-            let message = text(&output);
+            let message = output_text(&output);
             assert!(
                 !output.status.success(),
                 "helm {command} accepted --set {value}:\n{message}"
@@ -578,108 +182,17 @@ async fn rendered_manifests_pass_the_server_dry_run() {
     assert!(with.contains("apiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor"));
 }
 
-/// A kubeconfig like $KUBECONFIG whose users impersonate `user` (`as:`): the admin
-/// certificate authenticates, RBAC authorizes as `user` alone.
-fn impersonating_kubeconfig(user: &str) -> PathBuf {
-    let path = required_env("KUBECONFIG");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|error| panic!("reading KUBECONFIG {path}: {error}"));
-    let mut config: serde_yaml::Value = serde_yaml::from_str(&text).expect("KUBECONFIG is YAML");
-    let users = config
-        .get_mut("users")
-        .and_then(|users| users.as_sequence_mut())
-        .expect("KUBECONFIG has users");
-    for entry in users {
-        let auth = entry
-            .get_mut("user")
-            .and_then(|user| user.as_mapping_mut())
-            .expect("a kubeconfig user entry");
-        auth.insert("as".into(), user.into());
-    }
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("{}.kubeconfig", unique_name("impersonating")));
-    std::fs::write(&out, serde_yaml::to_string(&config).expect("serializing"))
-        .expect("writing the impersonating kubeconfig");
-    out
-}
-
-/// The operator binary running with an impersonating kubeconfig, killed on drop.
-struct ImpersonatedOperator {
-    child: Child,
-    log: PathBuf,
-}
-
-impl ImpersonatedOperator {
-    fn start(kubeconfig: &Path, served: &str, lease_namespace: &str) -> Self {
-        let identity = unique_name("helm-operator");
-        let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{identity}.log"));
-        let file = File::create(&log).expect("creating the operator's log file");
-        let errors = file.try_clone().expect("cloning the log file handle");
-        let metrics = format!("127.0.0.1:{}", free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_rtdp-operator"))
-            .args([
-                "--namespaces",
-                served,
-                "--metrics-address",
-                &metrics,
-                // The chart's Lease: in the release namespace, named by leaderElection.leaseName.
-                "--leader-election-namespace",
-                lease_namespace,
-                "--lease-name",
-                "rtdp-operator",
-                "--identity",
-                &identity,
-                "--log-format",
-                "text",
-                "--max-backoff-seconds",
-                "5",
-            ])
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info,rtdp_operator=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(file))
-            .stderr(Stdio::from(errors))
-            .spawn()
-            .expect("starting the rtdp-operator binary");
-        eprintln!("impersonated operator {identity}: log {}", log.display());
-        Self { child, log }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for ImpersonatedOperator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Runs the operator as `user` for the served namespace and proves it reconciles a Pipeline
 /// fully: everything the chart's RBAC must allow, nothing from the admin credentials.
 async fn reconciles_as(world: &TestWorld, user: &str, lease_namespace: &str) {
     let client = &world.client;
     // Credentials the operator itself reads (Cassandra; the local one accepts any).
-    let secrets: Api<Secret> = world.api();
-    secrets
-        .create(
-            &PostParams::default(),
-            &Secret {
-                metadata: kube::api::ObjectMeta {
-                    name: Some("cassandra-login".into()),
-                    ..Default::default()
-                },
-                string_data: Some(BTreeMap::from([
-                    ("username".to_string(), "cassandra".to_string()),
-                    ("password".to_string(), "cassandra".to_string()),
-                ])),
-                ..Default::default()
-            },
+    world
+        .create_secret(
+            "cassandra-login",
+            &[("username", "cassandra"), ("password", "cassandra")],
         )
-        .await
-        .expect("creating the credentials Secret");
+        .await;
 
     let kubeconfig = impersonating_kubeconfig(user);
     // Control: the impersonating kubeconfig, loaded by kube-rs as the operator loads it, is
@@ -701,7 +214,7 @@ async fn reconciles_as(world: &TestWorld, user: &str, lease_namespace: &str) {
         .await
         .unwrap_or_else(|error| panic!("listing Pipelines as {user}: {error}"));
 
-    let operator = ImpersonatedOperator::start(&kubeconfig, &world.namespace, lease_namespace);
+    let operator = Operator::start_as(&kubeconfig, &world.namespace, lease_namespace);
     let name = "listings";
     let mut pipeline = world.pipeline(name);
     pipeline.spec.cassandra.credentials_secret_ref = Some(CredentialsSecretReference {
@@ -733,26 +246,10 @@ async fn reconciles_as(world: &TestWorld, user: &str, lease_namespace: &str) {
     let topic = format!("{}.{name}", world.namespace);
     assert_eq!(world.topic(&topic).await.partitions, 2);
     world.topic(&format!("{topic}.dlq")).await;
-    world
-        .api::<ConfigMap>()
-        .get(&format!("{name}-runner"))
-        .await
-        .expect("the runner ConfigMap");
-    world
-        .api::<Deployment>()
-        .get(&format!("{name}-processor"))
-        .await
-        .expect("the processor Deployment");
-    world
-        .api::<Deployment>()
-        .get(&format!("{name}-ingest"))
-        .await
-        .expect("the ingest Deployment (generator source)");
-    world
-        .api::<Service>()
-        .get(&format!("{name}-metrics"))
-        .await
-        .expect("the metrics Service");
+    world.get::<ConfigMap>(&format!("{name}-runner")).await;
+    world.get::<Deployment>(&format!("{name}-processor")).await;
+    world.get::<Deployment>(&format!("{name}-ingest")).await;
+    world.get::<Service>(&format!("{name}-metrics")).await;
     let events = world.event_reasons(name).await;
     assert!(!events.is_empty(), "no Events were published");
 
@@ -828,10 +325,7 @@ async fn reconciles_as(world: &TestWorld, user: &str, lease_namespace: &str) {
 /// readable only in the served namespace; the operator reconciles as the ServiceAccount.
 #[tokio::test]
 async fn namespaced_install_is_least_privilege_and_sufficient() {
-    required_env("KUBECONFIG");
-    let client = kube_client().await;
-    // The CRD first (as every operator test does), so helm's crds/ step finds it and skips.
-    install_crd(&client).await;
+    let client = admin_client_with_crd().await;
     let world = TestWorld::new("helm-served").await;
     let unserved = TestNamespace::create(&client, "helm-unserved").await;
     let release_namespace = unique_name("helm-ns");
@@ -844,11 +338,9 @@ async fn namespaced_install_is_least_privilege_and_sufficient() {
     let user = release.service_account_user();
 
     // What the release created.
-    let deployment = Api::<Deployment>::namespaced(client.clone(), &release_namespace)
-        .get(&fullname)
-        .await
-        .expect("the operator Deployment");
-    check_deployment(&deployment, &fullname, Some(&world.namespace));
+    release
+        .check_operator_deployment(&client, Some(&world.namespace))
+        .await;
     Api::<ServiceAccount>::namespaced(client.clone(), &release_namespace)
         .get(&fullname)
         .await
@@ -902,14 +394,11 @@ async fn namespaced_install_is_least_privilege_and_sufficient() {
     reconciles_as(&world, &user, &release_namespace).await;
 
     release.uninstall();
-    assert!(
-        Api::<ServiceAccount>::namespaced(client.clone(), &release_namespace)
-            .get_opt(&fullname)
-            .await
-            .expect("reading ServiceAccounts")
-            .is_none(),
-        "helm uninstall left the ServiceAccount"
-    );
+    assert_uninstalled(
+        Api::<ServiceAccount>::namespaced(client.clone(), &release_namespace),
+        &fullname,
+    )
+    .await;
     world.cleanup().await;
 }
 
@@ -917,20 +406,14 @@ async fn namespaced_install_is_least_privilege_and_sufficient() {
 /// rules, still nothing it must not do; the operator reconciles through the binding.
 #[tokio::test]
 async fn cluster_wide_install_is_least_privilege_and_sufficient() {
-    required_env("KUBECONFIG");
-    let client = kube_client().await;
-    install_crd(&client).await;
+    let client = admin_client_with_crd().await;
     let world = TestWorld::new("helm-cluster").await;
     let release_namespace = unique_name("helm-ns");
     let mut release = Release::install("rel", &release_namespace, &[]);
     let fullname = release.fullname();
     let user = release.service_account_user();
 
-    let deployment = Api::<Deployment>::namespaced(client.clone(), &release_namespace)
-        .get(&fullname)
-        .await
-        .expect("the operator Deployment");
-    check_deployment(&deployment, &fullname, None);
+    release.check_operator_deployment(&client, None).await;
     Api::<ClusterRole>::all(client.clone())
         .get(&fullname)
         .await
@@ -968,99 +451,8 @@ async fn cluster_wide_install_is_least_privilege_and_sufficient() {
     reconciles_as(&world, &user, &release_namespace).await;
 
     release.uninstall();
-    assert!(
-        Api::<ClusterRole>::all(client.clone())
-            .get_opt(&fullname)
-            .await
-            .expect("reading ClusterRoles")
-            .is_none(),
-        "helm uninstall left the ClusterRole"
-    );
+    assert_uninstalled(Api::<ClusterRole>::all(client.clone()), &fullname).await;
     world.cleanup().await;
-}
-
-/// The Deployment: 2 replicas, the restricted security context, the runner image, the flags.
-fn check_deployment(deployment: &Deployment, fullname: &str, namespaces: Option<&str>) {
-    let spec = deployment.spec.as_ref().expect("a Deployment spec");
-    assert_eq!(spec.replicas, Some(2));
-    let pod = spec.template.spec.as_ref().expect("a pod spec");
-    assert_eq!(pod.service_account_name.as_deref(), Some(fullname));
-    let pod_security = pod
-        .security_context
-        .as_ref()
-        .expect("a pod securityContext");
-    assert_eq!(pod_security.run_as_non_root, Some(true));
-    assert_eq!(
-        pod_security
-            .seccomp_profile
-            .as_ref()
-            .map(|profile| profile.type_.as_str()),
-        Some("RuntimeDefault")
-    );
-    let container = &pod.containers[0];
-    assert_eq!(
-        container.image.as_deref(),
-        Some("ghcr.io/rtdp-dev/rtdp-operator:0.1.0")
-    );
-    let security = container
-        .security_context
-        .as_ref()
-        .expect("a container securityContext");
-    assert_eq!(security.run_as_non_root, Some(true));
-    assert_eq!(security.read_only_root_filesystem, Some(true));
-    assert_eq!(security.allow_privilege_escalation, Some(false));
-    assert_eq!(
-        security
-            .capabilities
-            .as_ref()
-            .and_then(|capabilities| capabilities.drop.clone()),
-        Some(vec!["ALL".to_string()])
-    );
-    assert_eq!(
-        security
-            .seccomp_profile
-            .as_ref()
-            .map(|profile| profile.type_.as_str()),
-        Some("RuntimeDefault")
-    );
-    let env: BTreeMap<_, _> = container
-        .env
-        .iter()
-        .flatten()
-        .map(|var| (var.name.as_str(), var.value.clone()))
-        .collect();
-    assert_eq!(
-        env.get("RTDP_RUNNER_IMAGE").cloned().flatten().as_deref(),
-        Some("ghcr.io/rtdp-dev/pipeline-runner:0.1.0")
-    );
-    let args = container.args.clone().unwrap_or_default();
-    assert!(
-        args.contains(&"--metrics-address=0.0.0.0:8080".to_string()),
-        "{args:?}"
-    );
-    match namespaces {
-        Some(namespace) => assert!(
-            args.contains(&format!("--namespaces={namespace}")),
-            "{args:?}"
-        ),
-        None => assert!(
-            !args.iter().any(|arg| arg.starts_with("--namespaces")),
-            "{args:?}"
-        ),
-    }
-    let probe_path = |probe: Option<&k8s_openapi::api::core::v1::Probe>| {
-        probe
-            .and_then(|probe| probe.http_get.as_ref())
-            .and_then(|get| get.path.clone())
-    };
-    assert_eq!(
-        probe_path(container.liveness_probe.as_ref()).as_deref(),
-        Some("/healthz")
-    );
-    assert_eq!(
-        probe_path(container.readiness_probe.as_ref()).as_deref(),
-        Some("/readyz")
-    );
 }
 
 /// `make kind-e2e`'s manifests, checked here because kind cannot run on these machines:
@@ -1069,9 +461,7 @@ fn check_deployment(deployment: &Deployment, fullname: &str, namespaces: Option<
 /// deploy/dev/kind-values.yaml.
 #[tokio::test]
 async fn kind_e2e_manifests_pass_the_server_dry_run() {
-    required_env("KUBECONFIG");
-    let client = kube_client().await;
-    install_crd(&client).await;
+    let client = admin_client_with_crd().await;
     let version = server_version(&client).await;
     let namespace = TestNamespace::create(&client, "helm-kind").await;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");

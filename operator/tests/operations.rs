@@ -16,7 +16,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::ResourceExt;
 use kube::api::ListParams;
-use rtdp_test_support::eventually;
+use rtdp_test_support::{cassandra_table_names, eventually};
 
 /// Killed after the topics and tables exist but before any Kubernetes object or status, the
 /// operator's successor converges with no duplicates.
@@ -138,19 +138,7 @@ async fn a_restart_in_the_middle_of_a_reconcile_converges_without_duplicates() {
         .filter(|candidate| candidate.starts_with(&topic))
         .collect();
     assert_eq!(topics.len(), 2, "{topics:?}");
-    let tables = session
-        .query_unpaged(
-            "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ?",
-            (&keyspace,),
-        )
-        .await
-        .expect("system_schema.tables")
-        .into_rows_result()
-        .expect("rows")
-        .rows::<(String,)>()
-        .expect("typed rows")
-        .count();
-    assert_eq!(tables, 1);
+    assert_eq!(cassandra_table_names(&session, &keyspace).await.len(), 1);
     assert!(second.get("/healthz").await.is_some());
 
     world.delete(name).await;
@@ -252,10 +240,7 @@ async fn two_operators_only_the_leader_writes() {
 /// back: its first reconcile of every Pipeline compares everything with the spec.
 #[tokio::test]
 async fn drift_made_while_the_operator_is_down_is_repaired_when_it_returns() {
-    use rdkafka::admin::{AdminOptions, AlterConfig, ResourceSpecifier};
-
-    let world = TestWorld::new("op-down-drift").await;
-    let mut first = Operator::start(&world.namespace, &[]);
+    let (world, mut first) = TestWorld::with_operator("op-down-drift", &[]).await;
     let name = "drifted";
     let pipeline = world.pipeline(name);
     let keyspace = pipeline.spec.cassandra.keyspace.name.clone();
@@ -266,13 +251,9 @@ async fn drift_made_while_the_operator_is_down_is_repaired_when_it_returns() {
     assert!(status.success(), "graceful stop: {status}");
 
     // 1. The managed timestamp type, changed by hand.
-    let drift = AlterConfig::new(ResourceSpecifier::Topic(&topic))
-        .set("message.timestamp.type", "CreateTime");
     world
-        .admin
-        .alter_configs(&[drift], &AdminOptions::new())
-        .await
-        .expect("changing the topic config by hand");
+        .set_topic_config(&topic, "message.timestamp.type", "CreateTime")
+        .await;
     // 2. A column the spec still declares, dropped.
     let session = cassandra().await;
     session
@@ -291,28 +272,9 @@ async fn drift_made_while_the_operator_is_down_is_repaired_when_it_returns() {
         .expect("deleting the processor Deployment by hand");
 
     let _second = Operator::start(&world.namespace, &[]);
-    eventually(
-        "the timestamp type set back",
-        Duration::from_secs(60),
-        || {
-            let admin = world.admin.clone();
-            let topic = topic.clone();
-            async move {
-                let results = admin
-                    .describe_configs(&[ResourceSpecifier::Topic(&topic)], &AdminOptions::new())
-                    .await
-                    .ok()?;
-                let resource = results.into_iter().next()?.ok()?;
-                let value = resource
-                    .entries
-                    .into_iter()
-                    .find(|entry| entry.name == "message.timestamp.type")?
-                    .value?;
-                (value == "LogAppendTime").then_some(())
-            }
-        },
-    )
-    .await;
+    world
+        .wait_topic_config(&topic, "message.timestamp.type", "LogAppendTime")
+        .await;
     eventually("the dropped column back", Duration::from_secs(60), || {
         let session = &session;
         let keyspace = keyspace.clone();

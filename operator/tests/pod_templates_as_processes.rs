@@ -14,56 +14,22 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::{Operator, TestWorld, cassandra, condition_of};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, Secret};
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use rtdp_crds::{DeletionPolicy, Pipeline, parse_pipeline};
 use rtdp_test_support::listings_api::{Listings, ListingsApi};
+use rtdp_test_support::process::{Process, run_ok};
 use rtdp_test_support::{
     cassandra_contact_points, eventually, kafka_bootstrap_servers, required_env,
     unique_cql_identifier,
 };
-
-/// A runner process started from a pod template; killed when dropped.
-struct Pod {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Pod {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Pod {
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait(mut self, timeout: Duration) -> std::process::ExitStatus {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("waiting for the runner") {
-                return status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the runner did not finish within {timeout:?}; log:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
 
 /// The runner binary of this workspace. `cargo test --workspace` (what `make test` runs)
 /// builds it; a cargo build from inside a running test would wait on cargo's own lock.
@@ -81,7 +47,12 @@ fn runner_binary() -> PathBuf {
 /// Starts the pod template's container as a process: args, env (secrets resolved from the
 /// API server), and the ConfigMap mount written under `root` (args that name a path under a
 /// mount are rewritten to the stand-in directory).
-async fn start_pod(world: &TestWorld, template: &PodTemplateSpec, root: &Path, name: &str) -> Pod {
+async fn start_pod(
+    world: &TestWorld,
+    template: &PodTemplateSpec,
+    root: &Path,
+    name: &str,
+) -> Process {
     let spec = template.spec.as_ref().expect("a pod spec");
     let container = spec.containers.first().expect("a container");
     let mut mounts: Vec<(String, PathBuf)> = Vec::new();
@@ -164,28 +135,21 @@ async fn start_pod(world: &TestWorld, template: &PodTemplateSpec, root: &Path, n
     }
     command.env("RTDP_METRICS_ADDRESS", "127.0.0.1:0");
     command.env("RUST_LOG", "info");
-    let log = root.join(format!("{name}.log"));
-    let file = std::fs::File::create(&log).expect("a log file");
-    command.stdout(Stdio::null()).stderr(file);
-    let child = command.spawn().expect("starting pipeline-runner");
-    Pod { child, log }
+    Process::spawn(
+        &format!("the runner {name}"),
+        command,
+        &root.join(format!("{name}.log")),
+    )
 }
 
 fn kubectl(arguments: &[&str]) -> String {
-    let output = Command::new("kubectl")
-        .args(arguments)
-        .output()
-        .unwrap_or_else(|error| {
-            panic!(
-                "kubectl is not on PATH ({error}); run `eval \"$(dev/stack env)\"` or `make test`"
-            )
-        });
-    assert!(
-        output.status.success(),
-        "kubectl {arguments:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    run_ok("kubectl", arguments, None)
+}
+
+/// `kubectl apply -n NAMESPACE -f MANIFEST`, as a user would.
+fn kubectl_apply(namespace: &str, manifest: &Path) {
+    let path = manifest.to_str().expect("a UTF-8 path");
+    kubectl(&["apply", "-n", namespace, "-f", path]);
 }
 
 async fn columns_of(keyspace: &str, table: &str) -> Vec<String> {
@@ -257,32 +221,14 @@ async fn property_listings_through_kubernetes() {
     let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(&namespace);
     std::fs::create_dir_all(&work).expect("a work directory");
     let manifest = work.join("property-listings.yaml");
-    std::fs::write(&manifest, serde_yaml::to_string(&pipeline).expect("yaml")).expect("manifest");
+    std::fs::write(&manifest, serde_yaml_ng::to_string(&pipeline).expect("yaml")).expect("manifest");
 
     // The API key Secret the example references.
-    let secrets: Api<Secret> = world.api();
-    secrets
-        .create(
-            &PostParams::default(),
-            &Secret {
-                metadata: kube::api::ObjectMeta {
-                    name: Some("listings-api".into()),
-                    ..Default::default()
-                },
-                string_data: Some(BTreeMap::from([("api-key".into(), "e2e-key".into())])),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("creating the API key Secret");
+    world
+        .create_secret("listings-api", &[("api-key", "e2e-key")])
+        .await;
 
-    kubectl(&[
-        "apply",
-        "-n",
-        &namespace,
-        "-f",
-        manifest.to_str().expect("a path"),
-    ]);
+    kubectl_apply(&namespace, &manifest);
     let name = "property-listings";
     world
         .wait_for(
@@ -340,7 +286,7 @@ async fn property_listings_through_kubernetes() {
         .and_then(|spec| spec.job_template.spec)
         .map(|job| job.template)
         .expect("the CronJob's pod template");
-    let ingest_pod = start_pod(&world, &ingest_template, &work.join("ingest"), "ingest").await;
+    let mut ingest_pod = start_pod(&world, &ingest_template, &work.join("ingest"), "ingest").await;
     let log = ingest_pod.log.clone();
     let status = ingest_pod.wait(Duration::from_secs(60));
     assert!(
@@ -386,14 +332,8 @@ async fn property_listings_through_kubernetes() {
         )
         .expect("a field"),
     );
-    std::fs::write(&manifest, serde_yaml::to_string(&pipeline).expect("yaml")).expect("manifest");
-    kubectl(&[
-        "apply",
-        "-n",
-        &namespace,
-        "-f",
-        manifest.to_str().expect("a path"),
-    ]);
+    std::fs::write(&manifest, serde_yaml_ng::to_string(&pipeline).expect("yaml")).expect("manifest");
+    kubectl_apply(&namespace, &manifest);
     eventually(
         "the new column in listings_by_id",
         Duration::from_secs(60),

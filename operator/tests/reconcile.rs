@@ -7,16 +7,16 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Operator, TestWorld, cassandra, condition_of, find_condition};
+use common::{TestWorld, assert_restricted, cassandra, condition_of, find_condition};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
-use rdkafka::admin::{AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rtdp_crds::{DeletionPolicy, HttpSource, SourceSpec};
 use rtdp_provisioning::cassandra::read_table;
-use rtdp_test_support::eventually;
+use rtdp_test_support::{eventually, stays};
 
 const HASH: &str = "rtdp.dev/config-hash";
 
@@ -34,17 +34,15 @@ fn template_hash(deployment: &Deployment) -> String {
 /// Service, status and events.
 #[tokio::test]
 async fn creates_everything_then_updates_in_place() {
-    let world = TestWorld::new("op-create").await;
-    let _operator = Operator::start(&world.namespace, &[]);
+    let (world, _operator) = TestWorld::with_operator("op-create", &[]).await;
     let name = "listings";
     let mut pipeline = world.pipeline(name);
     pipeline.spec.topic.config = BTreeMap::from([("retention.ms".into(), "7200000".into())]);
     let keyspace = pipeline.spec.cassandra.keyspace.name.clone();
+    let listings = world.scenario(name);
     world.create(&pipeline).await;
 
-    let ready = world
-        .wait_for_condition(name, "Ready", "True", Some("Reconciled"))
-        .await;
+    let ready = listings.until("Ready", "True", Some("Reconciled")).await;
     let status = ready.status.clone().expect("status");
     assert_eq!(status.observed_generation, ready.metadata.generation);
     assert_eq!(
@@ -85,11 +83,7 @@ async fn creates_everything_then_updates_in_place() {
     assert_eq!(columns.len(), 5);
 
     // Kubernetes: the runner's config, workloads and Service.
-    let config_map = world
-        .api::<ConfigMap>()
-        .get(&format!("{name}-runner"))
-        .await
-        .expect("the ConfigMap");
+    let config_map = world.get::<ConfigMap>(&format!("{name}-runner")).await;
     let manifest = config_map
         .data
         .as_ref()
@@ -97,11 +91,7 @@ async fn creates_everything_then_updates_in_place() {
         .expect("pipeline.yaml");
     let parsed = rtdp_crds::parse_pipeline(manifest, "configmap").expect("the runner can read it");
     assert_eq!(parsed.spec, ready.spec);
-    let processor = world
-        .api::<Deployment>()
-        .get(&format!("{name}-processor"))
-        .await
-        .expect("the processor Deployment");
+    let processor = world.get::<Deployment>(&format!("{name}-processor")).await;
     let owner = &processor.metadata.owner_references.clone().expect("owner")[0];
     assert_eq!(
         (owner.kind.as_str(), owner.controller),
@@ -120,21 +110,11 @@ async fn creates_everything_then_updates_in_place() {
         container.image.as_deref(),
         Some("ghcr.io/rtdp-dev/pipeline-runner:0.1.0")
     );
-    let security = container
-        .security_context
-        .clone()
-        .expect("security context");
-    assert_eq!(security.read_only_root_filesystem, Some(true));
-    assert_eq!(security.allow_privilege_escalation, Some(false));
-    assert_eq!(security.run_as_non_root, Some(true));
+    assert_restricted(container);
     assert!(container.liveness_probe.is_some() && container.readiness_probe.is_some());
     let first_hash = template_hash(&processor);
     // The generator is a continuous source: an ingest Deployment.
-    let ingest = world
-        .api::<Deployment>()
-        .get(&format!("{name}-ingest"))
-        .await
-        .expect("the ingest Deployment");
+    let ingest = world.get::<Deployment>(&format!("{name}-ingest")).await;
     assert_eq!(
         ingest
             .spec
@@ -148,23 +128,15 @@ async fn creates_everything_then_updates_in_place() {
             .expect("args"),
         ["ingest", "--file", "/etc/rtdp/pipeline.yaml"]
     );
-    let service = world
-        .api::<Service>()
-        .get(&format!("{name}-metrics"))
-        .await
-        .expect("the metrics Service");
+    let service = world.get::<Service>(&format!("{name}-metrics")).await;
     assert_eq!(
         service.spec.expect("spec").ports.expect("ports")[0].port,
         9090
     );
 
-    let reasons = world.event_reasons(name).await;
-    for expected in ["TopicCreated", "TableCreated", "Reconciled"] {
-        assert!(
-            reasons.iter().any(|reason| reason == expected),
-            "{expected} in {reasons:?}"
-        );
-    }
+    listings
+        .expect_events(&["TopicCreated", "TableCreated", "Reconciled"])
+        .await;
 
     // Update: more partitions, a new column, more replicas, a scheduled HTTP source.
     let mut fields = serde_json::to_value(&ready.spec.schema.fields).expect("fields");
@@ -172,19 +144,16 @@ async fn creates_everything_then_updates_in_place() {
         .as_array_mut()
         .expect("array")
         .push(serde_json::json!({"name": "bedrooms", "type": "int"}));
-    world
-        .patch_spec(
-            name,
-            serde_json::json!({
-                "topic": {"partitions": 4},
-                "schema": {"fields": fields},
-                "runner": {"replicas": 2},
-                "source": {
-                    "generator": null,
-                    "http": {"url": "http://127.0.0.1:1/search", "schedule": "*/5 * * * *"}
-                }
-            }),
-        )
+    listings
+        .patch(serde_json::json!({
+            "topic": {"partitions": 4},
+            "schema": {"fields": fields},
+            "runner": {"replicas": 2},
+            "source": {
+                "generator": null,
+                "http": {"url": "http://127.0.0.1:1/search", "schedule": "*/5 * * * *"}
+            }
+        }))
         .await;
     world
         .wait_for(
@@ -202,11 +171,7 @@ async fn creates_everything_then_updates_in_place() {
         .await
         .expect("system_schema.columns");
     assert_eq!(columns["bedrooms"].cql_type, "int");
-    let processor = world
-        .api::<Deployment>()
-        .get(&format!("{name}-processor"))
-        .await
-        .expect("the processor Deployment");
+    let processor = world.get::<Deployment>(&format!("{name}-processor")).await;
     assert_eq!(
         processor.spec.as_ref().and_then(|spec| spec.replicas),
         Some(2)
@@ -216,11 +181,7 @@ async fn creates_everything_then_updates_in_place() {
         first_hash,
         "a spec change rolls the pods"
     );
-    let cron_job = world
-        .api::<CronJob>()
-        .get(&format!("{name}-ingest"))
-        .await
-        .expect("the ingest CronJob");
+    let cron_job = world.get::<CronJob>(&format!("{name}-ingest")).await;
     let cron_spec = cron_job.spec.expect("spec");
     assert_eq!(cron_spec.schedule, "*/5 * * * *");
     assert_eq!(cron_spec.concurrency_policy.as_deref(), Some("Forbid"));
@@ -233,33 +194,16 @@ async fn creates_everything_then_updates_in_place() {
             .backoff_limit
             .is_some()
     );
-    eventually(
-        "the ingest Deployment to be removed",
-        Duration::from_secs(30),
-        || {
-            let deployments = world.api::<Deployment>();
-            let name = format!("{name}-ingest");
-            async move { matches!(deployments.get_opt(&name).await, Ok(None)).then_some(()) }
-        },
-    )
-    .await;
-    let reasons = world.event_reasons(name).await;
-    for expected in ["PartitionsIncreased", "ColumnAdded"] {
-        assert!(
-            reasons.iter().any(|reason| reason == expected),
-            "{expected} in {reasons:?}"
-        );
-    }
+    world
+        .wait_object_gone::<Deployment>(&format!("{name}-ingest"))
+        .await;
+    listings
+        .expect_events(&["PartitionsIncreased", "ColumnAdded"])
+        .await;
 
     // Delete (policy Delete): topics and tables are dropped, then the Pipeline goes.
-    world.delete(name).await;
-    world.wait_gone(name, Duration::from_secs(90)).await;
-    eventually("the topics to be deleted", Duration::from_secs(60), || {
-        let world = &world;
-        let topic = topic.clone();
-        async move { (!world.topic_exists(&topic).await).then_some(()) }
-    })
-    .await;
+    listings.delete_and_wait_gone(Duration::from_secs(90)).await;
+    world.wait_topic_deleted(&topic).await;
     let columns = read_table(&session, &keyspace, "listings_by_id")
         .await
         .expect("system_schema.columns");
@@ -273,13 +217,13 @@ async fn creates_everything_then_updates_in_place() {
 #[tokio::test]
 async fn runners_stop_before_topics_and_tables_are_dropped() {
     const HOLD: &str = "tests.rtdp.dev/hold";
-    let world = TestWorld::new("op-order").await;
-    let _operator = Operator::start(&world.namespace, &[]);
+    let (world, _operator) = TestWorld::with_operator("op-order", &[]).await;
     let name = "order";
     let pipeline = world.pipeline(name);
     let topic = pipeline.topic_name();
+    let order = world.scenario(name);
     world.create(&pipeline).await;
-    world.wait_for_condition(name, "Ready", "True", None).await;
+    order.until_ready().await;
 
     let deployments = world.api::<Deployment>();
     let processor = format!("{name}-processor");
@@ -321,20 +265,22 @@ async fn runners_stop_before_topics_and_tables_are_dropped() {
         },
     )
     .await;
-    // Several cleanup polls (every 2 s) pass while the runner is still there.
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    assert!(
-        world.topic_exists(&topic).await,
-        "the topic was dropped while a runner workload still existed"
-    );
-    assert!(
-        world
-            .pipelines()
-            .get_opt(name)
-            .await
-            .expect("reading")
-            .is_some()
-    );
+    // Several cleanup polls (every 2 s) pass while the runner is still there: the topic and
+    // the Pipeline stay all along.
+    stays(
+        "the topic and the Pipeline, while a runner workload still exists",
+        Duration::from_secs(6),
+        || async {
+            world.topic_exists(&topic).await
+                && world
+                    .pipelines()
+                    .get_opt(name)
+                    .await
+                    .expect("reading the Pipeline")
+                    .is_some()
+        },
+    )
+    .await;
 
     deployments
         .patch(
@@ -345,23 +291,18 @@ async fn runners_stop_before_topics_and_tables_are_dropped() {
         .await
         .expect("releasing the processor Deployment");
     world.wait_gone(name, Duration::from_secs(90)).await;
-    eventually("the topics to be deleted", Duration::from_secs(60), || {
-        let world = &world;
-        let topic = topic.clone();
-        async move { (!world.topic_exists(&topic).await).then_some(()) }
-    })
-    .await;
+    world.wait_topic_deleted(&topic).await;
     world.cleanup().await;
 }
 
 /// Owned objects edited or deleted by hand come back.
 #[tokio::test]
 async fn owned_objects_that_are_edited_or_deleted_come_back() {
-    let world = TestWorld::new("op-owned").await;
-    let _operator = Operator::start(&world.namespace, &[]);
+    let (world, _operator) = TestWorld::with_operator("op-owned", &[]).await;
     let name = "owned";
+    let owned = world.scenario(name);
     world.create(&world.pipeline(name)).await;
-    world.wait_for_condition(name, "Ready", "True", None).await;
+    owned.until_ready().await;
 
     let deployments = world.api::<Deployment>();
     let processor = format!("{name}-processor");
@@ -432,8 +373,7 @@ async fn owned_objects_that_are_edited_or_deleted_come_back() {
     )
     .await;
 
-    world.delete(name).await;
-    world.wait_gone(name, Duration::from_secs(60)).await;
+    owned.delete_and_wait_gone(Duration::from_secs(60)).await;
     world.cleanup().await;
 }
 
@@ -441,8 +381,8 @@ async fn owned_objects_that_are_edited_or_deleted_come_back() {
 /// with a condition and nothing is altered; drifted topic configs are set back.
 #[tokio::test]
 async fn adopts_refuses_and_sets_drift_back() {
-    let world = TestWorld::new("op-refuse").await;
-    let _operator = Operator::start(&world.namespace, &["--resync-seconds", "3"]);
+    let (world, _operator) =
+        TestWorld::with_operator("op-refuse", &["--resync-seconds", "3"]).await;
     let name = "refuse";
     let mut pipeline = world.pipeline(name);
     pipeline.spec.topic.config = BTreeMap::from([("retention.ms".into(), "3600000".into())]);
@@ -458,9 +398,10 @@ async fn adopts_refuses_and_sets_drift_back() {
         .await
         .expect("creating the topic by hand");
     world.topic(&topic).await;
+    let refuse = world.scenario(name);
     world.create(&pipeline).await;
-    let refused = world
-        .wait_for_condition(name, "TopicReady", "False", Some("NotSupported"))
+    let refused = refuse
+        .until("TopicReady", "False", Some("NotSupported"))
         .await;
     let message = refused
         .status
@@ -474,78 +415,41 @@ async fn adopts_refuses_and_sets_drift_back() {
     );
     assert_eq!(condition_of(&refused, "Ready").0, "False");
     assert_eq!(world.topic(&topic).await.partitions, 3, "nothing altered");
-    assert!(
-        world
-            .event_reasons(name)
-            .await
-            .iter()
-            .any(|reason| reason == "NotSupported")
-    );
+    refuse.expect_events(&["NotSupported"]).await;
 
     // Declaring what exists adopts the topic.
-    world
-        .patch_spec(name, serde_json::json!({"topic": {"partitions": 3}}))
+    refuse
+        .patch(serde_json::json!({"topic": {"partitions": 3}}))
         .await;
-    world.wait_for_condition(name, "Ready", "True", None).await;
+    refuse.until_ready().await;
 
     // Drift: a managed config changed by hand is set back by the periodic resync
     // (a healthy Pipeline is reconciled every --resync-seconds; one with a permanent error
     // waits for a change).
-    let drift = AlterConfig::new(ResourceSpecifier::Topic(&topic)).set("retention.ms", "60000");
     world
-        .admin
-        .alter_configs(&[drift], &AdminOptions::new())
-        .await
-        .expect("changing the config by hand");
-    eventually(
-        "retention.ms to be set back",
-        Duration::from_secs(60),
-        || {
-            let admin = world.admin.clone();
-            let topic = topic.clone();
-            async move {
-                let results = admin
-                    .describe_configs(&[ResourceSpecifier::Topic(&topic)], &AdminOptions::new())
-                    .await
-                    .ok()?;
-                let resource = results.into_iter().next()?.ok()?;
-                let value = resource
-                    .entries
-                    .into_iter()
-                    .find(|entry| entry.name == "retention.ms")?
-                    .value?;
-                (value == "3600000").then_some(())
-            }
-        },
-    )
-    .await;
-    assert!(
-        world
-            .event_reasons(name)
-            .await
-            .iter()
-            .any(|reason| reason == "TopicConfigReset")
-    );
+        .set_topic_config(&topic, "retention.ms", "60000")
+        .await;
+    world
+        .wait_topic_config(&topic, "retention.ms", "3600000")
+        .await;
+    refuse.expect_events(&["TopicConfigReset"]).await;
 
     // A replication-factor change is refused.
-    world
-        .patch_spec(name, serde_json::json!({"topic": {"replicationFactor": 2}}))
+    refuse
+        .patch(serde_json::json!({"topic": {"replicationFactor": 2}}))
         .await;
-    let refused = world
-        .wait_for_condition(name, "TopicReady", "False", Some("NotSupported"))
+    refuse
+        .until_refused(
+            "TopicReady",
+            "NotSupported",
+            "replication factor is 1 in Kafka but declared 2",
+        )
         .await;
-    assert!(
-        find_condition(&refused, "TopicReady").is_some_and(|condition| condition
-            .message
-            .contains("replication factor is 1 in Kafka but declared 2")),
-        "{:?}",
-        find_condition(&refused, "TopicReady")
-    );
     assert_eq!(world.topic(&topic).await.replication_factor, 1);
-    world
-        .patch_spec(name, serde_json::json!({"topic": {"replicationFactor": 1}}))
+    refuse
+        .patch(serde_json::json!({"topic": {"replicationFactor": 1}}))
         .await;
-    world.wait_for_condition(name, "Ready", "True", None).await;
+    refuse.until_ready().await;
 
     // A type change is refused, and nothing is altered.
     let mut fields = serde_json::to_value(&pipeline.spec.schema.fields).expect("fields");
@@ -558,24 +462,16 @@ async fn adopts_refuses_and_sets_drift_back() {
         .as_array_mut()
         .expect("array")
         .push(serde_json::json!({"name": "bathrooms", "type": "double"}));
-    world
-        .patch_spec(name, serde_json::json!({"schema": {"fields": fields}}))
+    refuse
+        .patch(serde_json::json!({"schema": {"fields": fields}}))
         .await;
-    let refused = world
-        .wait_for_condition(
-            name,
+    let refused = refuse
+        .until_refused(
             "SchemaReady",
-            "False",
-            Some("IncompatibleSchemaChange"),
+            "IncompatibleSchemaChange",
+            "price is bigint in Cassandra but declared text",
         )
         .await;
-    assert!(
-        find_condition(&refused, "SchemaReady").is_some_and(|condition| condition
-            .message
-            .contains("price is bigint in Cassandra but declared text")),
-        "{:?}",
-        find_condition(&refused, "SchemaReady")
-    );
     let session = cassandra().await;
     let columns = read_table(&session, &keyspace, "listings_by_id")
         .await
@@ -588,34 +484,29 @@ async fn adopts_refuses_and_sets_drift_back() {
     // The topics are still fine: only the schema is refused.
     assert_eq!(condition_of(&refused, "TopicReady").0, "True");
 
-    world.delete(name).await;
-    world.wait_gone(name, Duration::from_secs(60)).await;
+    refuse.delete_and_wait_gone(Duration::from_secs(60)).await;
     world.cleanup().await;
 }
 
 /// `Retain` keeps the topics and tables; the owned objects are garbage-collected.
 #[tokio::test]
 async fn retain_keeps_topics_and_tables() {
-    let world = TestWorld::new("op-retain").await;
-    let _operator = Operator::start(&world.namespace, &[]);
+    let (world, _operator) = TestWorld::with_operator("op-retain", &[]).await;
     let name = "kept";
     let mut pipeline = world.pipeline(name);
     pipeline.spec.deletion_policy = DeletionPolicy::Retain;
     pipeline.spec.source = None;
     let keyspace = pipeline.spec.cassandra.keyspace.name.clone();
+    let kept = world.scenario(name);
     world.create(&pipeline).await;
-    let ready = world.wait_for_condition(name, "Ready", "True", None).await;
+    let ready = kept.until_ready().await;
     assert!(
         !ready.finalizers().contains(&"rtdp.dev/cleanup".to_string()),
         "Retain needs no finalizer"
     );
     // The owned objects name the Pipeline as controller, so the garbage collector removes
     // them with it.
-    let processor = world
-        .api::<Deployment>()
-        .get(&format!("{name}-processor"))
-        .await
-        .expect("the processor");
+    let processor = world.get::<Deployment>(&format!("{name}-processor")).await;
     let owners = processor
         .metadata
         .owner_references
@@ -627,25 +518,11 @@ async fn retain_keeps_topics_and_tables() {
         (Some(true), Some(true))
     );
     // No source: no ingest workload.
-    assert!(
-        world
-            .api::<Deployment>()
-            .get_opt(&format!("{name}-ingest"))
-            .await
-            .expect("get")
-            .is_none()
-    );
-    assert!(
-        world
-            .api::<CronJob>()
-            .get_opt(&format!("{name}-ingest"))
-            .await
-            .expect("get")
-            .is_none()
-    );
+    let ingest = format!("{name}-ingest");
+    assert!(!world.object_exists::<Deployment>(&ingest).await);
+    assert!(!world.object_exists::<CronJob>(&ingest).await);
 
-    world.delete(name).await;
-    world.wait_gone(name, Duration::from_secs(30)).await;
+    kept.delete_and_wait_gone(Duration::from_secs(30)).await;
     let topic = format!("{}.{name}", world.namespace);
     assert!(world.topic_exists(&topic).await, "the topic is retained");
     let session = cassandra().await;
@@ -653,14 +530,7 @@ async fn retain_keeps_topics_and_tables() {
         .await
         .expect("system_schema.columns");
     assert!(!columns.is_empty(), "the table is retained");
-    // Clean up what Retain kept.
-    let _ = world
-        .admin
-        .delete_topics(&[&topic, &format!("{topic}.dlq")], &AdminOptions::new())
-        .await;
-    let _ = session
-        .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
-        .await;
+    world.drop_topics_and_keyspace(&topic, &keyspace).await;
     world.cleanup().await;
 }
 
@@ -668,14 +538,15 @@ async fn retain_keeps_topics_and_tables() {
 /// then a condition and an event say how to release it, and `deletionPolicy: Retain` does.
 #[tokio::test]
 async fn a_blocked_deletion_says_how_to_release_it() {
-    let world = TestWorld::new("op-blocked").await;
-    let operator = Operator::start(&world.namespace, &["--cleanup-attempts", "2"]);
+    let (world, operator) =
+        TestWorld::with_operator("op-blocked", &["--cleanup-attempts", "2"]).await;
     let name = "blocked";
     let mut pipeline = world.pipeline(name);
     pipeline.spec.cassandra.contact_points = vec![format!("127.0.0.1:{}", common::free_port())];
+    let blocked = world.scenario(name);
     world.create(&pipeline).await;
-    let failing = world
-        .wait_for_condition(name, "SchemaReady", "False", Some("CassandraUnavailable"))
+    let failing = blocked
+        .until("SchemaReady", "False", Some("CassandraUnavailable"))
         .await;
     assert_eq!(condition_of(&failing, "TopicReady").0, "True");
     assert_eq!(
@@ -693,7 +564,7 @@ async fn a_blocked_deletion_says_how_to_release_it() {
 
     world.delete(name).await;
     let pipelines = world.pipelines();
-    let blocked = eventually(
+    let message = eventually(
         "the deletion to be reported blocked",
         Duration::from_secs(90),
         || {
@@ -706,30 +577,29 @@ async fn a_blocked_deletion_says_how_to_release_it() {
         },
     )
     .await;
-    assert!(blocked.contains("after 2 attempts"), "{blocked}");
+    assert!(message.contains("after 2 attempts"), "{message}");
     // Backed off (at most every --max-backoff-seconds, 5 s here), not hammering the server.
     let sample = "rtdp_operator_reconcile_failures_total{reason=\"CassandraUnavailable\"}";
     let before = operator.metric(sample).await.expect("failures counted");
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let after = operator.metric(sample).await.expect("failures counted");
-    assert!(after - before <= 2.0, "{before} -> {after} failures in 4 s");
-    assert!(blocked.contains("deletionPolicy"), "{blocked}");
-    assert!(
-        world
-            .event_reasons(name)
-            .await
-            .iter()
-            .any(|reason| reason == "CleanupBlocked")
-    );
+    stays(
+        "at most 2 more failures in 4 s (backed off)",
+        Duration::from_secs(4),
+        || async {
+            let now = operator.metric(sample).await.expect("failures counted");
+            now - before <= 2.0
+        },
+    )
+    .await;
+    assert!(message.contains("deletionPolicy"), "{message}");
+    blocked.expect_events(&["CleanupBlocked"]).await;
 
-    world
-        .patch_spec(name, serde_json::json!({"deletionPolicy": "Retain"}))
+    blocked
+        .patch(serde_json::json!({"deletionPolicy": "Retain"}))
         .await;
     world.wait_gone(name, Duration::from_secs(30)).await;
     let topic = format!("{}.{name}", world.namespace);
-    let _ = world
-        .admin
-        .delete_topics(&[&topic, &format!("{topic}.dlq")], &AdminOptions::new())
+    world
+        .drop_topics_and_keyspace(&topic, &pipeline.spec.cassandra.keyspace.name)
         .await;
     world.cleanup().await;
 }
@@ -737,8 +607,7 @@ async fn a_blocked_deletion_says_how_to_release_it() {
 /// An invalid spec is a permanent error: reported, then nothing until the Pipeline changes.
 #[tokio::test]
 async fn an_invalid_spec_waits_for_the_next_change() {
-    let world = TestWorld::new("op-invalid").await;
-    let operator = Operator::start(&world.namespace, &[]);
+    let (world, operator) = TestWorld::with_operator("op-invalid", &[]).await;
     // 46 characters: too long for a CronJob's name with "-ingest".
     let name = "a-pipeline-name-that-is-too-long-for-a-cronjob";
     let mut pipeline = world.pipeline(name);
@@ -747,73 +616,54 @@ async fn an_invalid_spec_waits_for_the_next_change() {
         http: Some(http_source(Some("@hourly"), None)),
         generator: None,
     });
+    let scenario = world.scenario(name);
     world.create(&pipeline).await;
-    let invalid = world
-        .wait_for_condition(name, "Ready", "False", Some("InvalidSpec"))
-        .await;
+    let invalid = scenario.until("Ready", "False", Some("InvalidSpec")).await;
     let message = invalid
         .status
         .as_ref()
         .and_then(|status| status.message.clone())
         .unwrap_or_default();
     assert!(message.contains("at most 45"), "{message}");
-    assert!(
-        world
-            .event_reasons(name)
-            .await
-            .iter()
-            .any(|reason| reason == "InvalidSpec")
-    );
+    scenario.expect_events(&["InvalidSpec"]).await;
 
-    // No retries while nothing changes (after the reconcile its own status write triggers).
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // No retries while nothing changes: once the count has settled (the reconcile that its
+    // own status write triggers may count once more), it stays.
     let sample = "rtdp_operator_reconcile_failures_total{reason=\"InvalidSpec\"}";
-    let before = operator
-        .metric(sample)
-        .await
-        .expect("the InvalidSpec failure is counted");
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(
-        operator.metric(sample).await,
-        Some(before),
-        "a permanent error is not retried"
-    );
+    let before = eventually(
+        "the InvalidSpec failure count to settle (2 s unchanged)",
+        Duration::from_secs(30),
+        || async {
+            let first = operator.metric(sample).await?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            (operator.metric(sample).await? == first).then_some(first)
+        },
+    )
+    .await;
+    stays(
+        "the InvalidSpec failure count (a permanent error is not retried)",
+        Duration::from_secs(5),
+        || async { operator.metric(sample).await == Some(before) },
+    )
+    .await;
     let (code, body) = operator.get("/healthz").await.expect("/healthz answers");
     assert_eq!((code, body.trim()), (200, "ok"));
 
     // A change that makes it valid: continuous polling fits the name.
-    world
-        .patch_spec(
-            name,
-            serde_json::json!({"source": {"http": {"schedule": null, "pollInterval": "5m"}}}),
-        )
+    scenario
+        .patch(serde_json::json!({"source": {"http": {"schedule": null, "pollInterval": "5m"}}}))
         .await;
-    world.wait_for_condition(name, "Ready", "True", None).await;
+    scenario.until_ready().await;
     assert!(
         world
-            .api::<Deployment>()
-            .get_opt(&format!("{name}-ingest"))
+            .object_exists::<Deployment>(&format!("{name}-ingest"))
             .await
-            .expect("get")
-            .is_some()
     );
 
-    world.delete(name).await;
-    world.wait_gone(name, Duration::from_secs(30)).await;
+    scenario.delete_and_wait_gone(Duration::from_secs(30)).await;
     let topic = format!("{}.{name}", world.namespace);
-    let _ = world
-        .admin
-        .delete_topics(&[&topic, &format!("{topic}.dlq")], &AdminOptions::new())
-        .await;
-    let _ = cassandra()
-        .await
-        .query_unpaged(
-            format!(
-                "DROP KEYSPACE IF EXISTS {}",
-                pipeline.spec.cassandra.keyspace.name
-            ),
-            (),
-        )
+    world
+        .drop_topics_and_keyspace(&topic, &pipeline.spec.cassandra.keyspace.name)
         .await;
     world.cleanup().await;
 }
@@ -887,8 +737,7 @@ async fn each_distinct_failure_is_its_own_event_and_repeats_count_up() {
 /// failure replaces it when it comes.
 #[tokio::test]
 async fn a_new_generation_is_reported_before_the_slow_steps() {
-    let world = TestWorld::new("op-progress").await;
-    let _operator = Operator::start(&world.namespace, &[]);
+    let (world, _operator) = TestWorld::with_operator("op-progress", &[]).await;
     let name = "progress";
     let mut pipeline = world.pipeline(name);
     pipeline.spec.kafka.bootstrap_servers = vec![format!("127.0.0.1:{}", common::free_port())];
@@ -911,7 +760,8 @@ async fn a_new_generation_is_reported_before_the_slow_steps() {
     assert_eq!(first.observed_generation, Some(1));
     assert_eq!(first.topic.as_deref(), Some(topic.as_str()));
     world
-        .wait_for_condition(name, "Ready", "False", Some("KafkaUnavailable"))
+        .scenario(name)
+        .until("Ready", "False", Some("KafkaUnavailable"))
         .await;
     world.cleanup().await;
 }

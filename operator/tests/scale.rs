@@ -9,21 +9,20 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Operator, TestWorld, cassandra};
+use common::{TestWorld, cassandra};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::ListParams;
 use rdkafka::admin::AdminOptions;
 use rtdp_crds::DeletionPolicy;
-use rtdp_test_support::unique_cql_identifier;
+use rtdp_test_support::{cassandra_table_names, unique_cql_identifier};
 
 const PIPELINES: usize = 200;
 
 #[tokio::test]
 async fn two_hundred_pipelines_converge() {
-    let world = TestWorld::new("op-scale").await;
-    let operator = Operator::start(&world.namespace, &[]);
+    let (world, operator) = TestWorld::with_operator("op-scale", &[]).await;
     let keyspace = unique_cql_identifier("scale");
     let names: Vec<String> = (0..PIPELINES)
         .map(|index| format!("scale-{index:03}"))
@@ -116,19 +115,10 @@ async fn two_hundred_pipelines_converge() {
         (PIPELINES, PIPELINES, PIPELINES)
     );
     let session = cassandra().await;
-    let tables = session
-        .query_unpaged(
-            "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ?",
-            (&keyspace,),
-        )
-        .await
-        .expect("system_schema.tables")
-        .into_rows_result()
-        .expect("rows")
-        .rows::<(String,)>()
-        .expect("typed rows")
-        .count();
-    assert_eq!(tables, PIPELINES);
+    assert_eq!(
+        cassandra_table_names(&session, &keyspace).await.len(),
+        PIPELINES
+    );
     let metadata = world
         .admin
         .inner()

@@ -8,20 +8,18 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{Operator, TestWorld, condition_of, find_condition};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use rtdp_crds::{DeletionPolicy, Pipeline, parse_pipeline};
 use rtdp_test_support::{
-    cassandra_secured_contact_points, cassandra_secured_credentials, eventually, kafka_ca_file,
+    assert_no_password, cassandra_secured_contact_points, cassandra_secured_credentials,
+    cassandra_secured_session, cassandra_table_names, eventually, kafka_ca_file,
     kafka_sasl_credentials, kafka_secure_bootstrap_servers, unique_cql_identifier, unique_name,
 };
-use scylla::client::session::Session;
-use scylla::client::session_builder::SessionBuilder;
 
 /// examples/web-events.yaml on the secured local stack, with unique topic and keyspace.
 fn web_events(world: &TestWorld, name: &str) -> Pipeline {
@@ -49,75 +47,22 @@ async fn create_secrets(world: &TestWorld, kafka_password: &str, cassandra_passw
     let (kafka_user, _) = kafka_sasl_credentials();
     let (cassandra_user, _) = cassandra_secured_credentials();
     let ca = std::fs::read_to_string(kafka_ca_file()).expect("reading the stack's Kafka CA");
-    let secrets: kube::Api<Secret> = world.api();
-    for (name, data) in [
-        ("kafka-ca", vec![("ca.crt", ca)]),
-        (
+    world.create_secret("kafka-ca", &[("ca.crt", &ca)]).await;
+    world
+        .create_secret(
             "web-events-kafka",
-            vec![
-                ("username", kafka_user),
-                ("password", kafka_password.to_string()),
-            ],
-        ),
-        (
-            "web-events-cassandra",
-            vec![
-                ("username", cassandra_user),
-                ("password", cassandra_password.to_string()),
-            ],
-        ),
-    ] {
-        let secret = Secret {
-            metadata: kube::api::ObjectMeta {
-                name: Some(name.to_string()),
-                ..Default::default()
-            },
-            string_data: Some(
-                data.into_iter()
-                    .map(|(key, value)| (key.to_string(), value))
-                    .collect::<BTreeMap<_, _>>(),
-            ),
-            ..Default::default()
-        };
-        secrets
-            .create(&PostParams::default(), &secret)
-            .await
-            .unwrap_or_else(|error| panic!("creating Secret {name}: {error}"));
-    }
-}
-
-async fn secured_cassandra() -> Session {
-    let (user, password) = cassandra_secured_credentials();
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        SessionBuilder::new()
-            .known_nodes(cassandra_secured_contact_points())
-            .user(user, password)
-            .build(),
-    )
-    .await
-    .expect("connecting to the secured Cassandra in time")
-    .expect("connecting to the secured Cassandra")
-}
-
-async fn tables(session: &Session, keyspace: &str) -> Vec<String> {
-    let result = session
-        .query_unpaged(
-            "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ?",
-            (keyspace,),
+            &[("username", &kafka_user), ("password", kafka_password)],
         )
-        .await
-        .expect("reading system_schema.tables")
-        .into_rows_result()
-        .expect("a rows result");
-    let mut names: Vec<String> = result
-        .rows::<(String,)>()
-        .expect("typed rows")
-        .filter_map(Result::ok)
-        .map(|(name,)| name)
-        .collect();
-    names.sort();
-    names
+        .await;
+    world
+        .create_secret(
+            "web-events-cassandra",
+            &[
+                ("username", &cassandra_user),
+                ("password", cassandra_password),
+            ],
+        )
+        .await;
 }
 
 /// Everything a user (or a log collector) can read about the Pipeline, as text: its status,
@@ -143,18 +88,13 @@ async fn visible_text(world: &TestWorld, name: &str, operator: &Operator) -> Str
     )
 }
 
-fn assert_no_secret(text: &str, secrets: &[&str]) {
-    let (_, kafka_password) = kafka_sasl_credentials();
-    let (_, cassandra_password) = cassandra_secured_credentials();
-    for secret in [kafka_password.as_str(), cassandra_password.as_str()]
-        .into_iter()
-        .chain(secrets.iter().copied())
-    {
-        assert!(
-            !text.contains(secret),
-            "a password appears in the status, events, Deployments or operator log:\n{text}"
-        );
-    }
+/// Fails when a password appears in what `visible_text` gathered.
+fn assert_no_secret(text: &str, extra: &[&str]) {
+    assert_no_password(
+        "the status, events, Deployments or operator log",
+        text,
+        extra,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -176,9 +116,9 @@ async fn secrets_with_correct_credentials_make_topics_and_tables_ready() {
     // The same broker also listens in PLAINTEXT: the test's admin client reads the topics.
     assert_eq!(world.topic(&topic).await.partitions, 2);
     world.topic(&format!("{topic}.rejected")).await;
-    let session = secured_cassandra().await;
+    let session = cassandra_secured_session().await;
     assert_eq!(
-        tables(&session, &keyspace).await,
+        cassandra_table_names(&session, &keyspace).await,
         vec![
             "events_by_page_day".to_string(),
             "events_by_user".to_string()
@@ -187,15 +127,12 @@ async fn secrets_with_correct_credentials_make_topics_and_tables_ready() {
     assert_no_secret(&visible_text(&world, name, &operator).await, &[]);
 
     // Deletion drops them again through the same secured connections.
-    world.delete(name).await;
-    world.wait_gone(name, Duration::from_secs(90)).await;
-    eventually("the topic to be deleted", Duration::from_secs(60), || {
-        let world = &world;
-        let topic = topic.clone();
-        async move { (!world.topic_exists(&topic).await).then_some(()) }
-    })
-    .await;
-    assert!(tables(&session, &keyspace).await.is_empty());
+    world
+        .scenario(name)
+        .delete_and_wait_gone(Duration::from_secs(90))
+        .await;
+    world.wait_topic_deleted(&topic).await;
+    assert!(cassandra_table_names(&session, &keyspace).await.is_empty());
     world.cleanup().await;
 }
 

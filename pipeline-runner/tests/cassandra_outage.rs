@@ -7,21 +7,10 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use rtdp_test_support::eventually;
-
-fn stack(arguments: &[&str]) {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dev/stack");
-    let status = Command::new(&script)
-        .args(arguments)
-        .status()
-        .unwrap_or_else(|error| panic!("running {} {arguments:?}: {error}", script.display()));
-    assert!(status.success(), "dev/stack {arguments:?} failed: {status}");
-}
+use rtdp_test_support::process::dev_stack;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cassandra_outage_pauses_and_resumes_without_losing_a_record() {
@@ -53,34 +42,18 @@ async fn cassandra_outage_pauses_and_resumes_without_losing_a_record() {
     let process = Runner::start(&["process"], &manifest, &[]);
     {
         let session = cassandra().await;
-        eventually(
-            "the first listings written",
-            Duration::from_secs(60),
-            || async { (read_rows(&session, &by_id).await.len() >= 200).then_some(()) },
-        )
-        .await;
+        wait_for_rows(&session, &by_id, 200, Duration::from_secs(60)).await;
     }
 
-    stack(&["down", "cassandra"]);
+    dev_stack(&["down", "cassandra"]);
     // Records keep arriving while Cassandra is away.
     send(200, total).await;
     tokio::time::sleep(Duration::from_secs(20)).await;
-    stack(&["up", "cassandra"]);
+    dev_stack(&["up", "cassandra"]);
 
     let session = cassandra().await;
-    eventually(
-        "every listing written after the outage",
-        Duration::from_secs(180),
-        || async { (read_rows(&session, &by_id).await.len() >= total).then_some(()) },
-    )
-    .await;
-    eventually("offsets at the end", Duration::from_secs(30), || async {
-        committed_and_end(&pipeline)
-            .iter()
-            .all(|(_, committed, end)| *end == 0 || *committed == Some(*end))
-            .then_some(())
-    })
-    .await;
+    wait_for_rows(&session, &by_id, total, Duration::from_secs(180)).await;
+    wait_offsets_at_end(&pipeline, Duration::from_secs(30)).await;
     let log = process.log_text();
     let status = process.terminate(Duration::from_secs(30));
     assert!(status.success(), "process exit: {status}");

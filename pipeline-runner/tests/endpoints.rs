@@ -14,16 +14,13 @@ const FAILURE_BOUND: Duration = Duration::from_secs(90);
 
 /// A local port that was free a moment ago (bound, then released): nothing listens there.
 fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("finding a free port")
+    rtdp_test_support::free_port()
 }
 
 /// Runs the runner until it exits by itself (within [`FAILURE_BOUND`]): its status and log.
 fn run_to_the_end(
     arguments: &[&str],
-    manifest: &std::path::PathBuf,
+    manifest: &std::path::Path,
     env: &[(&str, &str)],
 ) -> (std::process::ExitStatus, String) {
     let runner = Runner::start(arguments, manifest, env);

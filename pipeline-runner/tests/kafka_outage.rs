@@ -8,28 +8,11 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use rtdp_test_support::eventually;
-
-fn stack(arguments: &[&str]) {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dev/stack");
-    let status = Command::new(&script)
-        .args(arguments)
-        .status()
-        .unwrap_or_else(|error| panic!("running {} {arguments:?}: {error}", script.display()));
-    assert!(status.success(), "dev/stack {arguments:?} failed: {status}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("finding a free port")
-}
+use rtdp_test_support::process::dev_stack;
+use rtdp_test_support::{eventually, free_port, stays};
 
 /// The status code of the runner's `/readyz`, or None when it does not answer.
 async fn readyz(port: u16) -> Option<u16> {
@@ -79,18 +62,13 @@ async fn a_kafka_restart_mid_stream_loses_nothing_and_readiness_tells_the_truth(
         &[("RTDP_METRICS_ADDRESS", address.as_str())],
     );
     let session = cassandra().await;
-    eventually(
-        "the first half written",
-        Duration::from_secs(60),
-        || async { (read_rows(&session, &by_id).await.len() >= 200).then_some(()) },
-    )
-    .await;
+    wait_for_rows(&session, &by_id, 200, Duration::from_secs(60)).await;
     eventually("ready with Kafka up", Duration::from_secs(30), || async {
         (readyz(port).await == Some(200)).then_some(())
     })
     .await;
 
-    stack(&["down", "kafka"]);
+    dev_stack(&["down", "kafka"]);
     // Records keep being produced while the broker is away (the producer queues them).
     let producing = tokio::spawn(send(200, total));
     eventually(
@@ -99,32 +77,21 @@ async fn a_kafka_restart_mid_stream_loses_nothing_and_readiness_tells_the_truth(
         || async { (readyz(port).await == Some(503)).then_some(()) },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(
-        readyz(port).await,
-        Some(503),
-        "still not ready: Kafka is still away"
-    );
-    stack(&["up", "kafka"]);
+    stays(
+        "not ready (503) while Kafka is still away",
+        Duration::from_secs(5),
+        || async { readyz(port).await == Some(503) },
+    )
+    .await;
+    dev_stack(&["up", "kafka"]);
 
     eventually("ready again", Duration::from_secs(60), || async {
         (readyz(port).await == Some(200)).then_some(())
     })
     .await;
     producing.await.expect("the producer task");
-    eventually(
-        "every valid record written after the restart",
-        Duration::from_secs(120),
-        || async { (read_rows(&session, &by_id).await.len() >= expected_rows).then_some(()) },
-    )
-    .await;
-    eventually("offsets at the end", Duration::from_secs(60), || async {
-        committed_and_end(&pipeline)
-            .iter()
-            .all(|(_, committed, end)| *end == 0 || *committed == Some(*end))
-            .then_some(())
-    })
-    .await;
+    wait_for_rows(&session, &by_id, expected_rows, Duration::from_secs(120)).await;
+    wait_offsets_at_end(&pipeline, Duration::from_secs(60)).await;
     let letters = read_dead_letters(&pipeline, expected_letters).await;
     assert!(
         letters.iter().all(

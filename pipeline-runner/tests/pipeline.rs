@@ -205,17 +205,7 @@ async fn http_round_trip_fills_both_tables_dead_letters_defects_and_replays_iden
     let before_by_city = read_rows(&session, &format!("{keyspace}.listings_by_city")).await;
     reset_group_to_beginning(&pipeline);
     let replay = Runner::start(&["process"], &manifest, &[]);
-    eventually(
-        "the replay to reach the end offsets",
-        Duration::from_secs(90),
-        || async {
-            committed_and_end(&pipeline)
-                .iter()
-                .all(|(_, committed, end)| *end == 0 || *committed == Some(*end))
-                .then_some(())
-        },
-    )
-    .await;
+    wait_offsets_at_end(&pipeline, Duration::from_secs(90)).await;
     let status = replay.terminate(Duration::from_secs(30));
     assert!(status.success(), "replay process exit: {status}");
     assert_eq!(read_rows(&session, &by_id).await, before_by_id);
@@ -307,19 +297,7 @@ async fn raw_bad_records_are_dead_lettered_with_reasons_and_never_block_good_one
         },
     )
     .await;
-    eventually(
-        "offsets past every record",
-        Duration::from_secs(30),
-        || async {
-            let offsets = committed_and_end(&pipeline);
-            eprintln!("committed and end offsets: {offsets:?}");
-            offsets
-                .iter()
-                .all(|(_, committed, end)| *end == 0 || *committed == Some(*end))
-                .then_some(())
-        },
-    )
-    .await;
+    wait_offsets_at_end(&pipeline, Duration::from_secs(30)).await;
     let status = process.terminate(Duration::from_secs(30));
     assert!(status.success(), "process exit: {status}");
 }
@@ -328,36 +306,10 @@ async fn raw_bad_records_are_dead_lettered_with_reasons_and_never_block_good_one
 async fn ten_sigkills_mid_stream_lose_nothing_and_keep_the_latest_value() {
     let pipeline = listings_pipeline("crash");
     provision(&pipeline).await;
-    let topic = pipeline.topic_name();
-    let producer = producer(&pipeline);
     let keys = 150_i64;
     let rounds = 12_i64;
-    // Round r sets each listing's price to base + r: the last round is the latest value.
-    let record = |key: i64, round: i64| {
-        let mut listing = rtdp_test_support::listings_api::listing(key as usize);
-        listing["price"] = Json::from(100_000 + round);
-        let zpid = listing["zpid"].as_i64().expect("a zpid");
-        (zpid, listing.to_string())
-    };
-    let send_rounds = |from: i64, to: i64| {
-        let producer = producer.clone();
-        let topic = topic.clone();
-        async move {
-            for round in from..to {
-                for key in 0..keys {
-                    let (zpid, payload) = record(key, round);
-                    produce(
-                        &producer,
-                        &topic,
-                        &zpid.to_string(),
-                        Some(payload.as_bytes()),
-                    )
-                    .await;
-                }
-            }
-        }
-    };
-    send_rounds(0, 6).await;
+    let updates = PriceRounds::new(&pipeline, keys);
+    updates.clone().send(0..6, Duration::ZERO).await;
     let manifest = write_manifest(&pipeline);
     let session = cassandra().await;
     let by_id = format!("{}.listings_by_id", pipeline.spec.cassandra.keyspace.name);
@@ -365,7 +317,7 @@ async fn ten_sigkills_mid_stream_lose_nothing_and_keep_the_latest_value() {
     // Ten SIGKILLs at ten different points of the stream: before the group is joined, while
     // the first writes are in flight, mid-stream, and while the producer is still adding
     // rounds. Each restart resumes from the last committed offset and write-time chain.
-    let producing = tokio::spawn(send_rounds(6, rounds));
+    let producing = tokio::spawn(updates.clone().send(6..rounds, Duration::ZERO));
     let kill_after_milliseconds = [
         300_u64, 900, 1_500, 2_200, 2_900, 3_600, 4_400, 5_200, 6_100, 7_000,
     ];
@@ -383,32 +335,9 @@ async fn ten_sigkills_mid_stream_lose_nothing_and_keep_the_latest_value() {
     producing.await.expect("the producer task");
 
     let second = Runner::start(&["process"], &manifest, &[]);
-    let latest: BTreeMap<i64, i64> = (0..keys)
-        .map(|key| (record(key, 0).0, 100_000 + rounds - 1))
-        .collect();
-    eventually(
-        "every key with its latest price",
-        Duration::from_secs(120),
-        || async {
-            let rows = rows_by(&session, &by_id, "zpid").await;
-            let prices: BTreeMap<i64, i64> = rows
-                .iter()
-                .filter_map(|(zpid, row)| match row.get("price") {
-                    Some(Some(CqlValue::BigInt(price))) => Some((*zpid, *price)),
-                    _ => None,
-                })
-                .collect();
-            (prices == latest).then_some(())
-        },
-    )
-    .await;
-    eventually("offsets at the end", Duration::from_secs(60), || async {
-        committed_and_end(&pipeline)
-            .iter()
-            .all(|(_, committed, end)| *end == 0 || *committed == Some(*end))
-            .then_some(())
-    })
-    .await;
+    let latest = updates.latest(rounds);
+    wait_for_prices(&session, &by_id, &latest, Duration::from_secs(120)).await;
+    wait_offsets_at_end(&pipeline, Duration::from_secs(60)).await;
     let log = second.log_text();
     let status = second.terminate(Duration::from_secs(30));
     assert!(status.success(), "process exit after the crashes: {status}");

@@ -14,11 +14,11 @@ use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rtdp_crds::{Pipeline, parse_pipeline};
 use rtdp_test_support::{
-    cassandra_secured_contact_points, cassandra_secured_credentials, eventually, kafka_ca_file,
-    kafka_sasl_credentials, kafka_secure_bootstrap_servers, unique_cql_identifier, unique_name,
+    assert_no_password, cassandra_secured_contact_points, cassandra_secured_credentials,
+    cassandra_secured_session, eventually, kafka_ca_file, kafka_sasl_credentials,
+    kafka_secure_bootstrap_servers, unique_cql_identifier, unique_name,
 };
 use scylla::client::session::Session;
-use scylla::client::session_builder::SessionBuilder;
 
 /// How long a run that must fail may take to do so.
 const FAILURE_BOUND: Duration = Duration::from_secs(90);
@@ -45,17 +45,46 @@ fn web_events(prefix: &str) -> Pipeline {
 }
 
 /// The secrets as the operator would pass them (`secretKeyRef` variables), plus the CA file
-/// the operator mounts.
-fn secret_env(kafka_password: &str, cassandra_password: &str) -> Vec<(&'static str, String)> {
-    let (kafka_user, _) = kafka_sasl_credentials();
-    let (cassandra_user, _) = cassandra_secured_credentials();
+/// the operator mounts: the stack's credentials, but for a wrong password given here.
+fn secret_env(
+    wrong_kafka_password: Option<&str>,
+    wrong_cassandra_password: Option<&str>,
+) -> Vec<(&'static str, String)> {
+    let (kafka_user, kafka_password) = kafka_sasl_credentials();
+    let (cassandra_user, cassandra_password) = cassandra_secured_credentials();
     vec![
         ("RTDP_KAFKA_USERNAME", kafka_user),
-        ("RTDP_KAFKA_PASSWORD", kafka_password.to_string()),
+        (
+            "RTDP_KAFKA_PASSWORD",
+            wrong_kafka_password.map_or(kafka_password, str::to_string),
+        ),
         ("RTDP_KAFKA_CA_FILE", kafka_ca_file()),
         ("RTDP_CASSANDRA_USERNAME", cassandra_user),
-        ("RTDP_CASSANDRA_PASSWORD", cassandra_password.to_string()),
+        (
+            "RTDP_CASSANDRA_PASSWORD",
+            wrong_cassandra_password.map_or(cassandra_password, str::to_string),
+        ),
     ]
+}
+
+/// A `standalone --once` run with a wrong password fails within the bound, its log naming
+/// `server` and the authentication failure, without a panic or any password.
+fn assert_refused_clearly(
+    pipeline: &Pipeline,
+    env: &[(&'static str, String)],
+    server: &str,
+    wrong: &str,
+) {
+    let started = std::time::Instant::now();
+    let (ok, log) = standalone_once(pipeline, env);
+    eprintln!("failed after {:?}", started.elapsed());
+    assert!(!ok, "a wrong password must fail the run; log:\n{log}");
+    assert!(
+        log.to_lowercase().contains("authentication") && log.contains(server),
+        "the log must name the server {server} and the authentication failure:\n{log}"
+    );
+    assert!(!log.contains("panicked"), "the runner panicked:\n{log}");
+    assert_no_password("the runner's log", &log, &[wrong]);
 }
 
 fn standalone_once(pipeline: &Pipeline, env: &[(&'static str, String)]) -> (bool, String) {
@@ -66,21 +95,6 @@ fn standalone_once(pipeline: &Pipeline, env: &[(&'static str, String)]) -> (bool
     let status = runner.wait(FAILURE_BOUND);
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     (status.success(), text)
-}
-
-/// Fails when any of the stack's passwords (or `extra`) appears in `text`.
-fn assert_no_secret(what: &str, text: &str, extra: &[&str]) {
-    let (_, kafka_password) = kafka_sasl_credentials();
-    let (_, cassandra_password) = cassandra_secured_credentials();
-    for secret in [kafka_password.as_str(), cassandra_password.as_str()]
-        .into_iter()
-        .chain(extra.iter().copied())
-    {
-        assert!(
-            !text.contains(secret),
-            "{what} contains a password:\n{text}"
-        );
-    }
 }
 
 fn secured_producer() -> FutureProducer {
@@ -95,20 +109,6 @@ fn secured_producer() -> FutureProducer {
         .set("enable.idempotence", "true")
         .create()
         .expect("a SASL_SSL producer")
-}
-
-async fn secured_cassandra() -> Session {
-    let (user, password) = cassandra_secured_credentials();
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        SessionBuilder::new()
-            .known_nodes(cassandra_secured_contact_points())
-            .user(user, password)
-            .build(),
-    )
-    .await
-    .expect("connecting to the secured Cassandra in time")
-    .expect("connecting to the secured Cassandra")
 }
 
 fn event(index: usize, kind: &str) -> String {
@@ -137,9 +137,7 @@ async fn count(session: &Session, table: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn correct_credentials_provision_and_write_the_web_events_example() {
     let pipeline = web_events("secured-ok");
-    let (_, kafka_password) = kafka_sasl_credentials();
-    let (_, cassandra_password) = cassandra_secured_credentials();
-    let env = secret_env(&kafka_password, &cassandra_password);
+    let env = secret_env(None, None);
 
     // First run: provisions topics, keyspace and tables over SASL_SSL and with a login;
     // nothing to process yet.
@@ -170,9 +168,9 @@ async fn correct_credentials_provision_and_write_the_web_events_example() {
     // Second run: processes everything produced, then exits.
     let (ok, log) = standalone_once(&pipeline, &env);
     assert!(ok, "processing run failed; log:\n{log}");
-    assert_no_secret("the runner's log", &log, &[]);
+    assert_no_password("the runner's log", &log, &[]);
 
-    let session = secured_cassandra().await;
+    let session = cassandra_secured_session().await;
     let keyspace = &pipeline.spec.cassandra.keyspace.name;
     let expected = (total - total / 10) as i64;
     for table in ["events_by_user", "events_by_page_day"] {
@@ -212,42 +210,17 @@ async fn correct_credentials_provision_and_write_the_web_events_example() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_kafka_password_is_a_clear_bounded_failure_without_the_password_in_the_log() {
     let pipeline = web_events("secured-bad-kafka");
-    let (_, cassandra_password) = cassandra_secured_credentials();
     let wrong = "not-the-kafka-password-Zx81";
-    let started = std::time::Instant::now();
-    let (ok, log) = standalone_once(&pipeline, &secret_env(wrong, &cassandra_password));
-    eprintln!("failed after {:?}", started.elapsed());
-    assert!(!ok, "a wrong Kafka password must fail the run; log:\n{log}");
-    let lower = log.to_lowercase();
-    let server = &pipeline.spec.kafka.bootstrap_servers[0];
-    assert!(
-        lower.contains("authentication") && log.contains(server.as_str()),
-        "the log must name the server {server} and the authentication failure:\n{log}"
-    );
-    assert!(!log.contains("panicked"), "the runner panicked:\n{log}");
-    assert_no_secret("the runner's log", &log, &[wrong]);
+    let server = pipeline.spec.kafka.bootstrap_servers[0].clone();
+    assert_refused_clearly(&pipeline, &secret_env(Some(wrong), None), &server, wrong);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_cassandra_password_is_a_clear_bounded_failure_without_the_password_in_the_log() {
     let pipeline = web_events("secured-bad-cassandra");
-    let (_, kafka_password) = kafka_sasl_credentials();
     let wrong = "not-the-cassandra-password-Qv27";
-    let started = std::time::Instant::now();
-    let (ok, log) = standalone_once(&pipeline, &secret_env(&kafka_password, wrong));
-    eprintln!("failed after {:?}", started.elapsed());
-    assert!(
-        !ok,
-        "a wrong Cassandra password must fail the run; log:\n{log}"
-    );
-    let lower = log.to_lowercase();
-    let server = &pipeline.spec.cassandra.contact_points[0];
-    assert!(
-        lower.contains("authentication") && log.contains(server.as_str()),
-        "the log must name the server {server} and the authentication failure:\n{log}"
-    );
-    assert!(!log.contains("panicked"), "the runner panicked:\n{log}");
-    assert_no_secret("the runner's log", &log, &[wrong]);
+    let server = pipeline.spec.cassandra.contact_points[0].clone();
+    assert_refused_clearly(&pipeline, &secret_env(None, Some(wrong)), &server, wrong);
 }
 
 /// The role Kubernetes runs: with a wrong Kafka password it keeps running (Kafka may be fixed
@@ -255,13 +228,11 @@ async fn a_wrong_cassandra_password_is_a_clear_bounded_failure_without_the_passw
 #[tokio::test(flavor = "multi_thread")]
 async fn the_process_role_with_a_wrong_kafka_password_logs_the_authentication_failure() {
     let pipeline = web_events("secured-process-bad-kafka");
-    let (_, kafka_password) = kafka_sasl_credentials();
-    let (_, cassandra_password) = cassandra_secured_credentials();
     // Provision with the right credentials first, so only the login differs.
-    let (ok, log) = standalone_once(&pipeline, &secret_env(&kafka_password, &cassandra_password));
+    let (ok, log) = standalone_once(&pipeline, &secret_env(None, None));
     assert!(ok, "provisioning run failed; log:\n{log}");
     let wrong = "wrong-process-password-Mb55";
-    let env = secret_env(wrong, &cassandra_password);
+    let env = secret_env(Some(wrong), None);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let manifest = write_manifest(&pipeline);
     let runner = Runner::start(&["process"], &manifest, &env);
@@ -281,5 +252,5 @@ async fn the_process_role_with_a_wrong_kafka_password_logs_the_authentication_fa
     assert!(!log.contains("panicked"), "the runner panicked:\n{log}");
     runner.terminate(Duration::from_secs(30));
     let log = std::fs::read_to_string(manifest.with_extension("process.log")).unwrap_or(log);
-    assert_no_secret("the runner's log", &log, &[wrong]);
+    assert_no_password("the runner's log", &log, &[wrong]);
 }

@@ -9,11 +9,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
-use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rtdp_crds::{DerivedFieldSpec, Pipeline, TableSpec};
 use rtdp_test_support::eventually;
-use scylla::value::CqlValue;
 use serde_json::{Value as Json, json};
 
 /// The price of every listing in `listings_by_id`, by zpid.
@@ -22,20 +20,7 @@ async fn prices(
     pipeline: &Pipeline,
 ) -> BTreeMap<i64, i64> {
     let table = format!("{}.listings_by_id", pipeline.spec.cassandra.keyspace.name);
-    rows_by(session, &table, "zpid")
-        .await
-        .into_iter()
-        .filter_map(|(zpid, row)| match row.get("price") {
-            Some(Some(CqlValue::BigInt(price))) => Some((zpid, price.to_owned())),
-            _ => None,
-        })
-        .collect()
-}
-
-fn listing_with_price(index: usize, price: i64) -> (String, String) {
-    let mut listing = rtdp_test_support::listings_api::listing(index);
-    listing["price"] = Json::from(price);
-    (listing["zpid"].to_string(), listing.to_string())
+    prices_by_zpid(session, &table).await
 }
 
 /// 2 500 updates of one key produced in one burst: batches share a broker append time, so
@@ -48,11 +33,7 @@ async fn the_last_of_many_updates_in_one_millisecond_wins() {
     provision(&pipeline).await;
     let topic = pipeline.topic_name();
     // A lingering producer packs the burst into few batches (one append time each).
-    let producer: FutureProducer = ClientConfig::new()
-        .set(
-            "bootstrap.servers",
-            pipeline.spec.kafka.bootstrap_servers.join(","),
-        )
+    let producer: FutureProducer = kafka_config(&pipeline)
         .set("enable.idempotence", "true")
         .set("linger.ms", "50")
         .set("batch.num.messages", "10000")
@@ -76,17 +57,7 @@ async fn the_last_of_many_updates_in_one_millisecond_wins() {
 
     let manifest = write_manifest(&pipeline);
     let process = Runner::start(&["process"], &manifest, &[]);
-    eventually(
-        "every update processed",
-        Duration::from_secs(90),
-        || async {
-            committed_and_end(&pipeline)
-                .iter()
-                .all(|(_, committed, end)| *committed == Some(*end))
-                .then_some(())
-        },
-    )
-    .await;
+    wait_offsets_at_end(&pipeline, Duration::from_secs(90)).await;
     let session = cassandra().await;
     assert_eq!(
         prices(&session, &pipeline).await,
@@ -145,13 +116,7 @@ async fn producer_clocks_never_decide_which_update_wins() {
         || async { (prices(&session, &pipeline).await == expected).then_some(()) },
     )
     .await;
-    eventually("the offsets committed", Duration::from_secs(30), || async {
-        committed_and_end(&pipeline)
-            .iter()
-            .all(|(_, committed, end)| *end == 0 || *committed == Some(*end))
-            .then_some(())
-    })
-    .await;
+    wait_offsets_at_end(&pipeline, Duration::from_secs(30)).await;
     let status = process.terminate(Duration::from_secs(30));
     assert!(status.success(), "process exit: {status}");
 }
@@ -294,17 +259,7 @@ async fn rows_cassandra_refuses_are_dead_lettered_and_never_stall_the_stream() {
     expected.sort();
     assert_eq!(rejected, expected);
 
-    eventually(
-        "the offsets past every record",
-        Duration::from_secs(30),
-        || async {
-            committed_and_end(&pipeline)
-                .iter()
-                .all(|(_, committed, end)| *end == 0 || *committed == Some(*end))
-                .then_some(())
-        },
-    )
-    .await;
+    wait_offsets_at_end(&pipeline, Duration::from_secs(30)).await;
     let status = process.terminate(Duration::from_secs(30));
     assert!(status.success(), "process exit: {status}");
 }
@@ -316,11 +271,7 @@ async fn zstd_compressed_records_are_processed() {
     let pipeline = listings_pipeline("zstd");
     provision(&pipeline).await;
     let topic = pipeline.topic_name();
-    let producer: FutureProducer = ClientConfig::new()
-        .set(
-            "bootstrap.servers",
-            pipeline.spec.kafka.bootstrap_servers.join(","),
-        )
+    let producer: FutureProducer = kafka_config(&pipeline)
         .set("enable.idempotence", "true")
         .set("compression.type", "zstd")
         .set("linger.ms", "20")

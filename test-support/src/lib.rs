@@ -3,7 +3,9 @@
 //! Integration tests never skip: when a server is not configured or not reachable they fail
 //! with a message that says how to start it. `make test` brings the stack up first.
 
+pub mod kubernetes;
 pub mod listings_api;
+pub mod process;
 
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -87,6 +89,14 @@ pub fn unique_name(prefix: &str) -> String {
     )
 }
 
+/// A TCP port of 127.0.0.1 nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("finding a free port")
+}
+
 /// `unique_name` as a CQL identifier (underscores instead of dashes).
 pub fn unique_cql_identifier(prefix: &str) -> String {
     unique_name(prefix).replace('-', "_")
@@ -107,6 +117,27 @@ where
             tokio::time::Instant::now() < deadline,
             "timed out after {timeout:?} waiting for {what}"
         );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Checks `check` every 200 ms for `duration` and panics, naming `what`, the first time it
+/// does not hold: for what must stay true (nothing dropped, nothing retried) over a while.
+pub async fn stays<F, Fut>(what: &str, duration: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = tokio::time::Instant::now();
+    loop {
+        assert!(
+            check().await,
+            "{what} stopped holding after {:?} (it must hold for {duration:?})",
+            start.elapsed()
+        );
+        if start.elapsed() >= duration {
+            return;
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -146,6 +177,22 @@ pub fn cassandra_secured_credentials() -> (String, String) {
     )
 }
 
+/// Fails when the stack's Kafka or Cassandra password, or any of `extra`, appears in `text`
+/// (`what` names the text: "the runner's log").
+pub fn assert_no_password(what: &str, text: &str, extra: &[&str]) {
+    let (_, kafka_password) = kafka_sasl_credentials();
+    let (_, cassandra_password) = cassandra_secured_credentials();
+    for secret in [kafka_password.as_str(), cassandra_password.as_str()]
+        .into_iter()
+        .chain(extra.iter().copied())
+    {
+        assert!(
+            !text.contains(secret),
+            "{what} contains a password:\n{text}"
+        );
+    }
+}
+
 /// The contact points of the secured Cassandra (PasswordAuthenticator). It is not part of
 /// `dev/stack up`: the first call in a test process runs `dev/stack up cassandra-secured`
 /// (a no-op when it runs; `dev/stack run` and `dev/stack down` stop it). A failure to start
@@ -160,23 +207,59 @@ pub fn cassandra_secured_contact_points() -> Vec<String> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     if !*started {
-        let stack = concat!(env!("CARGO_MANIFEST_DIR"), "/../dev/stack");
-        let output = std::process::Command::new(stack)
-            .args(["up", "cassandra-secured"])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap_or_else(|error| panic!("running {stack} up cassandra-secured: {error}"));
-        assert!(
-            output.status.success(),
-            "`dev/stack up cassandra-secured` failed ({}):\n{}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        process::dev_stack(&["up", "cassandra-secured"]);
         *started = true;
     }
     for point in &points {
         require_reachable("the secured Cassandra", point);
     }
     points
+}
+
+/// A session on the local Cassandra.
+pub async fn cassandra_session() -> scylla::client::session::Session {
+    scylla::client::session_builder::SessionBuilder::new()
+        .known_nodes(cassandra_contact_points())
+        .build()
+        .await
+        .unwrap_or_else(|error| panic!("connecting to Cassandra: {error}; {HOW_TO_START}"))
+}
+
+/// A session on the secured Cassandra, logged in as the stack's role (started on first use,
+/// see `cassandra_secured_contact_points`).
+pub async fn cassandra_secured_session() -> scylla::client::session::Session {
+    let (user, password) = cassandra_secured_credentials();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        scylla::client::session_builder::SessionBuilder::new()
+            .known_nodes(cassandra_secured_contact_points())
+            .user(user, password)
+            .build(),
+    )
+    .await
+    .expect("connecting to the secured Cassandra in time")
+    .expect("connecting to the secured Cassandra")
+}
+
+/// The names of the tables of a keyspace (system_schema.tables), sorted.
+pub async fn cassandra_table_names(
+    session: &scylla::client::session::Session,
+    keyspace: &str,
+) -> Vec<String> {
+    let result = session
+        .query_unpaged(
+            "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ?",
+            (keyspace,),
+        )
+        .await
+        .expect("reading system_schema.tables")
+        .into_rows_result()
+        .expect("a rows result");
+    let mut names: Vec<String> = result
+        .rows::<(String,)>()
+        .expect("typed rows")
+        .map(|row| row.expect("a table_name row").0)
+        .collect();
+    names.sort();
+    names
 }

@@ -4,32 +4,34 @@
 
 #![allow(dead_code)]
 
+pub mod helm;
+
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use rtdp_crds::{Pipeline, parse_pipeline};
 use rtdp_provisioning::kafka::{Admin, ExistingTopic, admin_client, read_topic};
+pub use rtdp_test_support::free_port;
+use rtdp_test_support::kubernetes::create_namespace;
+use rtdp_test_support::process::Process;
 use rtdp_test_support::{
-    cassandra_contact_points, eventually, kafka_bootstrap_servers, kube_client,
+    cassandra_contact_points, cassandra_session, eventually, kafka_bootstrap_servers, kube_client,
     unique_cql_identifier, unique_name,
 };
 use scylla::client::session::Session;
-use scylla::client::session_builder::SessionBuilder;
 
 /// The operator binary, run as a child process with the test's KUBECONFIG.
 pub struct Operator {
-    child: Child,
+    process: Process,
     /// Its metrics address.
     pub metrics: String,
     /// Its log file.
@@ -46,20 +48,43 @@ impl Operator {
 
     /// Starts the operator with a given Lease name (two operators share one).
     pub fn start_with_lease(namespace: &str, lease: &str, extra: &[&str]) -> Self {
-        let port = free_port();
-        let metrics = format!("127.0.0.1:{port}");
-        let identity = unique_name("operator");
+        Self::launch("operator", namespace, namespace, lease, None, extra)
+    }
+
+    /// Starts the operator with another kubeconfig (one that impersonates a ServiceAccount),
+    /// for the `served` namespaces, with the chart's Lease (`rtdp-operator` in
+    /// `lease_namespace`); its identity starts with `helm-operator`.
+    pub fn start_as(kubeconfig: &Path, served: &str, lease_namespace: &str) -> Self {
+        Self::launch(
+            "helm-operator",
+            served,
+            lease_namespace,
+            "rtdp-operator",
+            Some(kubeconfig),
+            &[],
+        )
+    }
+
+    fn launch(
+        identity_prefix: &str,
+        namespaces: &str,
+        lease_namespace: &str,
+        lease: &str,
+        kubeconfig: Option<&Path>,
+        extra: &[&str],
+    ) -> Self {
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let identity = unique_name(identity_prefix);
         let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{identity}.log"));
-        let file = File::create(&log).expect("creating the operator's log file");
-        let errors = file.try_clone().expect("cloning the log file handle");
-        let child = Command::new(env!("CARGO_BIN_EXE_rtdp-operator"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rtdp-operator"));
+        command
             .args([
                 "--namespaces",
-                namespace,
+                namespaces,
                 "--metrics-address",
                 &metrics,
                 "--leader-election-namespace",
-                namespace,
+                lease_namespace,
                 "--lease-name",
                 lease,
                 "--identity",
@@ -70,15 +95,14 @@ impl Operator {
                 "5",
             ])
             .args(extra)
-            .env("RUST_LOG", "info,rtdp_operator=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(file))
-            .stderr(Stdio::from(errors))
-            .spawn()
-            .expect("starting the rtdp-operator binary");
+            .env("RUST_LOG", "info,rtdp_operator=debug");
+        if let Some(kubeconfig) = kubeconfig {
+            command.env("KUBECONFIG", kubeconfig);
+        }
+        let process = Process::spawn("the operator", command, &log);
         eprintln!("operator {identity}: log {}", log.display());
         Self {
-            child,
+            process,
             metrics,
             log,
             identity,
@@ -87,39 +111,27 @@ impl Operator {
 
     /// The operator's process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 
-    /// Asks for a graceful stop (SIGTERM) and waits for the exit status.
+    /// Asks for a graceful stop (SIGTERM) and waits (30 s at most) for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("running kill");
-        assert!(status.success(), "sending SIGTERM");
-        for _ in 0..300 {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("the operator did not stop within 30 s of SIGTERM");
+        self.process.terminate(Duration::from_secs(30))
     }
 
     /// Whether the process still runs.
     pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        self.process.is_running()
     }
 
     /// The peak resident set size of the process, in KiB (VmHWM).
     pub fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .expect("reading /proc/<pid>/status");
         status
             .lines()
@@ -143,13 +155,7 @@ impl Operator {
 
     /// The operator's log so far.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        self.kill();
+        self.process.log_text()
     }
 }
 
@@ -177,12 +183,22 @@ pub async fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
     Some((code, body))
 }
 
-/// A TCP port nothing listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("finding a free port")
+/// A namespaced Kubernetes object type that can be read: what `TestWorld::get` and its
+/// kin work with.
+pub trait Namespaced:
+    kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<K> Namespaced for K where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+{
 }
 
 /// One test's world: a client, a fresh namespace, and the CRD installed.
@@ -197,21 +213,7 @@ impl TestWorld {
     pub async fn new(prefix: &str) -> Self {
         let client = kube_client().await;
         install_crd(&client).await;
-        let namespace = unique_name(prefix);
-        let namespaces: Api<Namespace> = Api::all(client.clone());
-        namespaces
-            .create(
-                &PostParams::default(),
-                &Namespace {
-                    metadata: kube::api::ObjectMeta {
-                        name: Some(namespace.clone()),
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                },
-            )
-            .await
-            .expect("creating the test namespace");
+        let namespace = create_namespace(&client, prefix).await;
         let admin =
             admin_client(&kafka_bootstrap_servers(), &BTreeMap::new()).expect("Kafka admin client");
         Self {
@@ -219,6 +221,33 @@ impl TestWorld {
             namespace,
             admin,
         }
+    }
+
+    /// A new world and an operator serving its namespace (with `extra` flags).
+    pub async fn with_operator(prefix: &str, extra: &[&str]) -> (Self, Operator) {
+        let world = Self::new(prefix).await;
+        let operator = Operator::start(&world.namespace, extra);
+        (world, operator)
+    }
+
+    /// The named object of the test namespace, if it exists.
+    pub async fn find<K: Namespaced>(&self, name: &str) -> Option<K> {
+        self.api::<K>()
+            .get_opt(name)
+            .await
+            .unwrap_or_else(|error| panic!("reading {} {name}: {error}", K::kind(&())))
+    }
+
+    /// The named object of the test namespace, which must exist.
+    pub async fn get<K: Namespaced>(&self, name: &str) -> K {
+        self.find(name)
+            .await
+            .unwrap_or_else(|| panic!("{} {name} does not exist", K::kind(&())))
+    }
+
+    /// Whether the named object exists now.
+    pub async fn object_exists<K: Namespaced>(&self, name: &str) -> bool {
+        self.find::<K>(name).await.is_some()
     }
 
     /// The Pipelines API of the test namespace.
@@ -232,6 +261,26 @@ impl TestWorld {
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
     {
         Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Creates a Secret in the test namespace from string data.
+    pub async fn create_secret(&self, name: &str, data: &[(&str, &str)]) {
+        let secret = k8s_openapi::api::core::v1::Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.to_string()),
+                ..Default::default()
+            },
+            string_data: Some(
+                data.iter()
+                    .map(|(key, value)| (key.to_string(), value.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        self.api()
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap_or_else(|error| panic!("creating the Secret {name}: {error}"));
     }
 
     /// A Pipeline (from examples/generated-listings.yaml) on the local Kafka and Cassandra,
@@ -420,6 +469,182 @@ impl TestWorld {
     }
 }
 
+/// One Pipeline of a test's world, for the steps of a scenario: patch its spec, wait for a
+/// condition, expect Events, delete it. Every wait polls with a deadline and fails naming what
+/// it waited for.
+pub struct Scenario<'a> {
+    pub world: &'a TestWorld,
+    pub name: String,
+}
+
+impl TestWorld {
+    /// The steps of a scenario on the Pipeline `name`.
+    pub fn scenario(&self, name: &str) -> Scenario<'_> {
+        Scenario {
+            world: self,
+            name: name.to_string(),
+        }
+    }
+
+    /// Waits (60 s) until the topic is deleted.
+    pub async fn wait_topic_deleted(&self, topic: &str) {
+        eventually(
+            &format!("the topic {topic} to be deleted"),
+            Duration::from_secs(60),
+            || async move { (!self.topic_exists(topic).await).then_some(()) },
+        )
+        .await;
+    }
+
+    /// Changes a topic's config by hand (incremental alter), as drift the operator must undo.
+    pub async fn set_topic_config(&self, topic: &str, key: &str, value: &str) {
+        use rdkafka::admin::{AdminOptions, AlterConfig, ResourceSpecifier};
+        let drift = AlterConfig::new(ResourceSpecifier::Topic(topic)).set(key, value);
+        let results = self
+            .admin
+            .alter_configs(&[drift], &AdminOptions::new())
+            .await
+            .unwrap_or_else(|error| panic!("setting {key}={value} on {topic}: {error}"));
+        for result in results {
+            result.unwrap_or_else(|(_, error)| panic!("setting {key}={value} on {topic}: {error}"));
+        }
+    }
+
+    /// Waits (60 s) until the topic's config `key` reads `value` in Kafka (describe configs).
+    pub async fn wait_topic_config(&self, topic: &str, key: &str, value: &str) {
+        use rdkafka::admin::{AdminOptions, ResourceSpecifier};
+        eventually(
+            &format!("{key}={value} on topic {topic}"),
+            Duration::from_secs(60),
+            || async move {
+                let results = self
+                    .admin
+                    .describe_configs(&[ResourceSpecifier::Topic(topic)], &AdminOptions::new())
+                    .await
+                    .ok()?;
+                let resource = results.into_iter().next()?.ok()?;
+                let found = resource
+                    .entries
+                    .into_iter()
+                    .find(|entry| entry.name == key)?
+                    .value?;
+                (found == value).then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// Waits until the named object is gone (or was never there).
+    pub async fn wait_object_gone<K: Namespaced>(&self, name: &str) {
+        let api = self.api::<K>();
+        eventually(
+            &format!("{} {name} to be removed", K::kind(&())),
+            Duration::from_secs(30),
+            || {
+                let api = api.clone();
+                async move { matches!(api.get_opt(name).await, Ok(None)).then_some(()) }
+            },
+        )
+        .await;
+    }
+
+    /// Drops what `deletionPolicy: Retain` (or a test) left: the topic with its dead-letter
+    /// topic, and the keyspace; best effort.
+    pub async fn drop_topics_and_keyspace(&self, topic: &str, keyspace: &str) {
+        let _ = self
+            .admin
+            .delete_topics(
+                &[topic, &format!("{topic}.dlq")],
+                &rdkafka::admin::AdminOptions::new(),
+            )
+            .await;
+        let _ = cassandra()
+            .await
+            .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
+            .await;
+    }
+}
+
+impl Scenario<'_> {
+    /// Merge-patches the Pipeline's spec.
+    pub async fn patch(&self, spec: serde_json::Value) -> Pipeline {
+        self.world.patch_spec(&self.name, spec).await
+    }
+
+    /// Waits (90 s) until the current generation's `condition` has `status` and, if given,
+    /// `reason`.
+    pub async fn until(&self, condition: &str, status: &str, reason: Option<&str>) -> Pipeline {
+        self.world
+            .wait_for_condition(&self.name, condition, status, reason)
+            .await
+    }
+
+    /// Waits until the current generation is `Ready=True` (any reason).
+    pub async fn until_ready(&self) -> Pipeline {
+        self.until("Ready", "True", None).await
+    }
+
+    /// Waits until `condition` is False with `reason`, and asserts its message contains
+    /// `message`.
+    pub async fn until_refused(&self, condition: &str, reason: &str, message: &str) -> Pipeline {
+        let refused = self.until(condition, "False", Some(reason)).await;
+        assert_condition_message(&refused, condition, message);
+        refused
+    }
+
+    /// Waits (30 s) until there is an Event of each of `reasons` about the Pipeline.
+    pub async fn expect_events(&self, reasons: &[&str]) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let seen = self.world.event_reasons(&self.name).await;
+            let missing: Vec<&str> = reasons
+                .iter()
+                .copied()
+                .filter(|reason| !seen.iter().any(|found| found == reason))
+                .collect();
+            if missing.is_empty() {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no Event {missing:?} about {} within 30 s; its Events: {seen:?}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Deletes the Pipeline and waits until it is gone (its finalizer done).
+    pub async fn delete_and_wait_gone(&self, timeout: Duration) {
+        self.world.delete(&self.name).await;
+        self.world.wait_gone(&self.name, timeout).await;
+    }
+}
+
+/// Asserts the Pipeline's `type_` condition's message contains `part`.
+pub fn assert_condition_message(pipeline: &Pipeline, type_: &str, part: &str) {
+    let condition = find_condition(pipeline, type_);
+    assert!(
+        condition.is_some_and(|condition| condition.message.contains(part)),
+        "the {type_} condition's message should contain {part:?}: {condition:?}"
+    );
+}
+
+/// Asserts the container runs restricted (non-root, read-only root filesystem, no privilege
+/// escalation); returns its securityContext for more checks.
+pub fn assert_restricted(
+    container: &k8s_openapi::api::core::v1::Container,
+) -> &k8s_openapi::api::core::v1::SecurityContext {
+    let security = container
+        .security_context
+        .as_ref()
+        .unwrap_or_else(|| panic!("container {} has no securityContext", container.name));
+    assert_eq!(security.run_as_non_root, Some(true));
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    security
+}
+
 /// A condition of the Pipeline's status.
 pub fn find_condition<'a>(pipeline: &'a Pipeline, type_: &str) -> Option<&'a Condition> {
     pipeline
@@ -439,40 +664,10 @@ pub fn condition_of(pipeline: &Pipeline, type_: &str) -> (String, String) {
 
 /// Applies the Pipeline CRD and waits until it is Established.
 pub async fn install_crd(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = rtdp_crds::crd();
-    let name = crd.metadata.name.clone().expect("the CRD has a name");
-    crds.patch(
-        &name,
-        &PatchParams::apply("rtdp-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("applying the Pipeline CRD");
-    eventually(
-        "the Pipeline CRD to become Established",
-        Duration::from_secs(30),
-        || {
-            let crds = crds.clone();
-            let name = name.clone();
-            async move {
-                let crd = crds.get(&name).await.ok()?;
-                crd.status?
-                    .conditions?
-                    .into_iter()
-                    .any(|condition| condition.type_ == "Established" && condition.status == "True")
-                    .then_some(())
-            }
-        },
-    )
-    .await;
+    rtdp_test_support::kubernetes::install_crd(client, &rtdp_crds::crd()).await;
 }
 
 /// A Cassandra session on the local stack.
 pub async fn cassandra() -> Session {
-    SessionBuilder::new()
-        .known_nodes(cassandra_contact_points())
-        .build()
-        .await
-        .expect("connecting to Cassandra")
+    cassandra_session().await
 }

@@ -4,8 +4,8 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
@@ -13,11 +13,12 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use rtdp_crds::{Pipeline, parse_pipeline};
+use rtdp_test_support::process::Process;
 use rtdp_test_support::{
-    cassandra_contact_points, kafka_bootstrap_servers, unique_cql_identifier, unique_name,
+    cassandra_contact_points, cassandra_session, eventually, kafka_bootstrap_servers,
+    unique_cql_identifier, unique_name,
 };
 use scylla::client::session::Session;
-use scylla::client::session_builder::SessionBuilder;
 use scylla::value::{CqlValue, Row};
 
 /// The property-listings example, pointed at the local stack, with unique names.
@@ -33,6 +34,16 @@ pub fn listings_pipeline(prefix: &str) -> Pipeline {
     pipeline.spec.cassandra.contact_points = cassandra_contact_points();
     pipeline.spec.cassandra.keyspace.name = unique_cql_identifier(prefix);
     pipeline
+}
+
+/// A Kafka client configuration for the pipeline's bootstrap servers.
+pub fn kafka_config(pipeline: &Pipeline) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set(
+        "bootstrap.servers",
+        pipeline.spec.kafka.bootstrap_servers.join(","),
+    );
+    config
 }
 
 /// Writes the manifest where a runner process can read it.
@@ -64,30 +75,21 @@ pub async fn provision(pipeline: &Pipeline) {
 
 /// A Cassandra session on the local stack.
 pub async fn cassandra() -> Session {
-    SessionBuilder::new()
-        .known_nodes(cassandra_contact_points())
-        .build()
-        .await
-        .expect("connecting to Cassandra")
+    cassandra_session().await
 }
 
 /// A `pipeline-runner` child process, killed when dropped; its stderr goes to a log file
 /// that failures print.
 pub struct Runner {
-    child: Child,
+    process: Process,
     pub log: PathBuf,
 }
 
 impl Runner {
     /// Starts `pipeline-runner ARGS... --file MANIFEST` with the test's secrets.
-    pub fn start(arguments: &[&str], manifest: &PathBuf, extra_env: &[(&str, &str)]) -> Self {
+    pub fn start(arguments: &[&str], manifest: &Path, extra_env: &[(&str, &str)]) -> Self {
         let role = arguments.first().copied().unwrap_or("runner");
         let log = manifest.with_extension(format!("{role}.log"));
-        let log_file = std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("opening the runner log");
         let mut command = Command::new(env!("CARGO_BIN_EXE_pipeline-runner"));
         command
             .args(arguments)
@@ -95,59 +97,32 @@ impl Runner {
             .arg(manifest)
             .env("RTDP_HTTP_HEADER_X_RAPIDAPI_KEY", "test-key")
             .env("RTDP_METRICS_ADDRESS", "127.0.0.1:0")
-            .env("RUST_LOG", "info,pipeline_runner=debug")
-            .stdout(Stdio::null())
-            .stderr(log_file);
+            .env("RUST_LOG", "info,pipeline_runner=debug");
         for (name, value) in extra_env {
             command.env(name, value);
         }
-        let child = command.spawn().expect("starting pipeline-runner");
-        Self { child, log }
+        let process = Process::spawn("the runner", command, &log);
+        Self { process, log }
     }
 
     /// Waits for the process to exit by itself.
     pub fn wait(mut self, timeout: Duration) -> ExitStatus {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("waiting for the runner") {
-                return status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the runner did not exit within {timeout:?}; log:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.process.wait(timeout)
     }
 
     /// Sends SIGTERM (what Kubernetes does) and waits for the exit.
-    pub fn terminate(self, timeout: Duration) -> ExitStatus {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("running kill");
-        assert!(status.success(), "kill -TERM {pid} failed");
-        self.wait(timeout)
+    pub fn terminate(mut self, timeout: Duration) -> ExitStatus {
+        self.process.terminate(timeout)
     }
 
     /// SIGKILL: no chance to finish anything.
     pub fn kill(mut self) {
-        self.child.kill().expect("killing the runner");
-        let _ = self.child.wait();
+        self.process.kill();
     }
 
     /// The log so far.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.log_text()
     }
 }
 
@@ -201,11 +176,7 @@ pub struct DeadLetter {
 
 /// Reads `count` records of the dead-letter topic (fails after a timeout).
 pub async fn read_dead_letters(pipeline: &Pipeline, count: usize) -> Vec<DeadLetter> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set(
-            "bootstrap.servers",
-            pipeline.spec.kafka.bootstrap_servers.join(","),
-        )
+    let consumer: StreamConsumer = kafka_config(pipeline)
         .set("group.id", unique_name("dead-letter-reader"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -245,11 +216,7 @@ pub async fn read_dead_letters(pipeline: &Pipeline, count: usize) -> Vec<DeadLet
 /// The group's committed offset and the end offset of every partition of the topic.
 pub fn committed_and_end(pipeline: &Pipeline) -> Vec<(i32, Option<i64>, i64)> {
     let topic = pipeline.topic_name();
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set(
-            "bootstrap.servers",
-            pipeline.spec.kafka.bootstrap_servers.join(","),
-        )
+    let consumer: BaseConsumer = kafka_config(pipeline)
         .set("group.id", pipeline.consumer_group())
         .create()
         .expect("a consumer");
@@ -278,6 +245,59 @@ pub fn committed_and_end(pipeline: &Pipeline) -> Vec<(i32, Option<i64>, i64)> {
         .collect()
 }
 
+/// Waits until the group committed the end of every partition (that has records): every
+/// record processed, none skipped; fails with the last offsets seen.
+pub async fn wait_offsets_at_end(pipeline: &Pipeline, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let offsets = committed_and_end(pipeline);
+        if offsets
+            .iter()
+            .all(|(_, committed, end)| *end == 0 || *committed == Some(*end))
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the committed offsets did not reach the end offsets within {timeout:?}: (partition, committed, end) {offsets:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The `price` of every row of a table keyed by `zpid`: the latest value per listing.
+pub async fn prices_by_zpid(session: &Session, table: &str) -> BTreeMap<i64, i64> {
+    rows_by(session, table, "zpid")
+        .await
+        .iter()
+        .filter_map(|(zpid, row)| match row.get("price") {
+            Some(Some(CqlValue::BigInt(price))) => Some((*zpid, *price)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Waits until the table holds exactly `expected` (zpid → price).
+pub async fn wait_for_prices(
+    session: &Session,
+    table: &str,
+    expected: &BTreeMap<i64, i64>,
+    timeout: Duration,
+) {
+    eventually("every listing with its latest price", timeout, || async {
+        (prices_by_zpid(session, table).await == *expected).then_some(())
+    })
+    .await;
+}
+
+/// Waits until the table holds at least `count` rows.
+pub async fn wait_for_rows(session: &Session, table: &str, count: usize, timeout: Duration) {
+    eventually(&format!("{count} rows in {table}"), timeout, || async {
+        (read_rows(session, table).await.len() >= count).then_some(())
+    })
+    .await;
+}
+
 /// Asserts the group committed exactly the end of every partition: nothing skipped, nothing
 /// left behind.
 pub fn assert_offsets_at_end(pipeline: &Pipeline) {
@@ -296,11 +316,7 @@ pub fn assert_offsets_at_end(pipeline: &Pipeline) {
 /// Moves the group back to the beginning of every partition (the group must be empty).
 pub fn reset_group_to_beginning(pipeline: &Pipeline) {
     let topic = pipeline.topic_name();
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set(
-            "bootstrap.servers",
-            pipeline.spec.kafka.bootstrap_servers.join(","),
-        )
+    let consumer: BaseConsumer = kafka_config(pipeline)
         .set("group.id", pipeline.consumer_group())
         .set("enable.auto.commit", "false")
         .create()
@@ -318,11 +334,7 @@ pub fn reset_group_to_beginning(pipeline: &Pipeline) {
 
 /// An idempotent producer for raw test records.
 pub fn producer(pipeline: &Pipeline) -> FutureProducer {
-    ClientConfig::new()
-        .set(
-            "bootstrap.servers",
-            pipeline.spec.kafka.bootstrap_servers.join(","),
-        )
+    kafka_config(pipeline)
         .set("enable.idempotence", "true")
         .create()
         .expect("a producer")
@@ -338,4 +350,53 @@ pub async fn produce(producer: &FutureProducer, topic: &str, key: &str, payload:
         .send(record, Duration::from_secs(30))
         .await
         .unwrap_or_else(|(error, _)| panic!("producing {key}: {error}"));
+}
+
+/// Listing `index` of the listings API's generator with its price set: (key, the zpid as
+/// text; payload).
+pub fn listing_with_price(index: usize, price: i64) -> (String, String) {
+    let mut listing = rtdp_test_support::listings_api::listing(index);
+    listing["price"] = serde_json::Value::from(price);
+    (listing["zpid"].to_string(), listing.to_string())
+}
+
+/// Rounds of updates of the same `keys` listings, for the tests of the latest value: round `r`
+/// sets each listing's price to 100 000 + r, so the last round produced is the latest value.
+#[derive(Clone)]
+pub struct PriceRounds {
+    producer: FutureProducer,
+    topic: String,
+    keys: i64,
+}
+
+impl PriceRounds {
+    /// Rounds of `keys` listings into the pipeline's topic.
+    pub fn new(pipeline: &Pipeline, keys: i64) -> Self {
+        Self {
+            producer: producer(pipeline),
+            topic: pipeline.topic_name(),
+            keys,
+        }
+    }
+
+    /// Produces the rounds `rounds`, each acknowledged, pausing `pause` after each round.
+    pub async fn send(self, rounds: std::ops::Range<i64>, pause: Duration) {
+        for round in rounds {
+            for key in 0..self.keys {
+                let (zpid, payload) = listing_with_price(key as usize, 100_000 + round);
+                produce(&self.producer, &self.topic, &zpid, Some(payload.as_bytes())).await;
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// What the table holds once `rounds` rounds are processed: zpid → the last round's price.
+    pub fn latest(&self, rounds: i64) -> BTreeMap<i64, i64> {
+        (0..self.keys)
+            .map(|key| {
+                let (zpid, _) = listing_with_price(key as usize, 0);
+                (zpid.parse().expect("a numeric zpid"), 100_000 + rounds - 1)
+            })
+            .collect()
+    }
 }
