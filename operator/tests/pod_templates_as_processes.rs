@@ -221,7 +221,11 @@ async fn property_listings_through_kubernetes() {
     let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(&namespace);
     std::fs::create_dir_all(&work).expect("a work directory");
     let manifest = work.join("property-listings.yaml");
-    std::fs::write(&manifest, serde_yaml_ng::to_string(&pipeline).expect("yaml")).expect("manifest");
+    std::fs::write(
+        &manifest,
+        serde_yaml_ng::to_string(&pipeline).expect("yaml"),
+    )
+    .expect("manifest");
 
     // The API key Secret the example references.
     world
@@ -332,7 +336,11 @@ async fn property_listings_through_kubernetes() {
         )
         .expect("a field"),
     );
-    std::fs::write(&manifest, serde_yaml_ng::to_string(&pipeline).expect("yaml")).expect("manifest");
+    std::fs::write(
+        &manifest,
+        serde_yaml_ng::to_string(&pipeline).expect("yaml"),
+    )
+    .expect("manifest");
     kubectl_apply(&namespace, &manifest);
     eventually(
         "the new column in listings_by_id",

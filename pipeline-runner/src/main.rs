@@ -1,7 +1,5 @@
 //! `pipeline-runner`: runs the roles of a Pipeline manifest.
 
-#![warn(unreachable_pub)]
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -2,8 +2,6 @@
 //! keyspace and tables — shared by the operator (reconcile) and the runner's standalone mode,
 //! so both create exactly the same things.
 
-#![warn(unreachable_pub, missing_docs)]
-
 pub mod cassandra;
 pub mod kafka;
 

@@ -12,11 +12,11 @@ use rtdp_test_support::kubernetes::{create_namespace, delete_namespace_in_backgr
 use rtdp_test_support::process::{output_text, run, run_ok};
 use rtdp_test_support::{required_env, unique_name};
 
-pub const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../helm/rtdp");
+pub(crate) const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../helm/rtdp");
 
 /// The API server's version, for `helm template --kube-version` (helm's offline default is
 /// older than the chart's kubeVersion).
-pub async fn server_version(client: &Client) -> String {
+pub(crate) async fn server_version(client: &Client) -> String {
     client
         .apiserver_version()
         .await
@@ -27,7 +27,7 @@ pub async fn server_version(client: &Client) -> String {
 /// The admin client of the local API server (KUBECONFIG, with helm and kubectl on PATH), with
 /// the Pipeline CRD installed first (as every operator test does), so helm's crds/ step finds
 /// it and skips.
-pub async fn admin_client_with_crd() -> Client {
+pub(crate) async fn admin_client_with_crd() -> Client {
     required_env("KUBECONFIG");
     let client = rtdp_test_support::kube_client().await;
     super::install_crd(&client).await;
@@ -35,7 +35,7 @@ pub async fn admin_client_with_crd() -> Client {
 }
 
 /// Asserts `helm uninstall` removed the named object.
-pub async fn assert_uninstalled<K>(api: kube::Api<K>, name: &str)
+pub(crate) async fn assert_uninstalled<K>(api: kube::Api<K>, name: &str)
 where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -50,12 +50,12 @@ where
 }
 
 /// A unique namespace, created by the admin client, deleted (best effort) on drop.
-pub struct TestNamespace {
-    pub name: String,
+pub(crate) struct TestNamespace {
+    pub(crate) name: String,
 }
 
 impl TestNamespace {
-    pub async fn create(client: &Client, prefix: &str) -> Self {
+    pub(crate) async fn create(client: &Client, prefix: &str) -> Self {
         Self {
             name: create_namespace(client, prefix).await,
         }
@@ -69,7 +69,7 @@ impl Drop for TestNamespace {
 }
 
 /// A Helm release, uninstalled on drop (also when the test fails).
-pub struct Release {
+pub(crate) struct Release {
     name: String,
     namespace: String,
     uninstalled: bool,
@@ -77,7 +77,7 @@ pub struct Release {
 
 impl Release {
     /// `helm install` into `namespace` (created by helm) with `--set` values.
-    pub fn install(prefix: &str, namespace: &str, values: &[String]) -> Self {
+    pub(crate) fn install(prefix: &str, namespace: &str, values: &[String]) -> Self {
         let name = unique_name(prefix);
         let mut args = vec![
             "install".to_string(),
@@ -111,12 +111,16 @@ impl Release {
 
     /// The release's full name (the chart's `rtdp.fullname` of a release name without
     /// "rtdp" in it): also the ServiceAccount's.
-    pub fn fullname(&self) -> String {
+    pub(crate) fn fullname(&self) -> String {
         format!("{}-rtdp-operator", self.name)
     }
 
     /// Reads the release's operator Deployment and checks it (`check_deployment`).
-    pub async fn check_operator_deployment(&self, client: &Client, namespaces: Option<&str>) {
+    pub(crate) async fn check_operator_deployment(
+        &self,
+        client: &Client,
+        namespaces: Option<&str>,
+    ) {
         let deployment = kube::Api::<Deployment>::namespaced(client.clone(), &self.namespace)
             .get(&self.fullname())
             .await
@@ -124,7 +128,7 @@ impl Release {
         check_deployment(&deployment, &self.fullname(), namespaces);
     }
 
-    pub fn service_account_user(&self) -> String {
+    pub(crate) fn service_account_user(&self) -> String {
         format!(
             "system:serviceaccount:{}:{}",
             self.namespace,
@@ -132,7 +136,7 @@ impl Release {
         )
     }
 
-    pub fn uninstall(&mut self) {
+    pub(crate) fn uninstall(&mut self) {
         run_ok(
             "helm",
             &["uninstall", &self.name, "--namespace", &self.namespace],
@@ -156,7 +160,7 @@ impl Drop for Release {
 }
 
 /// `kubectl auth can-i` as `user`: whether the answer is yes.
-pub fn can_i(user: &str, args: &[&str]) -> bool {
+pub(crate) fn can_i(user: &str, args: &[&str]) -> bool {
     let mut all = vec!["auth", "can-i"];
     all.extend_from_slice(args);
     let as_flag = format!("--as={user}");
@@ -175,7 +179,7 @@ pub fn can_i(user: &str, args: &[&str]) -> bool {
     }
 }
 
-pub fn assert_can(user: &str, checks: &[&[&str]]) {
+pub(crate) fn assert_can(user: &str, checks: &[&[&str]]) {
     for args in checks {
         assert!(
             can_i(user, args),
@@ -185,7 +189,7 @@ pub fn assert_can(user: &str, checks: &[&[&str]]) {
     }
 }
 
-pub fn assert_cannot(user: &str, checks: &[&[&str]]) {
+pub(crate) fn assert_cannot(user: &str, checks: &[&[&str]]) {
     for args in checks {
         assert!(
             !can_i(user, args),
@@ -196,7 +200,7 @@ pub fn assert_cannot(user: &str, checks: &[&[&str]]) {
 }
 
 /// What must be denied whatever the chart's mode.
-pub fn assert_never_allowed(user: &str, namespace: &str) {
+pub(crate) fn assert_never_allowed(user: &str, namespace: &str) {
     assert_cannot(
         user,
         &[
@@ -240,7 +244,7 @@ pub fn assert_never_allowed(user: &str, namespace: &str) {
 }
 
 /// What the operator needs in a namespace it serves.
-pub fn assert_serves(user: &str, namespace: &str) {
+pub(crate) fn assert_serves(user: &str, namespace: &str) {
     assert_can(
         user,
         &[
@@ -275,7 +279,7 @@ pub fn assert_serves(user: &str, namespace: &str) {
 }
 
 /// Leader election: only the chart's Lease, in the release namespace only; never create one.
-pub fn assert_lease_rights(user: &str, lease_namespace: &str, other_namespace: &str) {
+pub(crate) fn assert_lease_rights(user: &str, lease_namespace: &str, other_namespace: &str) {
     assert_can(
         user,
         &[
@@ -328,7 +332,7 @@ pub fn assert_lease_rights(user: &str, lease_namespace: &str, other_namespace: &
 
 /// Every rule of every rendered Role/ClusterRole names its groups, resources and verbs
 /// (no `*` anywhere).
-pub fn assert_no_wildcards(rendered: &str) {
+pub(crate) fn assert_no_wildcards(rendered: &str) {
     let mut roles = 0;
     for document in serde_yaml_ng::Deserializer::from_str(rendered) {
         let value: serde_yaml_ng::Value =
@@ -365,11 +369,12 @@ pub fn assert_no_wildcards(rendered: &str) {
 
 /// A kubeconfig like $KUBECONFIG whose users impersonate `user` (`as:`): the admin
 /// certificate authenticates, RBAC authorizes as `user` alone.
-pub fn impersonating_kubeconfig(user: &str) -> PathBuf {
+pub(crate) fn impersonating_kubeconfig(user: &str) -> PathBuf {
     let path = required_env("KUBECONFIG");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|error| panic!("reading KUBECONFIG {path}: {error}"));
-    let mut config: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("KUBECONFIG is YAML");
+    let mut config: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&text).expect("KUBECONFIG is YAML");
     let users = config
         .get_mut("users")
         .and_then(|users| users.as_sequence_mut())
@@ -383,13 +388,16 @@ pub fn impersonating_kubeconfig(user: &str) -> PathBuf {
     }
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("{}.kubeconfig", unique_name("impersonating")));
-    std::fs::write(&out, serde_yaml_ng::to_string(&config).expect("serializing"))
-        .expect("writing the impersonating kubeconfig");
+    std::fs::write(
+        &out,
+        serde_yaml_ng::to_string(&config).expect("serializing"),
+    )
+    .expect("writing the impersonating kubeconfig");
     out
 }
 
 /// The Deployment: 2 replicas, the restricted security context, the runner image, the flags.
-pub fn check_deployment(deployment: &Deployment, fullname: &str, namespaces: Option<&str>) {
+pub(crate) fn check_deployment(deployment: &Deployment, fullname: &str, namespaces: Option<&str>) {
     let spec = deployment.spec.as_ref().expect("a Deployment spec");
     assert_eq!(spec.replicas, Some(2));
     let pod = spec.template.spec.as_ref().expect("a pod spec");

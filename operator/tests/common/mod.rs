@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-pub mod helm;
+pub(crate) mod helm;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,7 +20,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use rtdp_crds::{Pipeline, parse_pipeline};
 use rtdp_provisioning::kafka::{Admin, ExistingTopic, admin_client, read_topic};
-pub use rtdp_test_support::free_port;
+pub(crate) use rtdp_test_support::free_port;
 use rtdp_test_support::kubernetes::create_namespace;
 use rtdp_test_support::process::Process;
 use rtdp_test_support::{
@@ -30,31 +30,31 @@ use rtdp_test_support::{
 use scylla::client::session::Session;
 
 /// The operator binary, run as a child process with the test's KUBECONFIG.
-pub struct Operator {
+pub(crate) struct Operator {
     process: Process,
     /// Its metrics address.
-    pub metrics: String,
+    pub(crate) metrics: String,
     /// Its log file.
-    pub log: PathBuf,
+    pub(crate) log: PathBuf,
     /// Its identity in the Lease.
-    pub identity: String,
+    pub(crate) identity: String,
 }
 
 impl Operator {
     /// Starts the operator for one namespace with its own Lease, plus `extra` flags.
-    pub fn start(namespace: &str, extra: &[&str]) -> Self {
+    pub(crate) fn start(namespace: &str, extra: &[&str]) -> Self {
         Self::start_with_lease(namespace, &format!("{namespace}-leader"), extra)
     }
 
     /// Starts the operator with a given Lease name (two operators share one).
-    pub fn start_with_lease(namespace: &str, lease: &str, extra: &[&str]) -> Self {
+    pub(crate) fn start_with_lease(namespace: &str, lease: &str, extra: &[&str]) -> Self {
         Self::launch("operator", namespace, namespace, lease, None, extra)
     }
 
     /// Starts the operator with another kubeconfig (one that impersonates a ServiceAccount),
     /// for the `served` namespaces, with the chart's Lease (`rtdp-operator` in
     /// `lease_namespace`); its identity starts with `helm-operator`.
-    pub fn start_as(kubeconfig: &Path, served: &str, lease_namespace: &str) -> Self {
+    pub(crate) fn start_as(kubeconfig: &Path, served: &str, lease_namespace: &str) -> Self {
         Self::launch(
             "helm-operator",
             served,
@@ -110,27 +110,27 @@ impl Operator {
     }
 
     /// The operator's process id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.process.pid()
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.process.kill();
     }
 
     /// Asks for a graceful stop (SIGTERM) and waits (30 s at most) for the exit status.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
         self.process.terminate(Duration::from_secs(30))
     }
 
     /// Whether the process still runs.
-    pub fn is_running(&mut self) -> bool {
+    pub(crate) fn is_running(&mut self) -> bool {
         self.process.is_running()
     }
 
     /// The peak resident set size of the process, in KiB (VmHWM).
-    pub fn peak_rss_kib(&self) -> u64 {
+    pub(crate) fn peak_rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .expect("reading /proc/<pid>/status");
         status
@@ -141,12 +141,12 @@ impl Operator {
     }
 
     /// GETs a path of the metrics server; `None` when it does not answer.
-    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+    pub(crate) async fn get(&self, path: &str) -> Option<(u16, String)> {
         http_get(&self.metrics, path).await
     }
 
     /// The value of one sample in /metrics (a line starting with `sample`).
-    pub async fn metric(&self, sample: &str) -> Option<f64> {
+    pub(crate) async fn metric(&self, sample: &str) -> Option<f64> {
         let (_, body) = self.get("/metrics").await?;
         body.lines()
             .find_map(|line| line.strip_prefix(sample))
@@ -154,13 +154,13 @@ impl Operator {
     }
 
     /// The operator's log so far.
-    pub fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         self.process.log_text()
     }
 }
 
 /// A minimal HTTP/1.0 GET, enough for /metrics and /healthz.
-pub async fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
+pub(crate) async fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::time::timeout(
         Duration::from_secs(2),
@@ -185,7 +185,7 @@ pub async fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
 
 /// A namespaced Kubernetes object type that can be read: what `TestWorld::get` and its
 /// kin work with.
-pub trait Namespaced:
+pub(crate) trait Namespaced:
     kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
     + Clone
     + serde::de::DeserializeOwned
@@ -202,15 +202,15 @@ impl<K> Namespaced for K where
 }
 
 /// One test's world: a client, a fresh namespace, and the CRD installed.
-pub struct TestWorld {
-    pub client: Client,
-    pub namespace: String,
-    pub admin: Admin,
+pub(crate) struct TestWorld {
+    pub(crate) client: Client,
+    pub(crate) namespace: String,
+    pub(crate) admin: Admin,
 }
 
 impl TestWorld {
     /// Installs the CRD (idempotent) and creates a namespace for the test.
-    pub async fn new(prefix: &str) -> Self {
+    pub(crate) async fn new(prefix: &str) -> Self {
         let client = kube_client().await;
         install_crd(&client).await;
         let namespace = create_namespace(&client, prefix).await;
@@ -224,14 +224,14 @@ impl TestWorld {
     }
 
     /// A new world and an operator serving its namespace (with `extra` flags).
-    pub async fn with_operator(prefix: &str, extra: &[&str]) -> (Self, Operator) {
+    pub(crate) async fn with_operator(prefix: &str, extra: &[&str]) -> (Self, Operator) {
         let world = Self::new(prefix).await;
         let operator = Operator::start(&world.namespace, extra);
         (world, operator)
     }
 
     /// The named object of the test namespace, if it exists.
-    pub async fn find<K: Namespaced>(&self, name: &str) -> Option<K> {
+    pub(crate) async fn find<K: Namespaced>(&self, name: &str) -> Option<K> {
         self.api::<K>()
             .get_opt(name)
             .await
@@ -239,24 +239,24 @@ impl TestWorld {
     }
 
     /// The named object of the test namespace, which must exist.
-    pub async fn get<K: Namespaced>(&self, name: &str) -> K {
+    pub(crate) async fn get<K: Namespaced>(&self, name: &str) -> K {
         self.find(name)
             .await
             .unwrap_or_else(|| panic!("{} {name} does not exist", K::kind(&())))
     }
 
     /// Whether the named object exists now.
-    pub async fn object_exists<K: Namespaced>(&self, name: &str) -> bool {
+    pub(crate) async fn object_exists<K: Namespaced>(&self, name: &str) -> bool {
         self.find::<K>(name).await.is_some()
     }
 
     /// The Pipelines API of the test namespace.
-    pub fn pipelines(&self) -> Api<Pipeline> {
+    pub(crate) fn pipelines(&self) -> Api<Pipeline> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
     /// Any namespaced API of the test namespace.
-    pub fn api<K>(&self) -> Api<K>
+    pub(crate) fn api<K>(&self) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
     {
@@ -264,7 +264,7 @@ impl TestWorld {
     }
 
     /// Creates a Secret in the test namespace from string data.
-    pub async fn create_secret(&self, name: &str, data: &[(&str, &str)]) {
+    pub(crate) async fn create_secret(&self, name: &str, data: &[(&str, &str)]) {
         let secret = k8s_openapi::api::core::v1::Secret {
             metadata: kube::api::ObjectMeta {
                 name: Some(name.to_string()),
@@ -285,7 +285,7 @@ impl TestWorld {
 
     /// A Pipeline (from examples/generated-listings.yaml) on the local Kafka and Cassandra,
     /// with unique topic and keyspace names, 2 partitions and `deletionPolicy: Delete`.
-    pub fn pipeline(&self, name: &str) -> Pipeline {
+    pub(crate) fn pipeline(&self, name: &str) -> Pipeline {
         let text = include_str!("../../../examples/generated-listings.yaml");
         let mut pipeline = parse_pipeline(text, "generated-listings.yaml").expect("example");
         pipeline.metadata.name = Some(name.to_string());
@@ -301,7 +301,7 @@ impl TestWorld {
     }
 
     /// Creates a Pipeline.
-    pub async fn create(&self, pipeline: &Pipeline) -> Pipeline {
+    pub(crate) async fn create(&self, pipeline: &Pipeline) -> Pipeline {
         self.pipelines()
             .create(&PostParams::default(), pipeline)
             .await
@@ -309,7 +309,7 @@ impl TestWorld {
     }
 
     /// Replaces a Pipeline's spec with a merge patch of `patch`.
-    pub async fn patch_spec(&self, name: &str, spec: serde_json::Value) -> Pipeline {
+    pub(crate) async fn patch_spec(&self, name: &str, spec: serde_json::Value) -> Pipeline {
         self.pipelines()
             .patch(
                 name,
@@ -321,7 +321,7 @@ impl TestWorld {
     }
 
     /// Waits until the Pipeline's status describes its current generation and `check` holds.
-    pub async fn wait_for(
+    pub(crate) async fn wait_for(
         &self,
         name: &str,
         what: &str,
@@ -349,7 +349,7 @@ impl TestWorld {
     }
 
     /// Waits until `condition` has `status` (and, if given, `reason`).
-    pub async fn wait_for_condition(
+    pub(crate) async fn wait_for_condition(
         &self,
         name: &str,
         condition: &str,
@@ -372,7 +372,7 @@ impl TestWorld {
     }
 
     /// Waits until the Pipeline is gone.
-    pub async fn wait_gone(&self, name: &str, timeout: Duration) {
+    pub(crate) async fn wait_gone(&self, name: &str, timeout: Duration) {
         let pipelines = self.pipelines();
         eventually(&format!("Pipeline {name} to be gone"), timeout, || {
             let pipelines = pipelines.clone();
@@ -383,7 +383,7 @@ impl TestWorld {
     }
 
     /// Deletes a Pipeline.
-    pub async fn delete(&self, name: &str) {
+    pub(crate) async fn delete(&self, name: &str) {
         self.pipelines()
             .delete(name, &DeleteParams::default())
             .await
@@ -391,7 +391,7 @@ impl TestWorld {
     }
 
     /// The topic's partitions and replication factor, once it exists.
-    pub async fn topic(&self, topic: &str) -> ExistingTopic {
+    pub(crate) async fn topic(&self, topic: &str) -> ExistingTopic {
         let admin = self.admin.clone();
         eventually(&format!("topic {topic}"), Duration::from_secs(30), || {
             let admin = admin.clone();
@@ -402,7 +402,7 @@ impl TestWorld {
     }
 
     /// Whether the topic exists.
-    pub async fn topic_exists(&self, topic: &str) -> bool {
+    pub(crate) async fn topic_exists(&self, topic: &str) -> bool {
         read_topic(&self.admin, topic)
             .await
             .expect("reading topic metadata")
@@ -410,7 +410,7 @@ impl TestWorld {
     }
 
     /// The reasons of the Events about a Pipeline.
-    pub async fn event_reasons(&self, name: &str) -> Vec<String> {
+    pub(crate) async fn event_reasons(&self, name: &str) -> Vec<String> {
         self.events(name)
             .await
             .into_iter()
@@ -419,7 +419,7 @@ impl TestWorld {
     }
 
     /// The Events about a Pipeline.
-    pub async fn events(&self, name: &str) -> Vec<k8s_openapi::api::events::v1::Event> {
+    pub(crate) async fn events(&self, name: &str) -> Vec<k8s_openapi::api::events::v1::Event> {
         let events: Api<k8s_openapi::api::events::v1::Event> = self.api();
         events
             .list(&Default::default())
@@ -438,7 +438,7 @@ impl TestWorld {
 
     /// Deletes what the test left (Pipelines without finalizers, the operator's objects),
     /// then the namespace; best effort, and without relying on the garbage collector.
-    pub async fn cleanup(&self) {
+    pub(crate) async fn cleanup(&self) {
         let everything = ListParams::default();
         let managed = ListParams::default().labels("app.kubernetes.io/managed-by=rtdp-operator");
         let background = DeleteParams::background();
@@ -472,14 +472,14 @@ impl TestWorld {
 /// One Pipeline of a test's world, for the steps of a scenario: patch its spec, wait for a
 /// condition, expect Events, delete it. Every wait polls with a deadline and fails naming what
 /// it waited for.
-pub struct Scenario<'a> {
-    pub world: &'a TestWorld,
-    pub name: String,
+pub(crate) struct Scenario<'a> {
+    pub(crate) world: &'a TestWorld,
+    pub(crate) name: String,
 }
 
 impl TestWorld {
     /// The steps of a scenario on the Pipeline `name`.
-    pub fn scenario(&self, name: &str) -> Scenario<'_> {
+    pub(crate) fn scenario(&self, name: &str) -> Scenario<'_> {
         Scenario {
             world: self,
             name: name.to_string(),
@@ -487,7 +487,7 @@ impl TestWorld {
     }
 
     /// Waits (60 s) until the topic is deleted.
-    pub async fn wait_topic_deleted(&self, topic: &str) {
+    pub(crate) async fn wait_topic_deleted(&self, topic: &str) {
         eventually(
             &format!("the topic {topic} to be deleted"),
             Duration::from_secs(60),
@@ -497,7 +497,7 @@ impl TestWorld {
     }
 
     /// Changes a topic's config by hand (incremental alter), as drift the operator must undo.
-    pub async fn set_topic_config(&self, topic: &str, key: &str, value: &str) {
+    pub(crate) async fn set_topic_config(&self, topic: &str, key: &str, value: &str) {
         use rdkafka::admin::{AdminOptions, AlterConfig, ResourceSpecifier};
         let drift = AlterConfig::new(ResourceSpecifier::Topic(topic)).set(key, value);
         let results = self
@@ -511,7 +511,7 @@ impl TestWorld {
     }
 
     /// Waits (60 s) until the topic's config `key` reads `value` in Kafka (describe configs).
-    pub async fn wait_topic_config(&self, topic: &str, key: &str, value: &str) {
+    pub(crate) async fn wait_topic_config(&self, topic: &str, key: &str, value: &str) {
         use rdkafka::admin::{AdminOptions, ResourceSpecifier};
         eventually(
             &format!("{key}={value} on topic {topic}"),
@@ -535,7 +535,7 @@ impl TestWorld {
     }
 
     /// Waits until the named object is gone (or was never there).
-    pub async fn wait_object_gone<K: Namespaced>(&self, name: &str) {
+    pub(crate) async fn wait_object_gone<K: Namespaced>(&self, name: &str) {
         let api = self.api::<K>();
         eventually(
             &format!("{} {name} to be removed", K::kind(&())),
@@ -550,7 +550,7 @@ impl TestWorld {
 
     /// Drops what `deletionPolicy: Retain` (or a test) left: the topic with its dead-letter
     /// topic, and the keyspace; best effort.
-    pub async fn drop_topics_and_keyspace(&self, topic: &str, keyspace: &str) {
+    pub(crate) async fn drop_topics_and_keyspace(&self, topic: &str, keyspace: &str) {
         let _ = self
             .admin
             .delete_topics(
@@ -567,33 +567,43 @@ impl TestWorld {
 
 impl Scenario<'_> {
     /// Merge-patches the Pipeline's spec.
-    pub async fn patch(&self, spec: serde_json::Value) -> Pipeline {
+    pub(crate) async fn patch(&self, spec: serde_json::Value) -> Pipeline {
         self.world.patch_spec(&self.name, spec).await
     }
 
     /// Waits (90 s) until the current generation's `condition` has `status` and, if given,
     /// `reason`.
-    pub async fn until(&self, condition: &str, status: &str, reason: Option<&str>) -> Pipeline {
+    pub(crate) async fn until(
+        &self,
+        condition: &str,
+        status: &str,
+        reason: Option<&str>,
+    ) -> Pipeline {
         self.world
             .wait_for_condition(&self.name, condition, status, reason)
             .await
     }
 
     /// Waits until the current generation is `Ready=True` (any reason).
-    pub async fn until_ready(&self) -> Pipeline {
+    pub(crate) async fn until_ready(&self) -> Pipeline {
         self.until("Ready", "True", None).await
     }
 
     /// Waits until `condition` is False with `reason`, and asserts its message contains
     /// `message`.
-    pub async fn until_refused(&self, condition: &str, reason: &str, message: &str) -> Pipeline {
+    pub(crate) async fn until_refused(
+        &self,
+        condition: &str,
+        reason: &str,
+        message: &str,
+    ) -> Pipeline {
         let refused = self.until(condition, "False", Some(reason)).await;
         assert_condition_message(&refused, condition, message);
         refused
     }
 
     /// Waits (30 s) until there is an Event of each of `reasons` about the Pipeline.
-    pub async fn expect_events(&self, reasons: &[&str]) {
+    pub(crate) async fn expect_events(&self, reasons: &[&str]) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             let seen = self.world.event_reasons(&self.name).await;
@@ -615,14 +625,14 @@ impl Scenario<'_> {
     }
 
     /// Deletes the Pipeline and waits until it is gone (its finalizer done).
-    pub async fn delete_and_wait_gone(&self, timeout: Duration) {
+    pub(crate) async fn delete_and_wait_gone(&self, timeout: Duration) {
         self.world.delete(&self.name).await;
         self.world.wait_gone(&self.name, timeout).await;
     }
 }
 
 /// Asserts the Pipeline's `type_` condition's message contains `part`.
-pub fn assert_condition_message(pipeline: &Pipeline, type_: &str, part: &str) {
+pub(crate) fn assert_condition_message(pipeline: &Pipeline, type_: &str, part: &str) {
     let condition = find_condition(pipeline, type_);
     assert!(
         condition.is_some_and(|condition| condition.message.contains(part)),
@@ -632,7 +642,7 @@ pub fn assert_condition_message(pipeline: &Pipeline, type_: &str, part: &str) {
 
 /// Asserts the container runs restricted (non-root, read-only root filesystem, no privilege
 /// escalation); returns its securityContext for more checks.
-pub fn assert_restricted(
+pub(crate) fn assert_restricted(
     container: &k8s_openapi::api::core::v1::Container,
 ) -> &k8s_openapi::api::core::v1::SecurityContext {
     let security = container
@@ -646,7 +656,7 @@ pub fn assert_restricted(
 }
 
 /// A condition of the Pipeline's status.
-pub fn find_condition<'a>(pipeline: &'a Pipeline, type_: &str) -> Option<&'a Condition> {
+pub(crate) fn find_condition<'a>(pipeline: &'a Pipeline, type_: &str) -> Option<&'a Condition> {
     pipeline
         .status
         .as_ref()?
@@ -656,18 +666,18 @@ pub fn find_condition<'a>(pipeline: &'a Pipeline, type_: &str) -> Option<&'a Con
 }
 
 /// `Condition` as `(status, reason)`.
-pub fn condition_of(pipeline: &Pipeline, type_: &str) -> (String, String) {
+pub(crate) fn condition_of(pipeline: &Pipeline, type_: &str) -> (String, String) {
     let condition = find_condition(pipeline, type_)
         .unwrap_or_else(|| panic!("{} has no {type_} condition", pipeline.name_any()));
     (condition.status.clone(), condition.reason.clone())
 }
 
 /// Applies the Pipeline CRD and waits until it is Established.
-pub async fn install_crd(client: &Client) {
+pub(crate) async fn install_crd(client: &Client) {
     rtdp_test_support::kubernetes::install_crd(client, &rtdp_crds::crd()).await;
 }
 
 /// A Cassandra session on the local stack.
-pub async fn cassandra() -> Session {
+pub(crate) async fn cassandra() -> Session {
     cassandra_session().await
 }

@@ -22,7 +22,7 @@ use scylla::client::session::Session;
 use scylla::value::{CqlValue, Row};
 
 /// The property-listings example, pointed at the local stack, with unique names.
-pub fn listings_pipeline(prefix: &str) -> Pipeline {
+pub(crate) fn listings_pipeline(prefix: &str) -> Pipeline {
     let text = include_str!("../../../examples/property-listings.yaml");
     let mut pipeline = parse_pipeline(text, "property-listings.yaml").expect("the example parses");
     let name = unique_name(prefix);
@@ -37,7 +37,7 @@ pub fn listings_pipeline(prefix: &str) -> Pipeline {
 }
 
 /// A Kafka client configuration for the pipeline's bootstrap servers.
-pub fn kafka_config(pipeline: &Pipeline) -> ClientConfig {
+pub(crate) fn kafka_config(pipeline: &Pipeline) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set(
         "bootstrap.servers",
@@ -47,7 +47,7 @@ pub fn kafka_config(pipeline: &Pipeline) -> ClientConfig {
 }
 
 /// Writes the manifest where a runner process can read it.
-pub fn write_manifest(pipeline: &Pipeline) -> PathBuf {
+pub(crate) fn write_manifest(pipeline: &Pipeline) -> PathBuf {
     let path = std::env::temp_dir().join(format!(
         "{}.yaml",
         pipeline.metadata.name.as_deref().unwrap_or("pipeline")
@@ -58,7 +58,7 @@ pub fn write_manifest(pipeline: &Pipeline) -> PathBuf {
 }
 
 /// Creates the topics, keyspace and tables with the shared provisioning code.
-pub async fn provision(pipeline: &Pipeline) {
+pub(crate) async fn provision(pipeline: &Pipeline) {
     let admin = rtdp_provisioning::kafka::admin_client(
         &pipeline.spec.kafka.bootstrap_servers.join(","),
         &BTreeMap::new(),
@@ -74,20 +74,20 @@ pub async fn provision(pipeline: &Pipeline) {
 }
 
 /// A Cassandra session on the local stack.
-pub async fn cassandra() -> Session {
+pub(crate) async fn cassandra() -> Session {
     cassandra_session().await
 }
 
 /// A `pipeline-runner` child process, killed when dropped; its stderr goes to a log file
 /// that failures print.
-pub struct Runner {
+pub(crate) struct Runner {
     process: Process,
-    pub log: PathBuf,
+    pub(crate) log: PathBuf,
 }
 
 impl Runner {
     /// Starts `pipeline-runner ARGS... --file MANIFEST` with the test's secrets.
-    pub fn start(arguments: &[&str], manifest: &Path, extra_env: &[(&str, &str)]) -> Self {
+    pub(crate) fn start(arguments: &[&str], manifest: &Path, extra_env: &[(&str, &str)]) -> Self {
         let role = arguments.first().copied().unwrap_or("runner");
         let log = manifest.with_extension(format!("{role}.log"));
         let mut command = Command::new(env!("CARGO_BIN_EXE_pipeline-runner"));
@@ -106,28 +106,31 @@ impl Runner {
     }
 
     /// Waits for the process to exit by itself.
-    pub fn wait(mut self, timeout: Duration) -> ExitStatus {
+    pub(crate) fn wait(mut self, timeout: Duration) -> ExitStatus {
         self.process.wait(timeout)
     }
 
     /// Sends SIGTERM (what Kubernetes does) and waits for the exit.
-    pub fn terminate(mut self, timeout: Duration) -> ExitStatus {
+    pub(crate) fn terminate(mut self, timeout: Duration) -> ExitStatus {
         self.process.terminate(timeout)
     }
 
     /// SIGKILL: no chance to finish anything.
-    pub fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         self.process.kill();
     }
 
     /// The log so far.
-    pub fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         self.process.log_text()
     }
 }
 
 /// Every row of a table, each as column name → value.
-pub async fn read_rows(session: &Session, table: &str) -> Vec<BTreeMap<String, Option<CqlValue>>> {
+pub(crate) async fn read_rows(
+    session: &Session,
+    table: &str,
+) -> Vec<BTreeMap<String, Option<CqlValue>>> {
     let result = session
         .query_unpaged(format!("SELECT * FROM {table}"), ())
         .await
@@ -150,7 +153,7 @@ pub async fn read_rows(session: &Session, table: &str) -> Vec<BTreeMap<String, O
 }
 
 /// Rows of a table keyed by a bigint column.
-pub async fn rows_by(
+pub(crate) async fn rows_by(
     session: &Session,
     table: &str,
     key: &str,
@@ -169,13 +172,13 @@ pub async fn rows_by(
 
 /// A dead letter as read back from the dead-letter topic.
 #[derive(Debug, Clone)]
-pub struct DeadLetter {
-    pub headers: HashMap<String, String>,
-    pub payload: Option<Vec<u8>>,
+pub(crate) struct DeadLetter {
+    pub(crate) headers: HashMap<String, String>,
+    pub(crate) payload: Option<Vec<u8>>,
 }
 
 /// Reads `count` records of the dead-letter topic (fails after a timeout).
-pub async fn read_dead_letters(pipeline: &Pipeline, count: usize) -> Vec<DeadLetter> {
+pub(crate) async fn read_dead_letters(pipeline: &Pipeline, count: usize) -> Vec<DeadLetter> {
     let consumer: StreamConsumer = kafka_config(pipeline)
         .set("group.id", unique_name("dead-letter-reader"))
         .set("auto.offset.reset", "earliest")
@@ -214,7 +217,7 @@ pub async fn read_dead_letters(pipeline: &Pipeline, count: usize) -> Vec<DeadLet
 }
 
 /// The group's committed offset and the end offset of every partition of the topic.
-pub fn committed_and_end(pipeline: &Pipeline) -> Vec<(i32, Option<i64>, i64)> {
+pub(crate) fn committed_and_end(pipeline: &Pipeline) -> Vec<(i32, Option<i64>, i64)> {
     let topic = pipeline.topic_name();
     let consumer: BaseConsumer = kafka_config(pipeline)
         .set("group.id", pipeline.consumer_group())
@@ -247,7 +250,7 @@ pub fn committed_and_end(pipeline: &Pipeline) -> Vec<(i32, Option<i64>, i64)> {
 
 /// Waits until the group committed the end of every partition (that has records): every
 /// record processed, none skipped; fails with the last offsets seen.
-pub async fn wait_offsets_at_end(pipeline: &Pipeline, timeout: Duration) {
+pub(crate) async fn wait_offsets_at_end(pipeline: &Pipeline, timeout: Duration) {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let offsets = committed_and_end(pipeline);
@@ -266,7 +269,7 @@ pub async fn wait_offsets_at_end(pipeline: &Pipeline, timeout: Duration) {
 }
 
 /// The `price` of every row of a table keyed by `zpid`: the latest value per listing.
-pub async fn prices_by_zpid(session: &Session, table: &str) -> BTreeMap<i64, i64> {
+pub(crate) async fn prices_by_zpid(session: &Session, table: &str) -> BTreeMap<i64, i64> {
     rows_by(session, table, "zpid")
         .await
         .iter()
@@ -278,7 +281,7 @@ pub async fn prices_by_zpid(session: &Session, table: &str) -> BTreeMap<i64, i64
 }
 
 /// Waits until the table holds exactly `expected` (zpid → price).
-pub async fn wait_for_prices(
+pub(crate) async fn wait_for_prices(
     session: &Session,
     table: &str,
     expected: &BTreeMap<i64, i64>,
@@ -291,7 +294,7 @@ pub async fn wait_for_prices(
 }
 
 /// Waits until the table holds at least `count` rows.
-pub async fn wait_for_rows(session: &Session, table: &str, count: usize, timeout: Duration) {
+pub(crate) async fn wait_for_rows(session: &Session, table: &str, count: usize, timeout: Duration) {
     eventually(&format!("{count} rows in {table}"), timeout, || async {
         (read_rows(session, table).await.len() >= count).then_some(())
     })
@@ -300,7 +303,7 @@ pub async fn wait_for_rows(session: &Session, table: &str, count: usize, timeout
 
 /// Asserts the group committed exactly the end of every partition: nothing skipped, nothing
 /// left behind.
-pub fn assert_offsets_at_end(pipeline: &Pipeline) {
+pub(crate) fn assert_offsets_at_end(pipeline: &Pipeline) {
     for (partition, committed, end) in committed_and_end(pipeline) {
         if end == 0 {
             continue;
@@ -314,7 +317,7 @@ pub fn assert_offsets_at_end(pipeline: &Pipeline) {
 }
 
 /// Moves the group back to the beginning of every partition (the group must be empty).
-pub fn reset_group_to_beginning(pipeline: &Pipeline) {
+pub(crate) fn reset_group_to_beginning(pipeline: &Pipeline) {
     let topic = pipeline.topic_name();
     let consumer: BaseConsumer = kafka_config(pipeline)
         .set("group.id", pipeline.consumer_group())
@@ -333,7 +336,7 @@ pub fn reset_group_to_beginning(pipeline: &Pipeline) {
 }
 
 /// An idempotent producer for raw test records.
-pub fn producer(pipeline: &Pipeline) -> FutureProducer {
+pub(crate) fn producer(pipeline: &Pipeline) -> FutureProducer {
     kafka_config(pipeline)
         .set("enable.idempotence", "true")
         .create()
@@ -341,7 +344,12 @@ pub fn producer(pipeline: &Pipeline) -> FutureProducer {
 }
 
 /// Produces one raw record (key, payload) and waits for the ack.
-pub async fn produce(producer: &FutureProducer, topic: &str, key: &str, payload: Option<&[u8]>) {
+pub(crate) async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    payload: Option<&[u8]>,
+) {
     let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(key);
     if let Some(payload) = payload {
         record = record.payload(payload);
@@ -354,7 +362,7 @@ pub async fn produce(producer: &FutureProducer, topic: &str, key: &str, payload:
 
 /// Listing `index` of the listings API's generator with its price set: (key, the zpid as
 /// text; payload).
-pub fn listing_with_price(index: usize, price: i64) -> (String, String) {
+pub(crate) fn listing_with_price(index: usize, price: i64) -> (String, String) {
     let mut listing = rtdp_test_support::listings_api::listing(index);
     listing["price"] = serde_json::Value::from(price);
     (listing["zpid"].to_string(), listing.to_string())
@@ -363,7 +371,7 @@ pub fn listing_with_price(index: usize, price: i64) -> (String, String) {
 /// Rounds of updates of the same `keys` listings, for the tests of the latest value: round `r`
 /// sets each listing's price to 100 000 + r, so the last round produced is the latest value.
 #[derive(Clone)]
-pub struct PriceRounds {
+pub(crate) struct PriceRounds {
     producer: FutureProducer,
     topic: String,
     keys: i64,
@@ -371,7 +379,7 @@ pub struct PriceRounds {
 
 impl PriceRounds {
     /// Rounds of `keys` listings into the pipeline's topic.
-    pub fn new(pipeline: &Pipeline, keys: i64) -> Self {
+    pub(crate) fn new(pipeline: &Pipeline, keys: i64) -> Self {
         Self {
             producer: producer(pipeline),
             topic: pipeline.topic_name(),
@@ -380,7 +388,7 @@ impl PriceRounds {
     }
 
     /// Produces the rounds `rounds`, each acknowledged, pausing `pause` after each round.
-    pub async fn send(self, rounds: std::ops::Range<i64>, pause: Duration) {
+    pub(crate) async fn send(self, rounds: std::ops::Range<i64>, pause: Duration) {
         for round in rounds {
             for key in 0..self.keys {
                 let (zpid, payload) = listing_with_price(key as usize, 100_000 + round);
@@ -391,7 +399,7 @@ impl PriceRounds {
     }
 
     /// What the table holds once `rounds` rounds are processed: zpid → the last round's price.
-    pub fn latest(&self, rounds: i64) -> BTreeMap<i64, i64> {
+    pub(crate) fn latest(&self, rounds: i64) -> BTreeMap<i64, i64> {
         (0..self.keys)
             .map(|key| {
                 let (zpid, _) = listing_with_price(key as usize, 0);
