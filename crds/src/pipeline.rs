@@ -46,6 +46,7 @@ pub const CRON_PATTERN: &str = concat!(
 /// The desired state of a real-time pipeline: source → Kafka topic → schema → Cassandra tables.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
+    validation = Rule::new("size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS label (lowercase letters, digits and '-', at most 63 characters): the runner's Services and labels are named after it"),
     group = "rtdp.dev",
     version = "v1alpha1",
     kind = "Pipeline",
@@ -213,6 +214,9 @@ impl SaslMechanism {
 
 /// The topic the pipeline's records flow through.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("!has(self.name) || (self.name != '.' && self.name != '..')").message("topic.name may not be . or .. (Kafka refuses them)").field_path(".name"))]
+#[x_kube(validation = Rule::new("!has(self.deadLetter) || !has(self.deadLetter.name) || (self.deadLetter.name != '.' && self.deadLetter.name != '..')").message("topic.deadLetter.name may not be . or .. (Kafka refuses them)").field_path(".deadLetter.name"))]
+#[x_kube(validation = Rule::new("!has(self.name) || !has(self.deadLetter) || !has(self.deadLetter.name) || self.name != self.deadLetter.name").message("topic.deadLetter.name must differ from topic.name: dead letters would be read back as records").field_path(".deadLetter.name"))]
 #[serde(rename_all = "camelCase")]
 pub struct TopicSpec {
     /// The topic's name. Defaults to `<namespace>.<pipeline name>`.
@@ -430,7 +434,7 @@ pub struct Pagination {
 
     /// PageNumber: the first page's number.
     #[serde(default = "default_start_page")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 1000000))]
     pub start_page: i32,
 
     /// PageNumber: JSON pointer to the total number of pages in a response, e.g.
@@ -730,6 +734,7 @@ pub struct KeyspaceSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(validation = Rule::new("self.strategy != 'SimpleStrategy' || has(self.replicationFactor)").message("SimpleStrategy needs replicationFactor"))]
 #[x_kube(validation = Rule::new("self.strategy != 'NetworkTopologyStrategy' || (has(self.datacenters) && size(self.datacenters) > 0)").message("NetworkTopologyStrategy needs datacenters"))]
+#[x_kube(validation = Rule::new("!has(self.datacenters) || self.datacenters.all(dc, self.datacenters[dc] >= 1 && self.datacenters[dc] <= 16)").message("each datacenter's replication must be between 1 and 16").field_path(".datacenters"))]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicationSpec {
     /// The replication strategy.
@@ -848,7 +853,8 @@ pub enum WriteConsistency {
 // ---------------------------------------------------------------------------------------------
 
 /// How the runner workloads run.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("!has(self.autoscaling)").message("runner.autoscaling is not implemented yet: set runner.replicas (lag-based autoscaling is planned)").field_path(".autoscaling"))]
 #[serde(rename_all = "camelCase")]
 pub struct RunnerSpec {
     /// Replicas of the process Deployment. More than the topic's partitions only adds idle
@@ -875,7 +881,8 @@ pub struct RunnerSpec {
     #[schemars(range(min = 1, max = 4096))]
     pub concurrency: i32,
 
-    /// Scale the process Deployment on consumer lag. Omit for a fixed replica count.
+    /// Not implemented yet, so refused: scaling the process Deployment on consumer lag is
+    /// planned. Set `replicas`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingSpec>,
 }

@@ -57,6 +57,8 @@ pub fn validate(pipeline: &Pipeline) -> Vec<FieldError> {
     source(pipeline, &mut errors);
     schema(pipeline, &mut errors);
     tables(pipeline, &mut errors);
+    reserved_words(pipeline, &mut errors);
+    resources(pipeline, &mut errors);
     if pipeline.spec.runner.image.as_deref() == Some("") {
         errors.push(FieldError::new("spec.runner.image", "is empty"));
     }
@@ -389,6 +391,161 @@ fn tables(pipeline: &Pipeline, errors: &mut Vec<FieldError>) {
             ));
         }
     }
+}
+
+/// CQL's reserved keywords: not usable as unquoted identifiers (the DDL and the INSERTs write
+/// names unquoted, so such a name would break them).
+const CQL_RESERVED: [&str; 60] = [
+    "add",
+    "allow",
+    "alter",
+    "and",
+    "apply",
+    "asc",
+    "authorize",
+    "batch",
+    "begin",
+    "by",
+    "columnfamily",
+    "create",
+    "default",
+    "delete",
+    "desc",
+    "describe",
+    "drop",
+    "entries",
+    "execute",
+    "from",
+    "full",
+    "grant",
+    "if",
+    "in",
+    "index",
+    "infinity",
+    "insert",
+    "into",
+    "is",
+    "keyspace",
+    "limit",
+    "materialized",
+    "mbean",
+    "mbeans",
+    "modify",
+    "nan",
+    "norecursive",
+    "not",
+    "null",
+    "of",
+    "on",
+    "or",
+    "order",
+    "primary",
+    "rename",
+    "replace",
+    "revoke",
+    "schema",
+    "select",
+    "set",
+    "table",
+    "to",
+    "token",
+    "truncate",
+    "unlogged",
+    "unset",
+    "update",
+    "use",
+    "using",
+    "where",
+];
+
+fn reserved_words(pipeline: &Pipeline, errors: &mut Vec<FieldError>) {
+    let spec = &pipeline.spec;
+    let mut names: Vec<(String, &str)> = vec![(
+        "spec.cassandra.keyspace.name".to_string(),
+        spec.cassandra.keyspace.name.as_str(),
+    )];
+    names.extend(
+        spec.cassandra
+            .tables
+            .iter()
+            .enumerate()
+            .map(|(index, table)| {
+                (
+                    format!("spec.cassandra.tables[{index}].name"),
+                    table.name.as_str(),
+                )
+            }),
+    );
+    names.extend(spec.schema.fields.iter().enumerate().map(|(index, field)| {
+        (
+            format!("spec.schema.fields[{index}].name"),
+            field.name.as_str(),
+        )
+    }));
+    names.extend(
+        spec.schema
+            .derived
+            .iter()
+            .enumerate()
+            .map(|(index, field)| {
+                (
+                    format!("spec.schema.derived[{index}].name"),
+                    field.name.as_str(),
+                )
+            }),
+    );
+    for (field, name) in names {
+        if CQL_RESERVED.contains(&name) {
+            errors.push(FieldError::new(
+                field,
+                format!(
+                    "{name:?} is a reserved CQL keyword; choose another name, e.g. {name}_value"
+                ),
+            ));
+        }
+    }
+}
+
+/// Resource quantities: the CRD takes them as free text (Kubernetes' int-or-string), so they
+/// are parsed here, with Kubernetes' quantity grammar, before a Deployment refuses them.
+fn resources(pipeline: &Pipeline, errors: &mut Vec<FieldError>) {
+    let Some(resources) = &pipeline.spec.runner.resources else {
+        return;
+    };
+    for (kind, quantities) in [
+        ("requests", &resources.requests),
+        ("limits", &resources.limits),
+    ] {
+        for (resource, quantity) in quantities.iter().flatten() {
+            if !is_quantity(&quantity.0) {
+                errors.push(FieldError::new(
+                    format!("spec.runner.resources.{kind}.{resource}"),
+                    format!(
+                        "{:?} is not a quantity, e.g. 500m or 1 for CPU, 256Mi or 1Gi for memory",
+                        quantity.0
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// Kubernetes' quantity: a signed decimal number, then nothing, a binary suffix (Ki..Ei), a
+/// decimal suffix (n, u, m, k, M, G, T, P, E) or an exponent (e3, E-2).
+fn is_quantity(text: &str) -> bool {
+    const SUFFIXES: [&str; 15] = [
+        "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "n", "u", "m", "k", "M", "G", "T", "P", "E",
+    ];
+    let number = SUFFIXES
+        .iter()
+        .find_map(|suffix| text.strip_suffix(suffix))
+        .unwrap_or(text);
+    // An exponent is the decimal grammar's own; a suffix and an exponent do not combine.
+    let plain = number
+        .split_once(['e', 'E'])
+        .map_or(number, |(mantissa, _)| mantissa);
+    let has_digit = plain.chars().any(|character| character.is_ascii_digit());
+    has_digit && !number.is_empty() && is_decimal(number)
 }
 
 #[cfg(test)]

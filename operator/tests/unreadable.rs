@@ -6,35 +6,36 @@ mod common;
 use std::time::Duration;
 
 use common::{Operator, TestWorld};
-use kube::api::{Api, ApiResource, DynamicObject, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use rtdp_crds::Pipeline;
 use rtdp_test_support::eventually;
 
 #[tokio::test]
 async fn an_unreadable_pipeline_is_reported_and_the_others_still_reconcile() {
     let world = TestWorld::new("op-unreadable").await;
-    let _operator = Operator::start(&world.namespace, &[]);
 
-    // The CRD accepts any integer for a datacenter's replication; the operator's types hold
-    // an i32. Such a Pipeline used to fail the whole watch, stalling every Pipeline.
-    let mut broken = serde_json::to_value(world.pipeline("broken")).expect("a Pipeline serialises");
-    broken["spec"]["cassandra"]["keyspace"]["replication"] = serde_json::json!({
-        "strategy": "NetworkTopologyStrategy",
-        "datacenters": {"datacenter1": 5_000_000_000u64},
-    });
-    let broken: DynamicObject = serde_json::from_value(broken).expect("a dynamic object");
+    // The status schema accepts any integer for `replicas`; the operator's types hold an i32.
+    // Such an object (e.g. written by another tool or an older version) used to fail the
+    // whole watch, stalling every Pipeline. Written before the operator starts, so nothing
+    // overwrites it.
+    world.create(&world.pipeline("broken")).await;
     let resource = ApiResource::erase::<Pipeline>(&());
     let dynamic: Api<DynamicObject> =
         Api::namespaced_with(world.client.clone(), &world.namespace, &resource);
     dynamic
-        .create(&PostParams::default(), &broken)
+        .patch_status(
+            "broken",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": {"replicas": 5_000_000_000u64}})),
+        )
         .await
-        .expect("the API server accepts the Pipeline (its schema allows the value)");
+        .expect("the API server accepts the status (its schema allows the value)");
     assert!(
         world.pipelines().get("broken").await.is_err(),
         "the typed client cannot read it either: the premise of this test"
     );
 
+    let _operator = Operator::start(&world.namespace, &[]);
     world.create(&world.pipeline("healthy")).await;
     world
         .wait_for_condition("healthy", "Ready", "True", None)

@@ -123,3 +123,33 @@ fn credentials_are_never_inline_and_topics_never_loop() {
     );
     assert!(describe(&errors).contains("carries a credential"));
 }
+
+#[test]
+fn reserved_words_and_malformed_quantities_are_refused() {
+    let mut pipeline = listings();
+    pipeline.spec.schema.fields[1].name = "order".into();
+    pipeline.spec.runner.resources = Some(
+        serde_json::from_value(serde_json::json!({
+            "requests": {"cpu": "half", "memory": "256Mi"},
+            "limits": {"memory": "1.5Gi", "cpu": "2"}
+        }))
+        .expect("resources"),
+    );
+    let errors = validate(&pipeline);
+    let fields = fields_of(&errors);
+    assert!(fields.contains(&"spec.schema.fields[1].name"), "{errors:?}");
+    assert!(
+        fields.contains(&"spec.runner.resources.requests.cpu"),
+        "{errors:?}"
+    );
+    assert!(
+        !fields.iter().any(|field| field.contains("memory")),
+        "{errors:?}"
+    );
+    for good in ["500m", "1", "256Mi", "1.5Gi", "1e3", "0.5"] {
+        assert!(is_quantity(good), "{good}");
+    }
+    for bad in ["half", "Mi", "1.5.0", "12 Mi", "-"] {
+        assert!(!is_quantity(bad), "{bad}");
+    }
+}
