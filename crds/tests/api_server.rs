@@ -294,7 +294,7 @@ fn invalid_cases(name: &str) -> Vec<InvalidCase> {
         },
         InvalidCase {
             what: "a Pipeline name that is not a DNS label",
-            manifest: set(valid(), "/metadata/name", json!("Listings_2026")),
+            manifest: set(valid(), "/metadata/name", json!("listings.v2")),
             expected: &["metadata.name must be a DNS label"],
         },
         InvalidCase {

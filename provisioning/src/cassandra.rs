@@ -111,6 +111,28 @@ pub fn keyspace_cql(keyspace: &KeyspaceSpec) -> String {
     )
 }
 
+/// The declared replication as the option map Cassandra stores (short class name).
+fn replication_options(keyspace: &KeyspaceSpec) -> BTreeMap<String, String> {
+    let replication = &keyspace.replication;
+    let mut options = BTreeMap::new();
+    match replication.strategy {
+        ReplicationStrategy::SimpleStrategy => {
+            options.insert("class".to_string(), "SimpleStrategy".to_string());
+            options.insert(
+                "replication_factor".to_string(),
+                replication.replication_factor.unwrap_or(1).to_string(),
+            );
+        }
+        ReplicationStrategy::NetworkTopologyStrategy => {
+            options.insert("class".to_string(), "NetworkTopologyStrategy".to_string());
+            for (datacenter, factor) in &replication.datacenters {
+                options.insert(datacenter.clone(), factor.to_string());
+            }
+        }
+    }
+    options
+}
+
 fn replication_cql(keyspace: &KeyspaceSpec) -> String {
     let replication = &keyspace.replication;
     match replication.strategy {

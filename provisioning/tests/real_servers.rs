@@ -263,3 +263,80 @@ async fn tables_are_created_extended_and_protected_from_incompatible_changes() {
         .await
         .expect("dropping the keyspace");
 }
+
+/// A keyspace replication or a table TTL changed in the spec is applied with ALTER, and said
+/// in the report; applying again changes nothing.
+#[tokio::test]
+async fn replication_and_ttl_changes_are_applied() {
+    let session = SessionBuilder::new()
+        .known_nodes(cassandra_contact_points())
+        .build()
+        .await
+        .expect("connecting to Cassandra");
+    let mut pipeline = pipeline();
+    let keyspace = pipeline.spec.cassandra.keyspace.name.clone();
+    ensure_schema(&session, &pipeline.spec)
+        .await
+        .expect("creating the schema");
+
+    pipeline
+        .spec
+        .cassandra
+        .keyspace
+        .replication
+        .replication_factor = Some(2);
+    pipeline.spec.cassandra.tables[0].ttl_seconds = 3600;
+    let table = pipeline.spec.cassandra.tables[0].name.clone();
+    let report = ensure_schema(&session, &pipeline.spec)
+        .await
+        .expect("changing replication and TTL");
+    assert_eq!(
+        report.replication_changed,
+        vec![format!(
+            "{keyspace} (class=SimpleStrategy, replication_factor=1 → class=SimpleStrategy, replication_factor=2)"
+        )]
+    );
+    assert_eq!(
+        report.ttl_changed,
+        vec![format!("{keyspace}.{table} (0 → 3600 seconds)")]
+    );
+    let (replication,): (BTreeMap<String, String>,) = session
+        .query_unpaged(
+            "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = ?",
+            (keyspace.as_str(),),
+        )
+        .await
+        .expect("reading the keyspace")
+        .into_rows_result()
+        .expect("rows")
+        .single_row()
+        .expect("one keyspace");
+    assert_eq!(
+        replication.get("replication_factor").map(String::as_str),
+        Some("2")
+    );
+    let (ttl,): (i32,) = session
+        .query_unpaged(
+            "SELECT default_time_to_live FROM system_schema.tables WHERE keyspace_name = ? AND table_name = ?",
+            (keyspace.as_str(), table.as_str()),
+        )
+        .await
+        .expect("reading the table")
+        .into_rows_result()
+        .expect("rows")
+        .single_row()
+        .expect("one table");
+    assert_eq!(ttl, 3600);
+
+    let again = ensure_schema(&session, &pipeline.spec)
+        .await
+        .expect("applying again");
+    assert!(
+        again.replication_changed.is_empty() && again.ttl_changed.is_empty(),
+        "{again:?}"
+    );
+    session
+        .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
+        .await
+        .expect("dropping the test keyspace");
+}

@@ -206,9 +206,19 @@ fn topic_changes(report: &TopicReport) -> [Change<'_>; 3] {
 }
 
 /// The Normal events a schema step's changes deserve.
-fn schema_changes(report: &SchemaReport) -> [Change<'_>; 2] {
+fn schema_changes(report: &SchemaReport) -> [Change<'_>; 4] {
     [
         Change::new("TableCreated", "created table", &report.created),
         Change::new("ColumnAdded", "added column", &report.added_columns),
+        Change::new(
+            "ReplicationChanged",
+            "changed the replication of keyspace (run a repair so existing data reaches the new replicas):",
+            &report.replication_changed,
+        ),
+        Change::new(
+            "TableTtlChanged",
+            "changed the default TTL (rows written before keep theirs) of",
+            &report.ttl_changed,
+        ),
     ]
 }

@@ -1,5 +1,8 @@
 //! Applying the planned schema to a live Cassandra: reads `system_schema`, creates what is
-//! missing, adds columns, and alters nothing unless every change is safe.
+//! missing, adds columns, sets a changed keyspace replication and table TTL, and alters nothing
+//! unless every change is safe.
+
+use std::collections::BTreeMap;
 
 use scylla::client::session::Session;
 
@@ -13,6 +16,12 @@ pub struct SchemaReport {
     pub created: Vec<String>,
     /// Columns added, as `keyspace.table.column`.
     pub added_columns: Vec<String>,
+    /// The keyspace whose replication was changed to the declared one, as
+    /// `keyspace (before → after)`. Existing data reaches new replicas only after a repair.
+    pub replication_changed: Vec<String>,
+    /// Tables whose default TTL was changed, as `keyspace.table (before → after seconds)`.
+    /// Rows written before keep the TTL they were written with.
+    pub ttl_changed: Vec<String>,
 }
 
 /// Reads a table's columns from `system_schema.columns`; empty when the table is missing.
@@ -59,12 +68,38 @@ pub async fn ensure_schema(
     spec: &PipelineSpec,
 ) -> Result<SchemaReport, ProvisionError> {
     let keyspace = &spec.cassandra.keyspace;
-    run(
-        session,
-        keyspace_cql(keyspace),
-        format!("creating keyspace {}", keyspace.name),
-    )
-    .await?;
+    let mut report = SchemaReport::default();
+    let existing_replication = read_replication(session, &keyspace.name).await?;
+    let declared_replication = replication_options(keyspace);
+    match existing_replication {
+        None => {
+            run(
+                session,
+                keyspace_cql(keyspace),
+                format!("creating keyspace {}", keyspace.name),
+            )
+            .await?
+        }
+        Some(existing) if !same_replication(&existing, &declared_replication) => {
+            run(
+                session,
+                format!(
+                    "ALTER KEYSPACE {} WITH replication = {}",
+                    keyspace.name,
+                    replication_cql(keyspace)
+                ),
+                format!("changing the replication of keyspace {}", keyspace.name),
+            )
+            .await?;
+            report.replication_changed.push(format!(
+                "{} ({} → {})",
+                keyspace.name,
+                describe_replication(&existing),
+                describe_replication(&declared_replication)
+            ));
+        }
+        Some(_) => {}
+    }
 
     // Plan every table before touching any, so a refused change alters nothing.
     let mut plans = Vec::new();
@@ -80,8 +115,8 @@ pub async fn ensure_schema(
         return Err(ProvisionError::IncompatibleSchema(incompatible));
     }
 
-    let mut report = SchemaReport::default();
     for (table, plan) in plans {
+        let created = matches!(plan, TablePlan::Create);
         match plan {
             TablePlan::Create => {
                 run(
@@ -119,12 +154,108 @@ pub async fn ensure_schema(
             }
             TablePlan::UpToDate => {}
         }
+        if !created {
+            let existing_ttl = read_default_ttl(session, &table.keyspace, &table.name).await?;
+            if existing_ttl != Some(table.ttl_seconds) {
+                run(
+                    session,
+                    format!(
+                        "ALTER TABLE {} WITH default_time_to_live = {}",
+                        table.qualified_name(),
+                        table.ttl_seconds
+                    ),
+                    format!("changing the default TTL of {}", table.qualified_name()),
+                )
+                .await?;
+                report.ttl_changed.push(format!(
+                    "{} ({} → {} seconds)",
+                    table.qualified_name(),
+                    existing_ttl.unwrap_or_default(),
+                    table.ttl_seconds
+                ));
+            }
+        }
     }
     session
         .await_schema_agreement()
         .await
         .map_err(|error| ProvisionError::cassandra("waiting for schema agreement", error))?;
     Ok(report)
+}
+
+/// A keyspace's replication options as `system_schema.keyspaces` holds them; `None` when the
+/// keyspace does not exist.
+async fn read_replication(
+    session: &Session,
+    keyspace: &str,
+) -> Result<Option<BTreeMap<String, String>>, ProvisionError> {
+    let context = || format!("reading the replication of keyspace {keyspace}");
+    let rows = session
+        .query_unpaged(
+            "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = ?",
+            (keyspace,),
+        )
+        .await
+        .map_err(|error| ProvisionError::cassandra(context(), error))?
+        .into_rows_result()
+        .map_err(|error| ProvisionError::cassandra(context(), error))?;
+    let replication = rows
+        .maybe_first_row::<(BTreeMap<String, String>,)>()
+        .map_err(|error| ProvisionError::cassandra(context(), error))?;
+    Ok(replication.map(|(options,)| options))
+}
+
+/// A table's `default_time_to_live`; `None` when the table does not exist.
+async fn read_default_ttl(
+    session: &Session,
+    keyspace: &str,
+    table: &str,
+) -> Result<Option<i32>, ProvisionError> {
+    let context = || format!("reading the default TTL of {keyspace}.{table}");
+    let rows = session
+        .query_unpaged(
+            "SELECT default_time_to_live FROM system_schema.tables \
+             WHERE keyspace_name = ? AND table_name = ?",
+            (keyspace, table),
+        )
+        .await
+        .map_err(|error| ProvisionError::cassandra(context(), error))?
+        .into_rows_result()
+        .map_err(|error| ProvisionError::cassandra(context(), error))?;
+    let ttl = rows
+        .maybe_first_row::<(i32,)>()
+        .map_err(|error| ProvisionError::cassandra(context(), error))?;
+    Ok(ttl.map(|(seconds,)| seconds))
+}
+
+/// Replication options with the class's short name: Cassandra stores the full Java name
+/// (`org.apache.cassandra.locator.SimpleStrategy`), the spec the short one.
+fn normalized(options: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    options
+        .iter()
+        .map(|(key, value)| {
+            let value = match key.as_str() {
+                "class" => value.rsplit('.').next().unwrap_or(value),
+                _ => value,
+            };
+            (key.clone(), value.to_string())
+        })
+        .collect()
+}
+
+fn same_replication(
+    existing: &BTreeMap<String, String>,
+    declared: &BTreeMap<String, String>,
+) -> bool {
+    normalized(existing) == normalized(declared)
+}
+
+fn describe_replication(options: &BTreeMap<String, String>) -> String {
+    normalized(options)
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Drops the Pipeline's tables (the keyspace stays: other Pipelines may share it).
