@@ -638,13 +638,15 @@ pub enum CqlType {
     Float,
     /// 64-bit floating point.
     Double,
-    /// Arbitrary-precision decimal, from a JSON number or numeric string.
+    /// Arbitrary-precision decimal. Exact from a numeric string (any precision) or a JSON
+    /// integer; a JSON number with a fraction is read as a double first (15-17 significant
+    /// digits), so send exact amounts as strings. Derived: from a CEL string or integer.
     Decimal,
     /// Milliseconds since the epoch, from an RFC 3339 string or epoch milliseconds.
     Timestamp,
-    /// A calendar date, from a `YYYY-MM-DD` string.
+    /// A calendar date, from a `YYYY-MM-DD` string (derived: a CEL string).
     Date,
-    /// A UUID, from its canonical string.
+    /// A UUID, from its canonical string (derived: a CEL string).
     Uuid,
     /// Bytes, from a base64 string.
     Blob,

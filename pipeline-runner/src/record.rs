@@ -349,6 +349,12 @@ fn parse_default(text: &str, cql_type: CqlType, max_length: usize) -> Result<Cql
     convert(&json, cql_type, max_length).map_err(|(_, detail)| detail)
 }
 
+/// A text value (a default, or a derived expression's string result) converted to `cql_type`
+/// exactly as a JSON string in a record would be: one conversion for every path.
+pub(crate) fn convert_text(text: &str, cql_type: CqlType) -> Result<CqlValue, String> {
+    convert(&Json::String(text.to_string()), cql_type, usize::MAX).map_err(|(_, detail)| detail)
+}
+
 fn first_pointer_token(pointer: &str) -> Option<String> {
     let token = pointer.strip_prefix('/')?.split('/').next()?;
     Some(token.replace("~1", "/").replace("~0", "~"))

@@ -11,7 +11,7 @@ use cel::{Context, Program, Value};
 use rtdp_crds::{CqlType, SchemaSpec};
 use scylla::value::{CqlDate, CqlTimestamp, CqlValue};
 
-use crate::record::{ParsedRecord, RecordError, RejectReason};
+use crate::record::{ParsedRecord, RecordError, RejectReason, convert_text};
 
 /// A CEL expression in the Pipeline that does not compile: a configuration error.
 #[derive(Debug, thiserror::Error)]
@@ -270,6 +270,18 @@ fn from_cel(value: &Value, cql_type: CqlType) -> Result<Option<CqlValue>, String
             CqlValue::Timestamp(CqlTimestamp(time.timestamp_millis()))
         }
         (CqlType::Blob, Value::Bytes(bytes)) => CqlValue::Blob(bytes.to_vec()),
+        // CEL has no decimal, date or UUID type: expressions produce their text (or an
+        // integer, for a decimal), converted as the same text in a record would be.
+        (
+            CqlType::Decimal | CqlType::Date | CqlType::Uuid | CqlType::Timestamp,
+            Value::String(text),
+        ) => convert_text(text, cql_type).map_err(|detail| format!("{}: {detail}", mismatch()))?,
+        (CqlType::Decimal, Value::Int(value)) => {
+            convert_text(&value.to_string(), cql_type).map_err(|_| mismatch())?
+        }
+        (CqlType::Decimal, Value::UInt(value)) => {
+            convert_text(&value.to_string(), cql_type).map_err(|_| mismatch())?
+        }
         (CqlType::Double | CqlType::Float, Value::Float(_)) => return Err(out_of_range()),
         _ => return Err(mismatch()),
     }))
@@ -375,6 +387,51 @@ mod tests {
         let spec = schema(&[], Some("city"));
         let error = run(&spec, r#"{"city": "Houston"}"#).expect_err("non-boolean filter");
         assert_eq!(error.reason, RejectReason::FilterFailed);
+    }
+
+    #[test]
+    fn decimals_dates_uuids_and_times_are_derived_from_text() {
+        let spec = schema(
+            &[
+                ("price_exact", CqlType::Decimal, "string(price) + '.50'"),
+                ("price_whole", CqlType::Decimal, "price"),
+                ("listed_on", CqlType::Date, "'2026-11-' + city"),
+                (
+                    "listing_id",
+                    CqlType::Uuid,
+                    "'123e4567-e89b-12d3-a456-42661417400' + string(living_area)",
+                ),
+                ("listed_at", CqlType::Timestamp, "'2026-11-27T10:00:00Z'"),
+            ],
+            None,
+        );
+        let Ok(Outcome::Keep(values)) = run(
+            &spec,
+            r#"{"price": 12345678901234567, "living_area": 0, "city": "27"}"#,
+        ) else {
+            panic!("kept");
+        };
+        assert_eq!(
+            values[0],
+            Some(convert_text("12345678901234567.50", CqlType::Decimal).expect("a decimal"))
+        );
+        assert_eq!(
+            values[1],
+            Some(convert_text("12345678901234567", CqlType::Decimal).expect("a decimal"))
+        );
+        assert_eq!(
+            values[2],
+            Some(convert_text("2026-11-27", CqlType::Date).expect("a date"))
+        );
+        assert!(matches!(values[3], Some(CqlValue::Uuid(_))), "{values:?}");
+        assert!(
+            matches!(values[4], Some(CqlValue::Timestamp(_))),
+            "{values:?}"
+        );
+        // Text that is not such a value is a reason, never a null.
+        let error = run(&spec, r#"{"price": 1, "living_area": 0, "city": "31"}"#)
+            .expect_err("2026-11-31 is no date");
+        assert_eq!(error.field.as_deref(), Some("listed_on"));
     }
 
     #[test]
