@@ -136,10 +136,18 @@ impl Release {
         )
     }
 
+    /// `helm uninstall --no-hooks`: the chart's pre-delete check is a Job, and the local API
+    /// server has no kubelet to run it (the kind end-to-end runs it for real).
     pub(crate) fn uninstall(&mut self) {
         run_ok(
             "helm",
-            &["uninstall", &self.name, "--namespace", &self.namespace],
+            &[
+                "uninstall",
+                &self.name,
+                "--namespace",
+                &self.namespace,
+                "--no-hooks",
+            ],
             None,
         );
         self.uninstalled = true;
@@ -150,7 +158,13 @@ impl Drop for Release {
     fn drop(&mut self) {
         if !self.uninstalled {
             let _ = Command::new("helm")
-                .args(["uninstall", &self.name, "--namespace", &self.namespace])
+                .args([
+                    "uninstall",
+                    &self.name,
+                    "--namespace",
+                    &self.namespace,
+                    "--no-hooks",
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
