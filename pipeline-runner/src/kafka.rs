@@ -48,20 +48,27 @@ struct ErrorLog {
 
 impl ErrorLog {
     fn report(&self, error: &KafkaError, reason: &str) {
-        let text = format!("{error}: {reason}");
+        if let Some(held_back) = self.admit(format!("{error}: {reason}"), Instant::now()) {
+            tracing::warn!(%error, reason, repeated_since_last_line = held_back, "Kafka client error (librdkafka keeps reconnecting with backoff)");
+        }
+    }
+
+    /// Whether the error `text` seen at `now` is written: `Some(held back since the last line)`
+    /// for a new error or a repeat after the interval, `None` for a repeat within it.
+    fn admit(&self, text: String, now: Instant) -> Option<u64> {
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
         match last.as_mut() {
             Some((previous, logged_at, held_back))
                 if *previous == text
                     && now.duration_since(*logged_at) < REPEATED_ERROR_INTERVAL =>
             {
                 *held_back += 1;
+                None
             }
             _ => {
                 let held_back = last.as_ref().map_or(0, |(_, _, held_back)| *held_back);
-                tracing::warn!(%error, reason, repeated_since_last_line = held_back, "Kafka client error (librdkafka keeps reconnecting with backoff)");
                 *last = Some((text, now, 0));
+                Some(held_back)
             }
         }
     }
@@ -246,4 +253,37 @@ fn partition_numbers(partitions: &TopicPartitionList) -> Vec<i32> {
         .iter()
         .map(|element| element.partition())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_client_error_is_one_line_a_minute_with_the_count_held_back() {
+        let log = ErrorLog::default();
+        let start = Instant::now();
+        let down = "all brokers down".to_string();
+        assert_eq!(log.admit(down.clone(), start), Some(0));
+        // librdkafka repeats it about every second: held back.
+        for second in 1..60 {
+            assert_eq!(
+                log.admit(down.clone(), start + Duration::from_secs(second)),
+                None
+            );
+        }
+        // A minute on, one line says how many were held back.
+        assert_eq!(
+            log.admit(down.clone(), start + Duration::from_secs(60)),
+            Some(59)
+        );
+        // A different error is written at once.
+        assert_eq!(
+            log.admit(
+                "authentication failed".into(),
+                start + Duration::from_secs(61)
+            ),
+            Some(0)
+        );
+    }
 }

@@ -49,6 +49,10 @@ async fn an_unreachable_kafka_names_each_server_tried_and_why() {
         Some(1),
         "an unreachable Kafka exits 1; log:\n{log}"
     );
+    assert!(
+        !log.contains('\u{1b}'),
+        "a log that is not a terminal has no colour escapes: {log:?}"
+    );
     let line = log
         .lines()
         .find(|line| line.contains("Kafka is unreachable"))
