@@ -268,7 +268,8 @@ fn default_replication_factor() -> i32 {
 }
 
 /// The dead-letter topic.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("!has(oldSelf.partitions) || (has(self.partitions) && self.partitions >= oldSelf.partitions)").message("topic.deadLetter.partitions can only increase: Kafka cannot remove partitions").field_path(".partitions"))]
 #[serde(rename_all = "camelCase")]
 pub struct DeadLetterSpec {
     /// The dead-letter topic's name. Defaults to `<topic>.dlq`.
@@ -276,7 +277,7 @@ pub struct DeadLetterSpec {
     #[schemars(regex(pattern = TOPIC_NAME_PATTERN))]
     pub name: Option<String>,
 
-    /// Partitions of the dead-letter topic. Defaults to 1.
+    /// Partitions of the dead-letter topic. Defaults to 1. May grow, never shrink.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10000))]
     pub partitions: Option<i32>,
@@ -307,6 +308,7 @@ pub struct SourceSpec {
 /// An HTTP/JSON API polled for records.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(validation = Rule::new("has(self.schedule) != has(self.pollInterval)").message("http source must set exactly one of schedule (cron) or pollInterval (continuous)"))]
+#[x_kube(validation = Rule::new("!has(self.body) || (has(self.method) && self.method == 'POST')").message("a body is sent only with method: POST").field_path(".body"))]
 #[serde(rename_all = "camelCase")]
 pub struct HttpSource {
     /// The URL to request, e.g. `https://api.example.com/search`.
@@ -327,7 +329,7 @@ pub struct HttpSource {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub headers: Vec<HttpHeader>,
 
-    /// A JSON body sent with POST requests.
+    /// A JSON body sent with POST requests (refused with GET; must parse as JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
 

@@ -133,6 +133,14 @@ fn source(pipeline: &Pipeline, errors: &mut Vec<FieldError>) {
     {
         errors.push(FieldError::new("spec.source.http.schedule", message));
     }
+    if let Some(body) = &http.body
+        && let Err(error) = serde_json::from_str::<serde_json::Value>(body)
+    {
+        errors.push(FieldError::new(
+            "spec.source.http.body",
+            format!("is not JSON: {error}"),
+        ));
+    }
     for (index, header) in http.headers.iter().enumerate() {
         let lower = header.name.to_ascii_lowercase();
         let credential = CREDENTIAL_HEADERS.contains(&lower.as_str())
@@ -512,6 +520,16 @@ fn resources(pipeline: &Pipeline, errors: &mut Vec<FieldError>) {
     let Some(resources) = &pipeline.spec.runner.resources else {
         return;
     };
+    if resources
+        .claims
+        .as_ref()
+        .is_some_and(|claims| !claims.is_empty())
+    {
+        errors.push(FieldError::new(
+            "spec.runner.resources.claims",
+            "dynamic resource claims are not supported: the runner pods declare no resourceClaims",
+        ));
+    }
     for (kind, quantities) in [
         ("requests", &resources.requests),
         ("limits", &resources.limits),

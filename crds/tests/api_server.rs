@@ -341,6 +341,15 @@ fn invalid_cases(name: &str) -> Vec<InvalidCase> {
             expected: &["spec.topic.deadLetter.name", "may not be . or .."],
         },
         InvalidCase {
+            what: "a body with a GET request",
+            manifest: set(
+                valid(),
+                "/spec/source/http/body",
+                json!("{\"location\": \"houston\"}"),
+            ),
+            expected: &["spec.source.http.body", "only with method: POST"],
+        },
+        InvalidCase {
             what: "PageNumber pagination without the page parameter",
             manifest: set(
                 valid(),
@@ -530,6 +539,66 @@ async fn partitions_never_decrease() {
         Some(&json!(8))
     );
 
+    api.delete(&name, &DeleteParams::default())
+        .await
+        .expect("deleting the Pipeline");
+}
+
+/// Changes Kafka cannot make, refused on update: the topic renamed, the dead-letter topic's
+/// partitions lowered. (Raising them is allowed.)
+#[tokio::test]
+async fn a_topic_rename_and_fewer_dead_letter_partitions_are_refused_on_update() {
+    let client = kube_client().await;
+    install_crd(&client).await;
+    let api = pipelines(&client, "default");
+    let name = unique_name("immutable");
+    let manifest = set(
+        valid_pipeline(&name),
+        "/spec/topic",
+        json!({"name": format!("{name}-topic"), "partitions": 3, "deadLetter": {"partitions": 2}}),
+    );
+    let apply = |manifest: Value| {
+        let api = api.clone();
+        let name = name.clone();
+        async move {
+            api.patch(
+                &name,
+                &PatchParams::apply("rtdp-tests"),
+                &Patch::Apply(&manifest),
+            )
+            .await
+        }
+    };
+    apply(manifest.clone())
+        .await
+        .expect("creating the Pipeline");
+    apply(set(
+        manifest.clone(),
+        "/spec/topic/deadLetter/partitions",
+        json!(3),
+    ))
+    .await
+    .expect("growing the dead-letter topic is allowed");
+
+    let renamed = set(manifest.clone(), "/spec/topic/name", json!("another-topic"));
+    let message = apply(renamed)
+        .await
+        .expect_err("renaming the topic must be rejected")
+        .to_string();
+    assert!(
+        message.contains("spec.topic.name") && message.contains("topic.name is immutable"),
+        "unexpected rejection: {message}"
+    );
+    let fewer = set(manifest, "/spec/topic/deadLetter/partitions", json!(1));
+    let message = apply(fewer)
+        .await
+        .expect_err("fewer dead-letter partitions must be rejected")
+        .to_string();
+    assert!(
+        message.contains("spec.topic.deadLetter.partitions")
+            && message.contains("can only increase"),
+        "unexpected rejection: {message}"
+    );
     api.delete(&name, &DeleteParams::default())
         .await
         .expect("deleting the Pipeline");

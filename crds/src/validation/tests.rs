@@ -153,3 +153,24 @@ fn reserved_words_and_malformed_quantities_are_refused() {
         assert!(!is_quantity(bad), "{bad}");
     }
 }
+
+#[test]
+fn a_body_must_be_json_and_claims_are_refused() {
+    let mut pipeline = listings();
+    let http = pipeline
+        .spec
+        .source
+        .as_mut()
+        .and_then(|source| source.http.as_mut())
+        .expect("http source");
+    http.body = Some("{\"location\": ".into());
+    pipeline.spec.runner.resources = Some(
+        serde_json::from_value(serde_json::json!({"claims": [{"name": "gpu"}]}))
+            .expect("resources"),
+    );
+    let errors = validate(&pipeline);
+    assert_eq!(
+        fields_of(&errors),
+        ["spec.source.http.body", "spec.runner.resources.claims"]
+    );
+}
