@@ -916,12 +916,15 @@ fn default_concurrency() -> i32 {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BatchSpec {
-    /// The most records handled as one batch.
+    /// The most records handled at once: taken from the consumer's fetch queue in one go by
+    /// the process role, and per producer batch by ingest (librdkafka `batch.num.messages`).
     #[serde(default = "default_batch_max_records")]
     #[schemars(range(min = 1, max = 10000))]
     pub max_records: i32,
 
-    /// The longest a record waits for its batch to fill, in milliseconds.
+    /// Ingest only: how long the producer waits for a batch to fill, in milliseconds
+    /// (librdkafka `linger.ms`). The process role never holds a record back to fill a batch:
+    /// it writes records as they arrive, up to `concurrency` in flight.
     #[serde(default = "default_batch_max_delay_milliseconds")]
     #[schemars(range(min = 0, max = 60000))]
     pub max_delay_milliseconds: i32,

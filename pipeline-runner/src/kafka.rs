@@ -121,6 +121,13 @@ pub fn producer(
     batch: &BatchSpec,
     callbacks: ProducerCallbacks,
 ) -> Result<Producer, RunnerError> {
+    producer_config(base, batch)
+        .create_with_context(callbacks)
+        .map_err(|error| RunnerError::kafka("creating the Kafka producer", error))
+}
+
+/// The producer's configuration: idempotent, `acks=all`, batched per `runner.batch`.
+fn producer_config(base: &ClientConfig, batch: &BatchSpec) -> ClientConfig {
     let mut config = base.clone();
     config
         .set("enable.idempotence", "true")
@@ -131,8 +138,6 @@ pub fn producer(
         .set("message.timeout.ms", "120000")
         .set("statistics.interval.ms", STATISTICS_INTERVAL_MILLISECONDS);
     config
-        .create_with_context(callbacks)
-        .map_err(|error| RunnerError::kafka("creating the Kafka producer", error))
 }
 
 /// Callbacks of the process consumer: lag and Kafka readiness from librdkafka's statistics,
@@ -258,6 +263,19 @@ fn partition_numbers(partitions: &TopicPartitionList) -> Vec<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_producer_batches_as_the_spec_says() {
+        let batch = BatchSpec {
+            max_records: 250,
+            max_delay_milliseconds: 15,
+        };
+        let config = producer_config(&ClientConfig::new(), &batch);
+        assert_eq!(config.get("linger.ms"), Some("15"));
+        assert_eq!(config.get("batch.num.messages"), Some("250"));
+        assert_eq!(config.get("acks"), Some("all"));
+        assert_eq!(config.get("enable.idempotence"), Some("true"));
+    }
 
     #[test]
     fn a_repeated_client_error_is_one_line_a_minute_with_the_count_held_back() {
