@@ -141,3 +141,42 @@ fn a_missing_certificate_names_the_file() {
         "{message}"
     );
 }
+
+/// A self-signed certificate and its key, as PEM.
+fn self_signed() -> (String, String) {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
+        .expect("a self-signed certificate");
+    (certified.cert.pem(), certified.signing_key.serialize_pem())
+}
+
+#[test]
+fn changed_files_are_served_and_an_unusable_pair_keeps_the_previous_one() {
+    let directory =
+        std::env::temp_dir().join(format!("rtdp-webhook-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).expect("a directory");
+    let write = |(certificate, key): &(String, String)| {
+        std::fs::write(directory.join("tls.crt"), certificate).expect("writing tls.crt");
+        std::fs::write(directory.join("tls.key"), key).expect("writing tls.key");
+    };
+    let first = self_signed();
+    write(&first);
+    let certificates = tls::Certificates::load(&directory).expect("a usable pair");
+    let served = |certificates: &tls::Certificates| {
+        certificates.current().expect("a certificate").cert[0].clone()
+    };
+    let initial = served(&certificates);
+    assert!(!certificates.reload().expect("unchanged files"));
+
+    let second = self_signed();
+    write(&second);
+    assert!(certificates.reload().expect("a new pair"));
+    let renewed = served(&certificates);
+    assert_ne!(renewed, initial);
+
+    // Half-way through a replacement: the new certificate with the old key.
+    write(&(self_signed().0, second.1.clone()));
+    let error = certificates.reload().expect_err("a mismatched pair");
+    assert!(error.to_string().contains("does not fit"), "{error}");
+    assert_eq!(served(&certificates), renewed);
+    let _ = std::fs::remove_dir_all(&directory);
+}

@@ -33,9 +33,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Why a certificate pair cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum CertificateError {
-    #[error("reading the webhook's TLS file {path}: {source}")]
+    #[error("reading the webhook's TLS file {path}")]
     Read {
         path: PathBuf,
+        #[source]
         source: std::io::Error,
     },
     #[error("{path} holds no PEM {what}: {message}")]
@@ -112,7 +113,7 @@ impl Certificates {
     }
 
     /// The certificate for the next handshake.
-    fn current(&self) -> Option<Arc<CertifiedKey>> {
+    pub(crate) fn current(&self) -> Option<Arc<CertifiedKey>> {
         self.current.read().ok().map(|current| Arc::clone(&current))
     }
 
@@ -130,7 +131,7 @@ impl Certificates {
                 ),
                 Ok(false) => {}
                 Err(error) => tracing::warn!(
-                    %error,
+                    error = %chain(&error),
                     "the webhook's TLS files changed but cannot be used; still serving the previous certificate"
                 ),
             }
@@ -142,6 +143,18 @@ impl ResolvesServerCert for Certificates {
     fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         self.current()
     }
+}
+
+/// The error and its causes on one line, for the log.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(source) = cause {
+        text.push_str(": ");
+        text.push_str(&source.to_string());
+        cause = source.source();
+    }
+    text
 }
 
 fn read(directory: &Path) -> Result<Pem, CertificateError> {
