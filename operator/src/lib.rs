@@ -11,6 +11,7 @@
 //! - [`leader`]: Lease-based leader election;
 //! - [`metrics`]: Prometheus metrics, `/healthz`;
 //! - [`uninstall`]: the check the chart's pre-delete hook runs;
+//! - [`webhook`]: the validating admission webhook (every replica serves it);
 //! - [`error`]: the error type, its reasons and which errors are permanent.
 
 pub mod cassandra;
@@ -26,5 +27,6 @@ pub mod resources;
 pub mod secrets;
 pub mod status;
 pub mod uninstall;
+pub mod webhook;
 
 pub use error::{Error, Result};

@@ -1,6 +1,7 @@
 //! `rtdp-operator`: watches Pipelines and makes the world match each one.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +32,19 @@ struct Args {
     /// Where to serve /metrics and /healthz.
     #[arg(long, env = "RTDP_METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
     metrics_address: SocketAddr,
+
+    /// Where to serve the validating admission webhook (HTTPS), when --webhook-cert-dir is set.
+    #[arg(long, env = "RTDP_WEBHOOK_ADDRESS", default_value = "0.0.0.0:9443")]
+    webhook_address: SocketAddr,
+
+    /// The directory holding the webhook's tls.crt and tls.key (re-read when they change);
+    /// without it the webhook is off.
+    #[arg(long, env = "RTDP_WEBHOOK_CERT_DIR")]
+    webhook_cert_dir: Option<PathBuf>,
+
+    /// How often the webhook's certificate files are checked for changes, in seconds.
+    #[arg(long, default_value_t = 30)]
+    webhook_cert_reload_seconds: u64,
 
     /// The pipeline-runner image for Pipelines that do not set spec.runner.image.
     #[arg(
@@ -133,6 +147,27 @@ async fn main() -> anyhow::Result<()> {
         Arc::clone(&metrics),
         stopped(stop.clone()),
     ));
+
+    // Every replica serves the webhook, the standbys too: admission must not wait for an
+    // election.
+    if let Some(directory) = &args.webhook_cert_dir {
+        let listener = rtdp_operator::webhook::bind(
+            args.webhook_address,
+            directory,
+            Duration::from_secs(args.webhook_cert_reload_seconds.max(1)),
+        )
+        .await?;
+        tracing::info!(
+            address = %args.webhook_address,
+            certificates = %directory.display(),
+            "serving the admission webhook at {}",
+            rtdp_operator::webhook::PATH
+        );
+        tokio::spawn(rtdp_operator::webhook::serve(
+            listener,
+            stopped(stop.clone()),
+        ));
+    }
 
     let client = kube::Client::try_default()
         .await

@@ -70,6 +70,11 @@ fn bad_values_fail_with_a_message_naming_the_key() {
         ("watchNamespaces={Not_A_Namespace}", &["/watchNamespaces/0"]),
         ("metrics.port=80", &["/metrics/port", "minimum"]),
         (
+            "webhook.failurePolicy=Sometimes",
+            &["/webhook/failurePolicy"],
+        ),
+        ("webhook.port=443", &["/webhook/port", "minimum"]),
+        (
             "serviceMonitor.interval=often",
             &["/serviceMonitor/interval"],
         ),
@@ -146,6 +151,9 @@ async fn rendered_manifests_pass_the_server_dry_run() {
             "serviceaccount/rtdp-operator",
             "deployment.apps/rtdp-operator",
             "service/rtdp-operator-metrics",
+            "service/rtdp-operator-webhook",
+            "secret/rtdp-operator-webhook-tls",
+            "validatingwebhookconfiguration.admissionregistration.k8s.io/rtdp-operator",
             "role.rbac.authorization.k8s.io/rtdp-operator-leader-election",
         ] {
             assert!(
@@ -341,6 +349,7 @@ async fn namespaced_install_is_least_privilege_and_sufficient() {
     release
         .check_operator_deployment(&client, Some(&world.namespace))
         .await;
+    let issued = release.check_webhook(&client, Some(&world.namespace)).await;
     Api::<ServiceAccount>::namespaced(client.clone(), &release_namespace)
         .get(&fullname)
         .await
@@ -393,6 +402,14 @@ async fn namespaced_install_is_least_privilege_and_sufficient() {
     // And it is enough: the operator, as that ServiceAccount, reconciles everything.
     reconciles_as(&world, &user, &release_namespace).await;
 
+    // `helm upgrade` keeps the webhook's certificate (lookup of the existing Secret).
+    release.upgrade();
+    let upgraded = release.check_webhook(&client, Some(&world.namespace)).await;
+    assert!(
+        upgraded == issued,
+        "helm upgrade issued a new webhook certificate"
+    );
+
     release.uninstall();
     assert_uninstalled(
         Api::<ServiceAccount>::namespaced(client.clone(), &release_namespace),
@@ -414,6 +431,7 @@ async fn cluster_wide_install_is_least_privilege_and_sufficient() {
     let user = release.service_account_user();
 
     release.check_operator_deployment(&client, None).await;
+    release.check_webhook(&client, None).await;
     Api::<ClusterRole>::all(client.clone())
         .get(&fullname)
         .await

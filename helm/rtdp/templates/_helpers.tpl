@@ -116,3 +116,8 @@ with it; tests/helm_chart.rs runs the operator with exactly these rights):
   verbs: ["get"]
 {{- end }}
 {{- end }}
+
+{{/* The Secret holding the webhook's CA and serving certificate. */}}
+{{- define "rtdp.webhookSecretName" -}}
+{{- printf "%s-webhook-tls" (include "rtdp.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}

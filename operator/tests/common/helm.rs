@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use kube::Api;
 use kube::Client;
 use rtdp_test_support::kubernetes::{create_namespace, delete_namespace_in_background};
 use rtdp_test_support::process::{output_text, run, run_ok};
@@ -35,7 +38,7 @@ pub(crate) async fn admin_client_with_crd() -> Client {
 }
 
 /// Asserts `helm uninstall` removed the named object.
-pub(crate) async fn assert_uninstalled<K>(api: kube::Api<K>, name: &str)
+pub(crate) async fn assert_uninstalled<K>(api: Api<K>, name: &str)
 where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -121,11 +124,38 @@ impl Release {
         client: &Client,
         namespaces: Option<&str>,
     ) {
-        let deployment = kube::Api::<Deployment>::namespaced(client.clone(), &self.namespace)
+        let deployment = Api::<Deployment>::namespaced(client.clone(), &self.namespace)
             .get(&self.fullname())
             .await
             .expect("the operator Deployment");
         check_deployment(&deployment, &self.fullname(), namespaces);
+    }
+
+    /// The release's webhook objects (`check_webhook`); returns the TLS Secret's data.
+    pub(crate) async fn check_webhook(
+        &self,
+        client: &Client,
+        namespaces: Option<&str>,
+    ) -> BTreeMap<String, k8s_openapi::ByteString> {
+        check_webhook(client, &self.namespace, &self.fullname(), namespaces).await
+    }
+
+    /// `helm upgrade --reuse-values`.
+    pub(crate) fn upgrade(&self) {
+        run_ok(
+            "helm",
+            &[
+                "upgrade",
+                &self.name,
+                CHART,
+                "--namespace",
+                &self.namespace,
+                "--reuse-values",
+                "--timeout",
+                "2m",
+            ],
+            None,
+        );
     }
 
     pub(crate) fn service_account_user(&self) -> String {
@@ -463,6 +493,19 @@ pub(crate) fn check_deployment(deployment: &Deployment, fullname: &str, namespac
         args.contains(&"--metrics-address=0.0.0.0:8080".to_string()),
         "{args:?}"
     );
+    assert!(
+        args.contains(&"--webhook-address=0.0.0.0:9443".to_string())
+            && args.contains(&"--webhook-cert-dir=/etc/rtdp/webhook-tls".to_string()),
+        "{args:?}"
+    );
+    let mounts = container.volume_mounts.clone().unwrap_or_default();
+    assert!(
+        mounts
+            .iter()
+            .any(|mount| mount.mount_path == "/etc/rtdp/webhook-tls"
+                && mount.read_only == Some(true)),
+        "the webhook certificate must be mounted read-only: {mounts:?}"
+    );
     match namespaces {
         Some(namespace) => assert!(
             args.contains(&format!("--namespaces={namespace}")),
@@ -486,4 +529,132 @@ pub(crate) fn check_deployment(deployment: &Deployment, fullname: &str, namespac
         probe_path(container.readiness_probe.as_ref()).as_deref(),
         Some("/readyz")
     );
+}
+
+/// The webhook's Secret, Service and ValidatingWebhookConfiguration: the caBundle is the CA
+/// that signed the Secret's certificate, valid for every name of the Service; the webhook
+/// covers Pipeline CREATE and UPDATE in the served namespaces only. Returns the Secret's data.
+pub(crate) async fn check_webhook(
+    client: &Client,
+    release_namespace: &str,
+    fullname: &str,
+    namespaces: Option<&str>,
+) -> BTreeMap<String, k8s_openapi::ByteString> {
+    use tokio_rustls::rustls::RootCertStore;
+    use tokio_rustls::rustls::client::WebPkiServerVerifier;
+    use tokio_rustls::rustls::client::danger::ServerCertVerifier as _;
+    use tokio_rustls::rustls::crypto::ring;
+    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+
+    let secret = Api::<Secret>::namespaced(client.clone(), release_namespace)
+        .get(&format!("{fullname}-webhook-tls"))
+        .await
+        .expect("the webhook's TLS Secret");
+    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+    let data = secret.data.unwrap_or_default();
+    let pem = |key: &str| {
+        data.get(key)
+            .unwrap_or_else(|| panic!("the webhook Secret has no {key}"))
+            .0
+            .clone()
+    };
+    let service_name = format!("{fullname}-webhook");
+    let service = Api::<Service>::namespaced(client.clone(), release_namespace)
+        .get(&service_name)
+        .await
+        .expect("the webhook Service");
+    let port = &service
+        .spec
+        .and_then(|spec| spec.ports)
+        .expect("the webhook Service's ports")[0];
+    assert_eq!(port.port, 443);
+    assert_eq!(
+        port.target_port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("webhook".into()))
+    );
+
+    let configuration = Api::<ValidatingWebhookConfiguration>::all(client.clone())
+        .get(fullname)
+        .await
+        .expect("the ValidatingWebhookConfiguration");
+    let webhooks = configuration.webhooks.unwrap_or_default();
+    assert_eq!(webhooks.len(), 1, "{webhooks:?}");
+    let webhook = &webhooks[0];
+    assert_eq!(webhook.failure_policy.as_deref(), Some("Ignore"));
+    assert_eq!(webhook.side_effects, "None");
+    assert_eq!(webhook.timeout_seconds, Some(5));
+    let called = webhook.client_config.service.as_ref().expect("a Service");
+    assert_eq!(
+        (
+            called.name.as_str(),
+            called.namespace.as_str(),
+            called.path.as_deref(),
+            called.port
+        ),
+        (
+            service_name.as_str(),
+            release_namespace,
+            Some("/validate-pipeline"),
+            Some(443)
+        )
+    );
+    let rules = webhook.rules.clone().unwrap_or_default();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(rules[0].resources, Some(vec!["pipelines".to_string()]));
+    assert_eq!(
+        rules[0].operations,
+        Some(vec!["CREATE".to_string(), "UPDATE".to_string()])
+    );
+    let selected = webhook
+        .namespace_selector
+        .as_ref()
+        .and_then(|selector| selector.match_expressions.clone())
+        .unwrap_or_default();
+    match namespaces {
+        Some(namespace) => {
+            assert_eq!(selected.len(), 1, "{selected:?}");
+            assert_eq!(selected[0].key, "kubernetes.io/metadata.name");
+            assert_eq!(selected[0].operator, "In");
+            assert_eq!(selected[0].values, Some(vec![namespace.to_string()]));
+        }
+        None => assert!(selected.is_empty(), "{selected:?}"),
+    }
+
+    // The caBundle is the Secret's CA, and it verifies the serving certificate for each name
+    // the API server may use.
+    let ca_bundle = webhook
+        .client_config
+        .ca_bundle
+        .as_ref()
+        .expect("a caBundle");
+    assert_eq!(ca_bundle.0, pem("ca.crt"));
+    let mut roots = RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(&ca_bundle.0) {
+        roots
+            .add(certificate.expect("a PEM certificate in the caBundle"))
+            .expect("a CA certificate");
+    }
+    let verifier = WebPkiServerVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        std::sync::Arc::new(ring::default_provider()),
+    )
+    .build()
+    .expect("a certificate verifier");
+    let serving =
+        CertificateDer::from_pem_slice(&pem("tls.crt")).expect("a PEM serving certificate");
+    for name in [
+        service_name.clone(),
+        format!("{service_name}.{release_namespace}"),
+        format!("{service_name}.{release_namespace}.svc"),
+        format!("{service_name}.{release_namespace}.svc.cluster.local"),
+    ] {
+        let server = ServerName::try_from(name.clone()).expect("a DNS name");
+        verifier
+            .verify_server_cert(&serving, &[], &server, &[], UnixTime::now())
+            .unwrap_or_else(|error| {
+                panic!("the webhook certificate is not valid for {name}: {error}")
+            });
+    }
+    data
 }
