@@ -9,6 +9,16 @@ fn listings() -> Pipeline {
     .expect("the example parses")
 }
 
+/// The example's HTTP source, to change it.
+fn http(pipeline: &mut Pipeline) -> &mut crate::HttpSource {
+    pipeline
+        .spec
+        .source
+        .as_mut()
+        .and_then(|source| source.http.as_mut())
+        .expect("http source")
+}
+
 fn fields_of(errors: &[FieldError]) -> Vec<&str> {
     errors.iter().map(|error| error.field.as_str()).collect()
 }
@@ -104,12 +114,7 @@ fn defaults_must_parse_as_their_type() {
 #[test]
 fn credentials_are_never_inline_and_topics_never_loop() {
     let mut pipeline = listings();
-    let http = pipeline
-        .spec
-        .source
-        .as_mut()
-        .and_then(|source| source.http.as_mut())
-        .expect("http source");
+    let http = http(&mut pipeline);
     http.headers[1].value = Some("secret".into());
     http.headers[1].value_from = None;
     pipeline.spec.topic.dead_letter.name = Some(pipeline.topic_name());
@@ -157,12 +162,7 @@ fn reserved_words_and_malformed_quantities_are_refused() {
 #[test]
 fn a_body_must_be_json_and_claims_are_refused() {
     let mut pipeline = listings();
-    let http = pipeline
-        .spec
-        .source
-        .as_mut()
-        .and_then(|source| source.http.as_mut())
-        .expect("http source");
+    let http = http(&mut pipeline);
     http.body = Some("{\"location\": ".into());
     pipeline.spec.runner.resources = Some(
         serde_json::from_value(serde_json::json!({"claims": [{"name": "gpu"}]}))

@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 
 use scylla::client::session::Session;
+use scylla::response::query_result::QueryRowsResult;
+use scylla::serialize::row::SerializeRow;
 
 use super::*;
 use crate::ProvisionError;
@@ -31,16 +33,14 @@ pub async fn read_table(
     table: &str,
 ) -> Result<ExistingTable, ProvisionError> {
     let context = || format!("reading system_schema.columns of {keyspace}.{table}");
-    let rows = session
-        .query_unpaged(
-            "SELECT column_name, type, kind, position, clustering_order FROM system_schema.columns \
-             WHERE keyspace_name = ? AND table_name = ?",
-            (keyspace, table),
-        )
-        .await
-        .map_err(|error| ProvisionError::cassandra(context(), error))?
-        .into_rows_result()
-        .map_err(|error| ProvisionError::cassandra(context(), error))?;
+    let rows = select(
+        session,
+        "SELECT column_name, type, kind, position, clustering_order FROM system_schema.columns \
+         WHERE keyspace_name = ? AND table_name = ?",
+        (keyspace, table),
+        context(),
+    )
+    .await?;
     let mut columns = ExistingTable::new();
     for row in rows
         .rows::<(String, String, String, i32, String)>()
@@ -190,15 +190,13 @@ async fn read_replication(
     keyspace: &str,
 ) -> Result<Option<BTreeMap<String, String>>, ProvisionError> {
     let context = || format!("reading the replication of keyspace {keyspace}");
-    let rows = session
-        .query_unpaged(
-            "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = ?",
-            (keyspace,),
-        )
-        .await
-        .map_err(|error| ProvisionError::cassandra(context(), error))?
-        .into_rows_result()
-        .map_err(|error| ProvisionError::cassandra(context(), error))?;
+    let rows = select(
+        session,
+        "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = ?",
+        (keyspace,),
+        context(),
+    )
+    .await?;
     let replication = rows
         .maybe_first_row::<(BTreeMap<String, String>,)>()
         .map_err(|error| ProvisionError::cassandra(context(), error))?;
@@ -212,20 +210,33 @@ async fn read_default_ttl(
     table: &str,
 ) -> Result<Option<i32>, ProvisionError> {
     let context = || format!("reading the default TTL of {keyspace}.{table}");
-    let rows = session
-        .query_unpaged(
-            "SELECT default_time_to_live FROM system_schema.tables \
-             WHERE keyspace_name = ? AND table_name = ?",
-            (keyspace, table),
-        )
-        .await
-        .map_err(|error| ProvisionError::cassandra(context(), error))?
-        .into_rows_result()
-        .map_err(|error| ProvisionError::cassandra(context(), error))?;
+    let rows = select(
+        session,
+        "SELECT default_time_to_live FROM system_schema.tables \
+         WHERE keyspace_name = ? AND table_name = ?",
+        (keyspace, table),
+        context(),
+    )
+    .await?;
     let ttl = rows
         .maybe_first_row::<(i32,)>()
         .map_err(|error| ProvisionError::cassandra(context(), error))?;
     Ok(ttl.map(|(seconds,)| seconds))
+}
+
+/// Runs a `system_schema` query and returns its rows, errors saying what was being read.
+async fn select(
+    session: &Session,
+    statement: &str,
+    values: impl SerializeRow,
+    context: String,
+) -> Result<QueryRowsResult, ProvisionError> {
+    session
+        .query_unpaged(statement, values)
+        .await
+        .map_err(|error| ProvisionError::cassandra(context.clone(), error))?
+        .into_rows_result()
+        .map_err(|error| ProvisionError::cassandra(context, error))
 }
 
 /// Replication options with the class's short name: Cassandra stores the full Java name
