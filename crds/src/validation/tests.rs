@@ -1,5 +1,5 @@
 use super::*;
-use crate::parse_pipeline;
+use crate::{CqlType, parse_pipeline};
 
 fn listings() -> Pipeline {
     parse_pipeline(
