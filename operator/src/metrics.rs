@@ -29,6 +29,7 @@ pub struct Metrics {
     failures: Family<Labels, Counter>,
     duration: Histogram,
     leader: Gauge,
+    external_checks: Counter,
     healthy: AtomicBool,
 }
 
@@ -66,12 +67,19 @@ impl Metrics {
             "1 while this replica holds the leader Lease and reconciles, else 0",
             leader.clone(),
         );
+        let external_checks = Counter::default();
+        registry.register(
+            "rtdp_operator_external_checks",
+            "Reconciles that checked the topics and tables in Kafka and Cassandra (a new spec, a failure, the resync period); the others reuse the last check",
+            external_checks.clone(),
+        );
         Self {
             registry,
             reconciles,
             failures,
             duration,
             leader,
+            external_checks,
             healthy: AtomicBool::new(true),
         }
     }
@@ -83,6 +91,11 @@ impl Metrics {
             .get_or_create(&vec![("result".to_string(), result.to_string())])
             .inc();
         self.duration.observe(duration.as_secs_f64());
+    }
+
+    /// Counts a check of the topics and tables.
+    pub fn external_check(&self) {
+        self.external_checks.inc();
     }
 
     /// Counts a failure by reason.

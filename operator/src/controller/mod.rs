@@ -15,6 +15,7 @@
 
 mod apply;
 mod cleanup;
+mod external_checks;
 mod reconcile;
 mod runner_health;
 mod status_update;
@@ -92,6 +93,8 @@ pub struct Context {
     pub kafka: KafkaClients,
     /// Cassandra sessions.
     pub cassandra: CassandraSessions,
+    /// When each Pipeline's topics and tables were last found as declared.
+    external: external_checks::ExternalChecks,
     failures: Mutex<HashMap<ObjectRef<Guarded>, u32>>,
     cleanup_failures: Mutex<HashMap<String, u32>>,
 }
@@ -120,6 +123,7 @@ impl Context {
             recorder,
             kafka: KafkaClients::default(),
             cassandra: CassandraSessions::default(),
+            external: external_checks::ExternalChecks::default(),
             failures: Mutex::default(),
             cleanup_failures: Mutex::default(),
         }

@@ -67,44 +67,45 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
         .await?;
     }
 
-    // Apply: the topics, the schema and the Kubernetes objects, each reported on its own.
+    // Apply: the topics, the schema and the Kubernetes objects, each reported on its own. The
+    // topics and tables are checked for a new generation, after a failure, and once per resync
+    // period; the many reconciles an owned object's changes trigger in between skip them.
     let mut errors = Vec::new();
-    let topics = match context.kafka.ensure(&context.client, pipeline).await {
-        Ok(report) => {
-            let message = format!(
-                "topics {} and {} exist as declared",
-                pipeline.topic_name(),
-                pipeline.dead_letter_topic_name()
-            );
-            step_done(
-                pipeline,
-                context,
-                &topic_changes(&report),
-                "TopicsReady",
-                message,
-            )
-            .await
+    let (topics, schema) = if context.external.is_fresh(pipeline, context.settings.resync) {
+        (topics_done(pipeline), schema_done(pipeline))
+    } else {
+        context.metrics.external_check();
+        let topics = match context.kafka.ensure(&context.client, pipeline).await {
+            Ok(report) => {
+                step_done(
+                    pipeline,
+                    context,
+                    &topic_changes(&report),
+                    topics_done(pipeline),
+                )
+                .await
+            }
+            Err(error) => failed_step(pipeline, context, "EnsureTopics", error, &mut errors).await,
+        };
+        test_hooks::pause_after(context, Step::Topics).await;
+        let schema = match context.cassandra.ensure(&context.client, pipeline).await {
+            Ok(report) => {
+                step_done(
+                    pipeline,
+                    context,
+                    &schema_changes(&report),
+                    schema_done(pipeline),
+                )
+                .await
+            }
+            Err(error) => failed_step(pipeline, context, "EnsureSchema", error, &mut errors).await,
+        };
+        if errors.is_empty() {
+            context.external.verified(pipeline);
+        } else if let Some(uid) = pipeline.metadata.uid.as_deref() {
+            context.external.forget(uid);
         }
-        Err(error) => failed_step(pipeline, context, "EnsureTopics", error, &mut errors).await,
-    };
-    test_hooks::pause_after(context, Step::Topics).await;
-    let schema = match context.cassandra.ensure(&context.client, pipeline).await {
-        Ok(report) => {
-            let message = format!(
-                "keyspace {} and tables {} exist as declared",
-                pipeline.spec.cassandra.keyspace.name,
-                pipeline.qualified_table_names().join(", ")
-            );
-            step_done(
-                pipeline,
-                context,
-                &schema_changes(&report),
-                "SchemaReady",
-                message,
-            )
-            .await
-        }
-        Err(error) => failed_step(pipeline, context, "EnsureSchema", error, &mut errors).await,
+        (topics, schema)
     };
     test_hooks::pause_after(context, Step::Schema).await;
     let mut replicas = apply::ProcessorReplicas::default();
@@ -168,11 +169,34 @@ async fn step_done(
     pipeline: &Pipeline,
     context: &Context,
     changes: &[Change<'_>],
-    reason: &'static str,
-    message: String,
+    outcome: StepOutcome,
 ) -> StepOutcome {
     context.recorder.changes(pipeline, changes).await;
-    StepOutcome::Done { reason, message }
+    outcome
+}
+
+/// The topic step's outcome when the topics exist as declared.
+fn topics_done(pipeline: &Pipeline) -> StepOutcome {
+    StepOutcome::Done {
+        reason: "TopicsReady",
+        message: format!(
+            "topics {} and {} exist as declared",
+            pipeline.topic_name(),
+            pipeline.dead_letter_topic_name()
+        ),
+    }
+}
+
+/// The schema step's outcome when the keyspace and tables exist as declared.
+fn schema_done(pipeline: &Pipeline) -> StepOutcome {
+    StepOutcome::Done {
+        reason: "SchemaReady",
+        message: format!(
+            "keyspace {} and tables {} exist as declared",
+            pipeline.spec.cassandra.keyspace.name,
+            pipeline.qualified_table_names().join(", ")
+        ),
+    }
 }
 
 async fn failed_step(
