@@ -1072,8 +1072,12 @@ pub struct PipelineStatus {
 
 /// The condition types a Pipeline's status reports.
 pub mod condition_types {
-    /// The whole pipeline is provisioned and its runner is available.
+    /// The whole pipeline is provisioned and its runner is available: `Provisioned` and
+    /// `RunnerReady` are both True.
     pub const READY: &str = "Ready";
+    /// The topics, the keyspace and tables, and the runner workloads exist as declared
+    /// (whether the runner's pods are up is `RunnerReady`).
+    pub const PROVISIONED: &str = "Provisioned";
     /// The topic and dead-letter topic exist as declared.
     pub const TOPIC_READY: &str = "TopicReady";
     /// The keyspace and tables exist as declared.

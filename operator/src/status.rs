@@ -102,8 +102,9 @@ impl DesiredCondition {
 }
 
 /// The order conditions are listed in.
-const ORDER: [&str; 5] = [
+const ORDER: [&str; 6] = [
     condition_types::READY,
+    condition_types::PROVISIONED,
     condition_types::TOPIC_READY,
     condition_types::SCHEMA_READY,
     condition_types::RUNNER_READY,
@@ -119,15 +120,15 @@ pub fn desired_status(pipeline: &Pipeline, observed: &Observed, now: Timestamp) 
     let failures: Vec<(&'static str, &str)> =
         steps.iter().filter_map(|step| step.failure()).collect();
 
-    let ready = match failures.first() {
+    let provisioned = match failures.first() {
         None => DesiredCondition::new(
-            condition_types::READY,
+            condition_types::PROVISIONED,
             true,
             "Reconciled",
             "the topics, the schema and the runner workloads are in place".into(),
         ),
         Some((reason, message)) => DesiredCondition::new(
-            condition_types::READY,
+            condition_types::PROVISIONED,
             false,
             reason,
             (*message).to_string(),
@@ -161,6 +162,29 @@ pub fn desired_status(pipeline: &Pipeline, observed: &Observed, now: Timestamp) 
         };
         DesiredCondition::new(condition_types::RUNNER_READY, available, reason, message)
     };
+    // Ready: provisioned and available. Otherwise the first reason that stands in the way.
+    let ready = if !provisioned.status {
+        DesiredCondition::new(
+            condition_types::READY,
+            false,
+            &provisioned.reason,
+            provisioned.message.clone(),
+        )
+    } else if runner.status {
+        DesiredCondition::new(
+            condition_types::READY,
+            true,
+            "Available",
+            "the topics, the schema and the runner workloads are in place, and every processor replica of the current spec is ready".into(),
+        )
+    } else {
+        DesiredCondition::new(
+            condition_types::READY,
+            false,
+            &runner.reason,
+            format!("the runner is not available: {}", runner.message),
+        )
+    };
     let degraded = match failures.first() {
         None => DesiredCondition::new(
             condition_types::DEGRADED,
@@ -181,6 +205,7 @@ pub fn desired_status(pipeline: &Pipeline, observed: &Observed, now: Timestamp) 
     };
     let conditions = vec![
         ready,
+        provisioned,
         observed.topics.condition(condition_types::TOPIC_READY),
         observed.schema.condition(condition_types::SCHEMA_READY),
         runner,
@@ -412,7 +437,7 @@ mod tests {
         let pipeline = generated();
         let status = desired_status(&pipeline, &observed(), Timestamp::now());
         assert_eq!(status.observed_generation, Some(1));
-        assert_eq!(condition(&status, "Ready").status, "True");
+        assert_eq!(condition(&status, "Provisioned").status, "True");
         assert_eq!(condition(&status, "TopicReady").status, "True");
         assert_eq!(condition(&status, "Degraded").status, "False");
         // No kubelet, no ready replicas: reported honestly.
@@ -422,6 +447,24 @@ mod tests {
             ("False", "ReplicasUnavailable")
         );
         assert_eq!(runner.message, "0 of 1 processor replicas ready");
+        // Ready means available: not while the runner is not.
+        let ready = condition(&status, "Ready");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "ReplicasUnavailable")
+        );
+        assert_eq!(
+            ready.message,
+            "the runner is not available: 0 of 1 processor replicas ready"
+        );
+        let mut available = observed();
+        available.ready_replicas = 1;
+        let status = desired_status(&pipeline, &available, Timestamp::now());
+        let ready = condition(&status, "Ready");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "Available")
+        );
         assert_eq!(status.message, None);
         assert_eq!(status.topic.as_deref(), Some("demo.generated-listings"));
         assert_eq!(status.tables, vec!["generated.listings_by_id".to_string()]);
@@ -478,7 +521,7 @@ mod tests {
             .iter()
             .map(|condition| condition.type_.as_str())
             .collect();
-        assert_eq!(moved, ["Ready", "SchemaReady", "Degraded"]);
+        assert_eq!(moved, ["Ready", "Provisioned", "SchemaReady", "Degraded"]);
         assert!(!is_healthy(condition(&changed, "Degraded")));
         assert!(is_healthy(condition(&changed, "TopicReady")));
     }

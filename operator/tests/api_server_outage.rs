@@ -20,7 +20,9 @@ async fn an_api_server_outage_is_waited_out_and_the_operator_converges_after() {
     let (world, mut operator) = TestWorld::with_operator("op-api-outage", &[]).await;
     let name = "outage";
     world.create(&world.pipeline(name)).await;
-    world.wait_for_condition(name, "Ready", "True", None).await;
+    world
+        .wait_for_condition(name, "Provisioned", "True", None)
+        .await;
 
     dev_stack(&["down", "kube"]);
     // The outage lasts 30 s; the operator must run all along.

@@ -15,7 +15,9 @@ async fn owned_object_changes_do_not_recheck_kafka_and_cassandra() {
     let (world, operator) = TestWorld::with_operator("op-checks", &[]).await;
     let name = "checked";
     world.create(&world.pipeline(name)).await;
-    world.wait_for_condition(name, "Ready", "True", None).await;
+    world
+        .wait_for_condition(name, "Provisioned", "True", None)
+        .await;
     // Let the first reconciles (creation, status writes, the Deployment's own status) settle.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let checks = operator

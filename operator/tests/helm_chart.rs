@@ -234,7 +234,7 @@ async fn reconciles_as(world: &TestWorld, user: &str, lease_namespace: &str) {
 
     let ready = tokio::time::timeout(
         Duration::from_secs(120),
-        world.wait_for_condition(name, "Ready", "True", Some("Reconciled")),
+        world.wait_for_condition(name, "Provisioned", "True", Some("Reconciled")),
     )
     .await
     .unwrap_or_else(|_| {

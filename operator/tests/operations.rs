@@ -74,7 +74,9 @@ async fn a_restart_in_the_middle_of_a_reconcile_converges_without_duplicates() {
 
     // The successor waits for the dead leader's Lease to expire, then converges.
     let second = Operator::start_with_lease(&world.namespace, &lease, &[]);
-    let ready = world.wait_for_condition(name, "Ready", "True", None).await;
+    let ready = world
+        .wait_for_condition(name, "Provisioned", "True", None)
+        .await;
 
     let selector = ListParams::default().labels(&format!("rtdp.dev/pipeline={name}"));
     let deployments = world
@@ -184,7 +186,9 @@ async fn two_operators_only_the_leader_writes() {
 
     let name = "led";
     world.create(&world.pipeline(name)).await;
-    world.wait_for_condition(name, "Ready", "True", None).await;
+    world
+        .wait_for_condition(name, "Provisioned", "True", None)
+        .await;
     let events = world.events(name).await;
     assert!(!events.is_empty());
     for event in &events {
@@ -215,7 +219,7 @@ async fn two_operators_only_the_leader_writes() {
             |pipeline| pipeline.status.as_ref().and_then(|status| status.replicas) == Some(2),
         )
         .await;
-    assert_eq!(condition_of(&updated, "Ready").0, "True");
+    assert_eq!(condition_of(&updated, "Provisioned").0, "True");
     let lease = leases.get(&lease_name).await.expect("the Lease");
     let spec = lease.spec.expect("spec");
     assert_eq!(
@@ -246,7 +250,9 @@ async fn drift_made_while_the_operator_is_down_is_repaired_when_it_returns() {
     let keyspace = pipeline.spec.cassandra.keyspace.name.clone();
     let topic = pipeline.topic_name();
     world.create(&pipeline).await;
-    world.wait_for_condition(name, "Ready", "True", None).await;
+    world
+        .wait_for_condition(name, "Provisioned", "True", None)
+        .await;
     let status = first.terminate();
     assert!(status.success(), "graceful stop: {status}");
 
@@ -304,6 +310,8 @@ async fn drift_made_while_the_operator_is_down_is_repaired_when_it_returns() {
         },
     )
     .await;
-    world.wait_for_condition(name, "Ready", "True", None).await;
+    world
+        .wait_for_condition(name, "Provisioned", "True", None)
+        .await;
     world.cleanup().await;
 }

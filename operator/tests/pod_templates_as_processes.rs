@@ -324,8 +324,8 @@ async fn property_listings_through_kubernetes() {
         processor_pod.log_text()
     );
     world
-        .wait_for(name, "Ready", Duration::from_secs(60), |pipeline| {
-            condition_of(pipeline, "Ready").0 == "True"
+        .wait_for(name, "Provisioned", Duration::from_secs(60), |pipeline| {
+            condition_of(pipeline, "Provisioned").0 == "True"
         })
         .await;
 

@@ -42,7 +42,9 @@ async fn creates_everything_then_updates_in_place() {
     let listings = world.scenario(name);
     world.create(&pipeline).await;
 
-    let ready = listings.until("Ready", "True", Some("Reconciled")).await;
+    let ready = listings
+        .until("Provisioned", "True", Some("Reconciled"))
+        .await;
     let status = ready.status.clone().expect("status");
     assert_eq!(status.observed_generation, ready.metadata.generation);
     assert_eq!(
@@ -161,7 +163,7 @@ async fn creates_everything_then_updates_in_place() {
             "the update to be reconciled",
             Duration::from_secs(90),
             |pipeline| {
-                find_condition(pipeline, "Ready").is_some_and(|ready| ready.status == "True")
+                find_condition(pipeline, "Provisioned").is_some_and(|ready| ready.status == "True")
                     && pipeline.status.as_ref().and_then(|status| status.replicas) == Some(2)
             },
         )
@@ -223,7 +225,7 @@ async fn runners_stop_before_topics_and_tables_are_dropped() {
     let topic = pipeline.topic_name();
     let order = world.scenario(name);
     world.create(&pipeline).await;
-    order.until_ready().await;
+    order.until_provisioned().await;
 
     let deployments = world.api::<Deployment>();
     let processor = format!("{name}-processor");
@@ -302,7 +304,7 @@ async fn owned_objects_that_are_edited_or_deleted_come_back() {
     let name = "owned";
     let owned = world.scenario(name);
     world.create(&world.pipeline(name)).await;
-    owned.until_ready().await;
+    owned.until_provisioned().await;
 
     let deployments = world.api::<Deployment>();
     let processor = format!("{name}-processor");
@@ -421,7 +423,7 @@ async fn adopts_refuses_and_sets_drift_back() {
     refuse
         .patch(serde_json::json!({"topic": {"partitions": 3}}))
         .await;
-    refuse.until_ready().await;
+    refuse.until_provisioned().await;
 
     // Drift: a managed config changed by hand is set back by the periodic resync
     // (a healthy Pipeline is reconciled every --resync-seconds; one with a permanent error
@@ -449,7 +451,7 @@ async fn adopts_refuses_and_sets_drift_back() {
     refuse
         .patch(serde_json::json!({"topic": {"replicationFactor": 1}}))
         .await;
-    refuse.until_ready().await;
+    refuse.until_provisioned().await;
 
     // A type change is refused, and nothing is altered.
     let mut fields = serde_json::to_value(&pipeline.spec.schema.fields).expect("fields");
@@ -499,7 +501,7 @@ async fn retain_keeps_topics_and_tables() {
     let keyspace = pipeline.spec.cassandra.keyspace.name.clone();
     let kept = world.scenario(name);
     world.create(&pipeline).await;
-    let ready = kept.until_ready().await;
+    let ready = kept.until_provisioned().await;
     assert!(
         !ready.finalizers().contains(&"rtdp.dev/cleanup".to_string()),
         "Retain needs no finalizer"
@@ -653,7 +655,7 @@ async fn an_invalid_spec_waits_for_the_next_change() {
     scenario
         .patch(serde_json::json!({"source": {"http": {"schedule": null, "pollInterval": "5m"}}}))
         .await;
-    scenario.until_ready().await;
+    scenario.until_provisioned().await;
     assert!(
         world
             .object_exists::<Deployment>(&format!("{name}-ingest"))

@@ -64,7 +64,7 @@ async fn two_hundred_pipelines_converge() {
                 pipeline.status.as_ref().is_some_and(|status| {
                     status.observed_generation == pipeline.metadata.generation
                         && status.conditions.iter().any(|condition| {
-                            condition.type_ == "Ready" && condition.status == "True"
+                            condition.type_ == "Provisioned" && condition.status == "True"
                         })
                 })
             })

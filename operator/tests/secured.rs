@@ -111,7 +111,9 @@ async fn secrets_with_correct_credentials_make_topics_and_tables_ready() {
     let keyspace = pipeline.spec.cassandra.keyspace.name.clone();
     world.create(&pipeline).await;
 
-    let ready = world.wait_for_condition(name, "Ready", "True", None).await;
+    let ready = world
+        .wait_for_condition(name, "Provisioned", "True", None)
+        .await;
     assert_eq!(condition_of(&ready, "TopicReady").0, "True");
     // The same broker also listens in PLAINTEXT: the test's admin client reads the topics.
     assert_eq!(world.topic(&topic).await.partitions, 2);
@@ -212,7 +214,7 @@ async fn a_wrong_kafka_password_is_ready_false_with_a_clear_message_and_event() 
             "Ready=True after the fix",
             Duration::from_secs(90),
             |pipeline| {
-                find_condition(pipeline, "Ready").is_some_and(|ready| ready.status == "True")
+                find_condition(pipeline, "Provisioned").is_some_and(|ready| ready.status == "True")
             },
         )
         .await;

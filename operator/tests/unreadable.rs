@@ -38,7 +38,7 @@ async fn an_unreadable_pipeline_is_reported_and_the_others_still_reconcile() {
     let _operator = Operator::start(&world.namespace, &[]);
     world.create(&world.pipeline("healthy")).await;
     world
-        .wait_for_condition("healthy", "Ready", "True", None)
+        .wait_for_condition("healthy", "Provisioned", "True", None)
         .await;
     let reasons = eventually(
         "an UnreadablePipeline event about the broken Pipeline",

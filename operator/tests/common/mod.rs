@@ -584,9 +584,10 @@ impl Scenario<'_> {
             .await
     }
 
-    /// Waits until the current generation is `Ready=True` (any reason).
-    pub(crate) async fn until_ready(&self) -> Pipeline {
-        self.until("Ready", "True", None).await
+    /// Waits until the current generation is `Provisioned=True` (the local stack has no kubelet,
+    /// so `Ready`, which also needs the runner available, stays False there).
+    pub(crate) async fn until_provisioned(&self) -> Pipeline {
+        self.until("Provisioned", "True", None).await
     }
 
     /// Waits until `condition` is False with `reason`, and asserts its message contains
