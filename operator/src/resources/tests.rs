@@ -170,3 +170,31 @@ fn secrets_reach_the_runner_as_secret_key_refs() {
         );
     }
 }
+
+#[test]
+fn requests_and_limits_reach_every_runner_container() {
+    let mut pipeline = listings();
+    let resources: k8s_openapi::api::core::v1::ResourceRequirements =
+        serde_json::from_value(serde_json::json!({
+            "requests": {"cpu": "250m", "memory": "128Mi"},
+            "limits": {"memory": "512Mi"}
+        }))
+        .expect("resources");
+    pipeline.spec.runner.resources = Some(resources.clone());
+    let objects = desired_objects(&pipeline, &context()).expect("builds");
+    let processor = objects.processor.spec.expect("spec").template;
+    let Some(Ingest::Scheduled(cron_job)) = objects.ingest else {
+        panic!("a scheduled source is a CronJob");
+    };
+    let ingest = cron_job
+        .spec
+        .expect("spec")
+        .job_template
+        .spec
+        .expect("job spec")
+        .template;
+    for template in [processor, ingest] {
+        let containers = template.spec.expect("pod spec").containers;
+        assert_eq!(containers[0].resources.as_ref(), Some(&resources));
+    }
+}
