@@ -8,7 +8,9 @@
 //! manifest at apply time with a message that names the field.
 //!
 //! Longer than 500 lines on purpose: this is the API's type definition, and its length is the
-//! fields' documentation. Behaviour on these types lives in `lib.rs` and `manifest.rs`.
+//! fields' documentation. Behaviour on these types lives in `lib.rs` and `manifest.rs`. Its
+//! optional fields and its constant lists repeat one shape each, which is how serde, schemars
+//! and a documented constant are declared; they are declarations, not logic to share.
 
 // Each `printcolumn(...)` repeats the same keys (name, type_, ...), which this lint mistakes for
 // duplicated attributes.
@@ -1087,4 +1089,27 @@ pub mod condition_types {
     pub const RUNNER_READY: &str = "RunnerReady";
     /// Something needs attention although the pipeline may still run.
     pub const DEGRADED: &str = "Degraded";
+}
+
+/// The headers of every dead letter: part of the API, stable for anyone reading the dead-letter
+/// topic.
+pub mod dead_letter_headers {
+    /// The reason label, e.g. `wrong_type`.
+    pub const REASON: &str = "rtdp.reason";
+    /// The field at fault, when one is.
+    pub const FIELD: &str = "rtdp.field";
+    /// The human-readable error.
+    pub const ERROR: &str = "rtdp.error";
+    /// The topic the record was read from.
+    pub const ORIGINAL_TOPIC: &str = "rtdp.original.topic";
+    /// Its partition.
+    pub const ORIGINAL_PARTITION: &str = "rtdp.original.partition";
+    /// Its offset.
+    pub const ORIGINAL_OFFSET: &str = "rtdp.original.offset";
+    /// Its timestamp in milliseconds.
+    pub const ORIGINAL_TIMESTAMP: &str = "rtdp.original.timestamp";
+    /// The pipeline, `namespace/name`.
+    pub const PIPELINE: &str = "rtdp.pipeline";
+    /// The table that refused the row (reason `write_rejected` only).
+    pub const TABLE: &str = "rtdp.table";
 }

@@ -372,42 +372,37 @@ const CQL_RESERVED: [&str; 60] = [
     "where",
 ];
 
+/// Each name of a list with the path of its `name` field: `<list>[<index>].name`.
+fn indexed<'names>(
+    list: &'names str,
+    names: impl Iterator<Item = &'names str> + 'names,
+) -> impl Iterator<Item = (String, &'names str)> + 'names {
+    names
+        .enumerate()
+        .map(move |(index, name)| (format!("{list}[{index}].name"), name))
+}
+
 fn reserved_words(pipeline: &Pipeline, errors: &mut Vec<FieldError>) {
     let spec = &pipeline.spec;
     let mut names: Vec<(String, &str)> = vec![(
         "spec.cassandra.keyspace.name".to_string(),
         spec.cassandra.keyspace.name.as_str(),
     )];
-    names.extend(
+    names.extend(indexed(
+        "spec.cassandra.tables",
         spec.cassandra
             .tables
             .iter()
-            .enumerate()
-            .map(|(index, table)| {
-                (
-                    format!("spec.cassandra.tables[{index}].name"),
-                    table.name.as_str(),
-                )
-            }),
-    );
-    names.extend(spec.schema.fields.iter().enumerate().map(|(index, field)| {
-        (
-            format!("spec.schema.fields[{index}].name"),
-            field.name.as_str(),
-        )
-    }));
-    names.extend(
-        spec.schema
-            .derived
-            .iter()
-            .enumerate()
-            .map(|(index, field)| {
-                (
-                    format!("spec.schema.derived[{index}].name"),
-                    field.name.as_str(),
-                )
-            }),
-    );
+            .map(|table| table.name.as_str()),
+    ));
+    names.extend(indexed(
+        "spec.schema.fields",
+        spec.schema.fields.iter().map(|field| field.name.as_str()),
+    ));
+    names.extend(indexed(
+        "spec.schema.derived",
+        spec.schema.derived.iter().map(|field| field.name.as_str()),
+    ));
     for (field, name) in names {
         if CQL_RESERVED.contains(&name) {
             errors.push(FieldError::new(

@@ -120,18 +120,37 @@ pub fn desired_status(pipeline: &Pipeline, observed: &Observed, now: Timestamp) 
     let failures: Vec<(&'static str, &str)> =
         steps.iter().filter_map(|step| step.failure()).collect();
 
-    let provisioned = match failures.first() {
-        None => DesiredCondition::new(
-            condition_types::PROVISIONED,
-            true,
-            "Reconciled",
-            "the topics, the schema and the runner workloads are in place".into(),
+    // Every failure's message, joined: the Degraded condition's and the status' message.
+    let message = (!failures.is_empty()).then(|| {
+        failures
+            .iter()
+            .map(|(_, message)| *message)
+            .collect::<Vec<_>>()
+            .join("; ")
+    });
+    let (provisioned, degraded) = match (failures.first(), &message) {
+        (Some((reason, first)), Some(all)) => (
+            DesiredCondition::new(
+                condition_types::PROVISIONED,
+                false,
+                reason,
+                (*first).to_string(),
+            ),
+            DesiredCondition::new(condition_types::DEGRADED, true, reason, all.clone()),
         ),
-        Some((reason, message)) => DesiredCondition::new(
-            condition_types::PROVISIONED,
-            false,
-            reason,
-            (*message).to_string(),
+        _ => (
+            DesiredCondition::new(
+                condition_types::PROVISIONED,
+                true,
+                "Reconciled",
+                "the topics, the schema and the runner workloads are in place".into(),
+            ),
+            DesiredCondition::new(
+                condition_types::DEGRADED,
+                false,
+                "AsExpected",
+                "no errors".into(),
+            ),
         ),
     };
     let runner = if let StepOutcome::Failed { reason, message } = &observed.workloads {
@@ -185,24 +204,6 @@ pub fn desired_status(pipeline: &Pipeline, observed: &Observed, now: Timestamp) 
             format!("the runner is not available: {}", runner.message),
         )
     };
-    let degraded = match failures.first() {
-        None => DesiredCondition::new(
-            condition_types::DEGRADED,
-            false,
-            "AsExpected",
-            "no errors".into(),
-        ),
-        Some((reason, _)) => DesiredCondition::new(
-            condition_types::DEGRADED,
-            true,
-            reason,
-            failures
-                .iter()
-                .map(|(_, message)| *message)
-                .collect::<Vec<_>>()
-                .join("; "),
-        ),
-    };
     let conditions = vec![
         ready,
         provisioned,
@@ -212,13 +213,6 @@ pub fn desired_status(pipeline: &Pipeline, observed: &Observed, now: Timestamp) 
         degraded,
     ];
     let current = pipeline.status.clone().unwrap_or_default();
-    let message = (!failures.is_empty()).then(|| {
-        failures
-            .iter()
-            .map(|(_, message)| *message)
-            .collect::<Vec<_>>()
-            .join("; ")
-    });
     let provisioned = observed.topics.is_done() && observed.schema.is_done();
     PipelineStatus {
         observed_generation: pipeline.metadata.generation,
@@ -351,178 +345,4 @@ impl StatusApply {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::resources::tests::generated;
-
-    fn done(reason: &'static str) -> StepOutcome {
-        StepOutcome::Done {
-            reason,
-            message: "ok".into(),
-        }
-    }
-
-    fn observed() -> Observed {
-        Observed {
-            topics: done("TopicsReady"),
-            schema: done("SchemaReady"),
-            workloads: done("WorkloadsApplied"),
-            ready_replicas: 0,
-            rollout_complete: true,
-            runner_problem: None,
-        }
-    }
-
-    #[test]
-    fn a_new_generation_is_reported_as_reconciling_at_once() {
-        let mut pipeline = generated();
-        pipeline.metadata.generation = Some(3);
-        let status = reconciling_status(&pipeline, Timestamp::now());
-        assert_eq!(status.observed_generation, Some(3));
-        let ready = condition(&status, "Ready");
-        assert_eq!(
-            (ready.status.as_str(), ready.reason.as_str()),
-            ("False", "Reconciling")
-        );
-        assert_eq!(ready.observed_generation, Some(3));
-        assert_eq!(status.topic.as_deref(), Some("demo.generated-listings"));
-    }
-
-    #[test]
-    fn a_runner_that_cannot_be_scheduled_says_why() {
-        let pipeline = generated();
-        let mut observed = observed();
-        observed.runner_problem = Some((
-            "Unschedulable",
-            "pod generated-listings-processor-x cannot be scheduled: 0/1 nodes are available: 1 Insufficient cpu.".into(),
-        ));
-        let unschedulable = |observed: &Observed, message_start: &str| {
-            let status = desired_status(&pipeline, observed, Timestamp::now());
-            let runner = condition(&status, "RunnerReady").clone();
-            assert_eq!(
-                (runner.status.as_str(), runner.reason.as_str()),
-                ("False", "Unschedulable")
-            );
-            assert!(
-                runner.message.starts_with(message_start),
-                "{}",
-                runner.message
-            );
-            assert!(runner.message.contains("Insufficient cpu"));
-        };
-        unschedulable(&observed, "0 of 1 processor replicas ready: pod ");
-        // A rollout stuck behind an unschedulable pod is not ready, though the old pod is.
-        observed.ready_replicas = 1;
-        observed.rollout_complete = false;
-        unschedulable(
-            &observed,
-            "1 of 1 processor replicas ready; the rollout of the current spec is not finished: pod ",
-        );
-        // Once the replicas are ready on the current spec, an old problem is not reported.
-        observed.rollout_complete = true;
-        let status = desired_status(&pipeline, &observed, Timestamp::now());
-        assert_eq!(condition(&status, "RunnerReady").reason, "ReplicasReady");
-    }
-
-    fn condition<'a>(status: &'a PipelineStatus, type_: &str) -> &'a Condition {
-        status
-            .conditions
-            .iter()
-            .find(|condition| condition.type_ == type_)
-            .unwrap_or_else(|| panic!("no {type_} condition"))
-    }
-
-    #[test]
-    fn ready_when_everything_is_in_place() {
-        let pipeline = generated();
-        let status = desired_status(&pipeline, &observed(), Timestamp::now());
-        assert_eq!(status.observed_generation, Some(1));
-        assert_eq!(condition(&status, "Provisioned").status, "True");
-        assert_eq!(condition(&status, "TopicReady").status, "True");
-        assert_eq!(condition(&status, "Degraded").status, "False");
-        // No kubelet, no ready replicas: reported honestly.
-        let runner = condition(&status, "RunnerReady");
-        assert_eq!(
-            (runner.status.as_str(), runner.reason.as_str()),
-            ("False", "ReplicasUnavailable")
-        );
-        assert_eq!(runner.message, "0 of 1 processor replicas ready");
-        // Ready means available: not while the runner is not.
-        let ready = condition(&status, "Ready");
-        assert_eq!(
-            (ready.status.as_str(), ready.reason.as_str()),
-            ("False", "ReplicasUnavailable")
-        );
-        assert_eq!(
-            ready.message,
-            "the runner is not available: 0 of 1 processor replicas ready"
-        );
-        let mut available = observed();
-        available.ready_replicas = 1;
-        let status = desired_status(&pipeline, &available, Timestamp::now());
-        let ready = condition(&status, "Ready");
-        assert_eq!(
-            (ready.status.as_str(), ready.reason.as_str()),
-            ("True", "Available")
-        );
-        assert_eq!(status.message, None);
-        assert_eq!(status.topic.as_deref(), Some("demo.generated-listings"));
-        assert_eq!(status.tables, vec!["generated.listings_by_id".to_string()]);
-        let types: Vec<&str> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
-        assert_eq!(types, ORDER);
-    }
-
-    #[test]
-    fn a_failure_reaches_its_condition_ready_degraded_and_the_message() {
-        let pipeline = generated();
-        let mut observed = observed();
-        observed.topics = StepOutcome::Failed {
-            reason: "NotSupported",
-            message: "topic t has 6 partitions in Kafka but declares 3".into(),
-        };
-        let status = desired_status(&pipeline, &observed, Timestamp::now());
-        let topic = condition(&status, "TopicReady");
-        assert_eq!(
-            (topic.status.as_str(), topic.reason.as_str()),
-            ("False", "NotSupported")
-        );
-        assert_eq!(condition(&status, "Ready").reason, "NotSupported");
-        assert_eq!(condition(&status, "Degraded").status, "True");
-        assert_eq!(condition(&status, "SchemaReady").status, "True");
-        assert!(status.message.expect("message").contains("6 partitions"));
-    }
-
-    #[test]
-    fn transition_times_move_only_on_status_changes() {
-        let mut pipeline = generated();
-        let earlier = Timestamp::from_second(1_700_000_000).expect("timestamp");
-        let first = desired_status(&pipeline, &observed(), earlier);
-        pipeline.status = Some(first.clone());
-
-        let later = Timestamp::from_second(1_700_000_600).expect("timestamp");
-        let same = desired_status(&pipeline, &observed(), later);
-        assert_eq!(same, first, "an unchanged status is identical, so no write");
-
-        let mut failing = observed();
-        failing.schema = StepOutcome::Failed {
-            reason: "CassandraUnavailable",
-            message: "down".into(),
-        };
-        let changed = desired_status(&pipeline, &failing, later);
-        assert_eq!(
-            condition(&changed, "SchemaReady").last_transition_time.0,
-            later
-        );
-        assert_eq!(
-            condition(&changed, "TopicReady").last_transition_time.0,
-            earlier
-        );
-        let moved: Vec<&str> = transitions(&first.conditions, &changed.conditions)
-            .iter()
-            .map(|condition| condition.type_.as_str())
-            .collect();
-        assert_eq!(moved, ["Ready", "Provisioned", "SchemaReady", "Degraded"]);
-        assert!(!is_healthy(condition(&changed, "Degraded")));
-        assert!(is_healthy(condition(&changed, "TopicReady")));
-    }
-}
+mod tests;

@@ -420,24 +420,7 @@ async fn an_unreadable_certificate_is_a_startup_error_naming_the_file() {
     let directory = Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique_name("no-certificates"));
     std::fs::create_dir_all(&directory).expect("creating an empty directory");
     let certificates = directory.display().to_string();
-    let address = format!("127.0.0.1:{}", free_port());
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rtdp-operator"))
-        .args([
-            "--namespaces",
-            "nowhere",
-            "--metrics-address",
-            &format!("127.0.0.1:{}", free_port()),
-            "--webhook-address",
-            &address,
-            "--webhook-cert-dir",
-            &certificates,
-            "--log-format",
-            "text",
-        ])
-        .output()
-        .expect("running the operator");
-    let text = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{text}");
+    let text = fails_to_start(&format!("127.0.0.1:{}", free_port()), &certificates);
     assert!(
         text.contains(&directory.join("tls.crt").display().to_string()),
         "{text}"
@@ -448,6 +431,14 @@ async fn an_unreadable_certificate_is_a_startup_error_naming_the_file() {
     pki.write(&directory);
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("taking a port");
     let address = taken.local_addr().expect("its address").to_string();
+    let text = fails_to_start(&address, &certificates);
+    assert!(text.contains(&address), "{text}");
+    let _ = std::fs::remove_dir_all(&directory);
+}
+
+/// Runs the operator with the webhook on `address` and certificates from `certificates`,
+/// expects it to exit with an error, and returns what it wrote to stderr.
+fn fails_to_start(address: &str, certificates: &str) -> String {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_rtdp-operator"))
         .args([
             "--namespaces",
@@ -455,16 +446,15 @@ async fn an_unreadable_certificate_is_a_startup_error_naming_the_file() {
             "--metrics-address",
             &format!("127.0.0.1:{}", free_port()),
             "--webhook-address",
-            &address,
+            address,
             "--webhook-cert-dir",
-            &certificates,
+            certificates,
             "--log-format",
             "text",
         ])
         .output()
         .expect("running the operator");
-    let text = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{text}");
-    assert!(text.contains(&address), "{text}");
-    let _ = std::fs::remove_dir_all(&directory);
+    let text = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "the operator started: {text}");
+    text
 }

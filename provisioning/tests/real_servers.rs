@@ -10,10 +10,8 @@ use rtdp_provisioning::ProvisionError;
 use rtdp_provisioning::cassandra::{drop_tables, ensure_schema, read_table};
 use rtdp_provisioning::kafka::{admin_client, delete_topics, ensure_topics, read_topic};
 use rtdp_test_support::{
-    cassandra_contact_points, eventually, kafka_bootstrap_servers, unique_cql_identifier,
-    unique_name,
+    cassandra_session, eventually, kafka_bootstrap_servers, unique_cql_identifier, unique_name,
 };
-use scylla::client::session_builder::SessionBuilder;
 
 fn pipeline() -> Pipeline {
     let text = include_str!("../../examples/generated-listings.yaml");
@@ -168,11 +166,7 @@ async fn topics_are_created_adopted_grown_and_never_shrunk() {
 
 #[tokio::test]
 async fn tables_are_created_extended_and_protected_from_incompatible_changes() {
-    let session = SessionBuilder::new()
-        .known_nodes(cassandra_contact_points())
-        .build()
-        .await
-        .expect("connecting to Cassandra");
+    let session = cassandra_session().await;
     let mut pipeline = pipeline();
     let keyspace = pipeline.spec.cassandra.keyspace.name.clone();
 
@@ -268,11 +262,7 @@ async fn tables_are_created_extended_and_protected_from_incompatible_changes() {
 /// in the report; applying again changes nothing.
 #[tokio::test]
 async fn replication_and_ttl_changes_are_applied() {
-    let session = SessionBuilder::new()
-        .known_nodes(cassandra_contact_points())
-        .build()
-        .await
-        .expect("connecting to Cassandra");
+    let session = cassandra_session().await;
     let mut pipeline = pipeline();
     let keyspace = pipeline.spec.cassandra.keyspace.name.clone();
     ensure_schema(&session, &pipeline.spec)

@@ -70,37 +70,23 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
     // Apply: the topics, the schema and the Kubernetes objects, each reported on its own. The
     // topics and tables are checked for a new generation, after a failure, and once per resync
     // period; the many reconciles an owned object's changes trigger in between skip them.
-    let mut errors = Vec::new();
+    let mut steps = Steps {
+        pipeline,
+        context,
+        errors: Vec::new(),
+    };
     let (topics, schema) = if context.external.is_fresh(pipeline, context.settings.resync) {
         (topics_done(pipeline), schema_done(pipeline))
     } else {
         context.metrics.external_check();
-        let topics = match context.kafka.ensure(&context.client, pipeline).await {
-            Ok(report) => {
-                step_done(
-                    pipeline,
-                    context,
-                    &topic_changes(&report),
-                    topics_done(pipeline),
-                )
-                .await
-            }
-            Err(error) => failed_step(pipeline, context, "EnsureTopics", error, &mut errors).await,
-        };
+        let ensured = context.kafka.ensure(&context.client, pipeline).await;
+        let topics = steps.settle("EnsureTopics", ensured, topic_changes, topics_done);
+        let topics = topics.await;
         test_hooks::pause_after(context, Step::Topics).await;
-        let schema = match context.cassandra.ensure(&context.client, pipeline).await {
-            Ok(report) => {
-                step_done(
-                    pipeline,
-                    context,
-                    &schema_changes(&report),
-                    schema_done(pipeline),
-                )
-                .await
-            }
-            Err(error) => failed_step(pipeline, context, "EnsureSchema", error, &mut errors).await,
-        };
-        if errors.is_empty() {
+        let ensured = context.cassandra.ensure(&context.client, pipeline).await;
+        let schema = steps.settle("EnsureSchema", ensured, schema_changes, schema_done);
+        let schema = schema.await;
+        if steps.errors.is_empty() {
             context.external.verified(pipeline);
         } else if let Some(uid) = pipeline.metadata.uid.as_deref() {
             context.external.forget(uid);
@@ -117,7 +103,7 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
                 message: "runner ConfigMap, workloads and metrics Service applied".into(),
             }
         }
-        Err(error) => failed_step(pipeline, context, "ApplyWorkloads", error, &mut errors).await,
+        Err(error) => steps.failed("ApplyWorkloads", error).await,
     };
     test_hooks::pause_after(context, Step::Workloads).await;
     let desired_replicas = pipeline.spec.runner.replicas;
@@ -153,6 +139,7 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
             && replicas.total <= replicas.updated,
         runner_problem,
     };
+    let mut errors = steps.errors;
     status_update::write_status(pipeline, context, &observed, &errors).await?;
 
     // A transient error is retried with backoff even when another error is permanent.
@@ -163,16 +150,6 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
         None if !all_ready => Ok(Action::requeue(runner_health::RUNNER_NOT_READY_POLL)),
         None => Ok(Action::requeue(context.settings.resync)),
     }
-}
-/// A step that succeeded: an event per kind of change it made, and its outcome.
-async fn step_done(
-    pipeline: &Pipeline,
-    context: &Context,
-    changes: &[Change<'_>],
-    outcome: StepOutcome,
-) -> StepOutcome {
-    context.recorder.changes(pipeline, changes).await;
-    outcome
 }
 
 /// The topic step's outcome when the topics exist as declared.
@@ -199,22 +176,47 @@ fn schema_done(pipeline: &Pipeline) -> StepOutcome {
     }
 }
 
-async fn failed_step(
-    pipeline: &Pipeline,
-    context: &Context,
-    action: &str,
-    error: Error,
-    errors: &mut Vec<Error>,
-) -> StepOutcome {
-    context.report_error(pipeline, action, &error).await;
-    let outcome = StepOutcome::failed(&error);
-    errors.push(error);
-    outcome
+/// What the apply steps share: the Pipeline, the context, and the errors met so far.
+struct Steps<'reconcile> {
+    pipeline: &'reconcile Pipeline,
+    context: &'reconcile Context,
+    errors: Vec<Error>,
+}
+
+impl Steps<'_> {
+    /// An external step's outcome: on success its changes become Normal events and `done` its
+    /// outcome; on failure the error is reported and kept for the reconcile's result.
+    async fn settle<Report>(
+        &mut self,
+        action: &str,
+        result: Result<Report, Error>,
+        changes: for<'report> fn(&'report Report) -> Vec<Change<'report>>,
+        done: fn(&Pipeline) -> StepOutcome,
+    ) -> StepOutcome {
+        match result {
+            Ok(report) => {
+                let changes = changes(&report);
+                self.context.recorder.changes(self.pipeline, &changes).await;
+                done(self.pipeline)
+            }
+            Err(error) => self.failed(action, error).await,
+        }
+    }
+
+    /// A failed step: reported as a Warning event and a metric, kept for the result.
+    async fn failed(&mut self, action: &str, error: Error) -> StepOutcome {
+        self.context
+            .report_error(self.pipeline, action, &error)
+            .await;
+        let outcome = StepOutcome::failed(&error);
+        self.errors.push(error);
+        outcome
+    }
 }
 
 /// The Normal events a topic step's changes deserve.
-fn topic_changes(report: &TopicReport) -> [Change<'_>; 3] {
-    [
+fn topic_changes(report: &TopicReport) -> Vec<Change<'_>> {
+    vec![
         Change::new("TopicCreated", "created", &report.created),
         Change::new(
             "PartitionsIncreased",
@@ -230,8 +232,8 @@ fn topic_changes(report: &TopicReport) -> [Change<'_>; 3] {
 }
 
 /// The Normal events a schema step's changes deserve.
-fn schema_changes(report: &SchemaReport) -> [Change<'_>; 4] {
-    [
+fn schema_changes(report: &SchemaReport) -> Vec<Change<'_>> {
+    vec![
         Change::new("TableCreated", "created table", &report.created),
         Change::new("ColumnAdded", "added column", &report.added_columns),
         Change::new(

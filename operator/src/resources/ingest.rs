@@ -113,17 +113,15 @@ fn deployment(workload: &Workload<'_>) -> Deployment {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::resources::desired_objects;
-    use crate::resources::tests::{context, generated, listings, web_events};
+    use super::{BACKOFF_LIMIT, HISTORY_LIMIT};
+    use crate::resources::tests::{
+        continuous_ingest_of, cron_job_of, generated, listings, objects_of, web_events,
+    };
 
     #[test]
     fn a_scheduled_source_is_a_cron_job() {
         let pipeline = listings();
-        let objects = desired_objects(&pipeline, &context()).expect("builds");
-        let Some(Ingest::Scheduled(cron_job)) = objects.ingest else {
-            panic!("expected a CronJob");
-        };
+        let cron_job = cron_job_of(&pipeline);
         assert_eq!(
             cron_job.metadata.name.as_deref(),
             Some("property-listings-ingest")
@@ -166,10 +164,7 @@ mod tests {
     #[test]
     fn a_continuous_source_is_a_deployment() {
         let pipeline = generated();
-        let objects = desired_objects(&pipeline, &context()).expect("builds");
-        let Some(Ingest::Continuous(deployment)) = objects.ingest else {
-            panic!("expected a Deployment");
-        };
+        let deployment = continuous_ingest_of(&pipeline);
         let spec = deployment.spec.expect("spec");
         assert_eq!(spec.replicas, Some(1));
         let container = &spec.template.spec.expect("pod").containers[0];
@@ -182,7 +177,7 @@ mod tests {
     #[test]
     fn no_source_no_ingest() {
         let pipeline = web_events();
-        let objects = desired_objects(&pipeline, &context()).expect("builds");
+        let objects = objects_of(&pipeline);
         assert!(objects.ingest.is_none());
     }
 }

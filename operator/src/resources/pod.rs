@@ -198,6 +198,26 @@ fn plain_env(name: &str, value: &str) -> EnvVar {
     }
 }
 
+/// A read-only volume of a Secret (all its keys, or `items`), mounted at `/etc/rtdp/<name>`.
+fn secret_volume(name: &str, secret: &str, items: Option<Vec<KeyToPath>>) -> (Volume, VolumeMount) {
+    let volume = Volume {
+        name: name.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.into()),
+            items,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mount = VolumeMount {
+        name: name.into(),
+        mount_path: format!("/etc/rtdp/{name}"),
+        read_only: Some(true),
+        ..Default::default()
+    };
+    (volume, mount)
+}
+
 /// The environment, volumes and mounts that bring a role its secrets (never the ConfigMap).
 fn secrets(pipeline: &Pipeline, role: Role) -> (Vec<EnvVar>, Vec<Volume>, Vec<VolumeMount>) {
     let spec = &pipeline.spec;
@@ -220,42 +240,20 @@ fn secrets(pipeline: &Pipeline, role: Role) -> (Vec<EnvVar>, Vec<Volume>, Vec<Vo
     }
     if let Some(tls) = &spec.kafka.tls {
         if let Some(ca) = &tls.ca_secret_ref {
-            volumes.push(Volume {
-                name: "kafka-ca".into(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(ca.name.clone()),
-                    items: Some(vec![KeyToPath {
-                        key: ca.key.clone(),
-                        path: "ca.crt".into(),
-                        ..Default::default()
-                    }]),
-                    ..Default::default()
-                }),
+            let items = vec![KeyToPath {
+                key: ca.key.clone(),
+                path: "ca.crt".into(),
                 ..Default::default()
-            });
-            mounts.push(VolumeMount {
-                name: "kafka-ca".into(),
-                mount_path: "/etc/rtdp/kafka-ca".into(),
-                read_only: Some(true),
-                ..Default::default()
-            });
+            }];
+            let (volume, mount) = secret_volume("kafka-ca", &ca.name, Some(items));
+            volumes.push(volume);
+            mounts.push(mount);
             env.push(plain_env("RTDP_KAFKA_CA_FILE", "/etc/rtdp/kafka-ca/ca.crt"));
         }
         if let Some(client) = &tls.client_certificate_secret_ref {
-            volumes.push(Volume {
-                name: "kafka-client".into(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(client.name.clone()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            });
-            mounts.push(VolumeMount {
-                name: "kafka-client".into(),
-                mount_path: "/etc/rtdp/kafka-client".into(),
-                read_only: Some(true),
-                ..Default::default()
-            });
+            let (volume, mount) = secret_volume("kafka-client", &client.name, None);
+            volumes.push(volume);
+            mounts.push(mount);
             env.push(plain_env(
                 "RTDP_KAFKA_CERTIFICATE_FILE",
                 "/etc/rtdp/kafka-client/tls.crt",

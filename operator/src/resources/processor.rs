@@ -24,14 +24,14 @@ pub fn build(workload: &Workload<'_>) -> Deployment {
 
 #[cfg(test)]
 mod tests {
-    use crate::resources::tests::{context, generated};
-    use crate::resources::{CONFIG_HASH_ANNOTATION, desired_objects};
+    use crate::resources::CONFIG_HASH_ANNOTATION;
+    use crate::resources::tests::{generated, objects_of};
 
     #[test]
     fn runs_process_with_the_declared_replicas_and_the_config_hash() {
         let mut pipeline = generated();
         pipeline.spec.runner.replicas = 3;
-        let objects = desired_objects(&pipeline, &context()).expect("builds");
+        let objects = objects_of(&pipeline);
         let deployment = objects.processor;
         assert_eq!(
             deployment.metadata.name.as_deref(),
@@ -70,8 +70,7 @@ mod tests {
     fn a_spec_change_changes_the_config_hash() {
         let pipeline = generated();
         let hash = |pipeline: &rtdp_crds::Pipeline| {
-            desired_objects(pipeline, &context())
-                .expect("builds")
+            objects_of(pipeline)
                 .processor
                 .spec
                 .and_then(|spec| spec.template.metadata)

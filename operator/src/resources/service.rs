@@ -44,13 +44,12 @@ pub fn build(pipeline: &Pipeline, owner: &OwnerReference) -> Service {
 
 #[cfg(test)]
 mod tests {
-    use crate::resources::desired_objects;
-    use crate::resources::tests::{context, generated};
+    use crate::resources::tests::{generated, objects_of};
 
     #[test]
     fn selects_the_pipelines_pods_on_the_metrics_port() {
         let pipeline = generated();
-        let objects = desired_objects(&pipeline, &context()).expect("builds");
+        let objects = objects_of(&pipeline);
         let spec = objects.service.spec.expect("spec");
         assert_eq!(
             objects.service.metadata.name.as_deref(),

@@ -39,6 +39,27 @@ pub(crate) fn context() -> BuildContext {
     }
 }
 
+/// The objects `desired_objects` builds for a Pipeline with the test context.
+pub(crate) fn objects_of(pipeline: &Pipeline) -> DesiredObjects {
+    desired_objects(pipeline, &context()).expect("the desired objects build")
+}
+
+/// The CronJob of a scheduled source.
+pub(crate) fn cron_job_of(pipeline: &Pipeline) -> CronJob {
+    match objects_of(pipeline).ingest {
+        Some(Ingest::Scheduled(cron_job)) => *cron_job,
+        _ => panic!("expected a CronJob for a scheduled source"),
+    }
+}
+
+/// The Deployment of a continuous source.
+pub(crate) fn continuous_ingest_of(pipeline: &Pipeline) -> Deployment {
+    match objects_of(pipeline).ingest {
+        Some(Ingest::Continuous(deployment)) => *deployment,
+        _ => panic!("expected a Deployment for a continuous source"),
+    }
+}
+
 #[test]
 fn header_env_names_follow_the_contract() {
     assert_eq!(
@@ -50,7 +71,7 @@ fn header_env_names_follow_the_contract() {
 #[test]
 fn every_object_is_owned_and_labelled() {
     let pipeline = listings();
-    let objects = desired_objects(&pipeline, &context()).expect("builds");
+    let objects = objects_of(&pipeline);
     let mut metas = vec![
         &objects.config_map.metadata,
         &objects.processor.metadata,
@@ -92,7 +113,7 @@ fn the_image_defaults_to_the_operators() {
 #[test]
 fn pods_are_restricted() {
     let pipeline = generated();
-    let objects = desired_objects(&pipeline, &context()).expect("builds");
+    let objects = objects_of(&pipeline);
     let template = objects.processor.spec.expect("spec").template;
     let pod = template.spec.expect("pod spec");
     let pod_security = pod.security_context.expect("pod security context");
@@ -137,7 +158,7 @@ fn pods_are_restricted() {
 #[test]
 fn secrets_reach_the_runner_as_secret_key_refs() {
     let pipeline = web_events();
-    let objects = desired_objects(&pipeline, &context()).expect("builds");
+    let objects = objects_of(&pipeline);
     let pod = objects
         .processor
         .spec
@@ -181,7 +202,7 @@ fn requests_and_limits_reach_every_runner_container() {
         }))
         .expect("resources");
     pipeline.spec.runner.resources = Some(resources.clone());
-    let objects = desired_objects(&pipeline, &context()).expect("builds");
+    let objects = objects_of(&pipeline);
     let processor = objects.processor.spec.expect("spec").template;
     let Some(Ingest::Scheduled(cron_job)) = objects.ingest else {
         panic!("a scheduled source is a CronJob");

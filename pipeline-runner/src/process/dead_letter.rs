@@ -10,31 +10,11 @@ use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Message, Timestamp};
 
+use rtdp_crds::dead_letter_headers as headers;
+
 use crate::kafka::Producer;
 use crate::record::RecordError;
 use crate::retry;
-
-/// Header names, stable for anyone reading the dead-letter topic.
-pub mod headers {
-    /// The reason label, e.g. `wrong_type`.
-    pub const REASON: &str = "rtdp.reason";
-    /// The field at fault, when one is.
-    pub const FIELD: &str = "rtdp.field";
-    /// The human-readable error.
-    pub const ERROR: &str = "rtdp.error";
-    /// The topic the record was read from.
-    pub const ORIGINAL_TOPIC: &str = "rtdp.original.topic";
-    /// Its partition.
-    pub const ORIGINAL_PARTITION: &str = "rtdp.original.partition";
-    /// Its offset.
-    pub const ORIGINAL_OFFSET: &str = "rtdp.original.offset";
-    /// Its timestamp in milliseconds.
-    pub const ORIGINAL_TIMESTAMP: &str = "rtdp.original.timestamp";
-    /// The pipeline, `namespace/name`.
-    pub const PIPELINE: &str = "rtdp.pipeline";
-    /// The table that refused the row (reason `write_rejected` only).
-    pub const TABLE: &str = "rtdp.table";
-}
 
 /// Sends one dead letter, retrying until the broker acknowledges it (a dead letter is never
 /// dropped; while Kafka is away the partition simply stops advancing). An error comes back

@@ -37,20 +37,19 @@ fn refuses_what_kafka_cannot_do_in_place() {
         partitions: 6,
         replication_factor: 1,
     };
-    let error = plan_topic(&declared(3, 1), Some(&existing)).expect_err("decrease");
-    assert_eq!(error.reason(), "NotSupported");
+    let refusal =
+        |declared_topic, what| plan_topic(&declared_topic, Some(&existing)).expect_err(what);
+    let decrease = refusal(declared(3, 1), "a decrease is refused");
+    assert_eq!(decrease.reason(), "NotSupported");
+    let message = decrease.to_string();
     assert!(
-        error
-            .to_string()
-            .contains("has 6 partitions in Kafka but declares 3"),
-        "{error}"
+        message.contains("has 6 partitions in Kafka but declares 3"),
+        "{message}"
     );
-    let error = plan_topic(&declared(6, 3), Some(&existing)).expect_err("replication change");
+    let message = refusal(declared(6, 3), "a replication change is refused").to_string();
     assert!(
-        error
-            .to_string()
-            .contains("replication factor is 1 in Kafka but declared 3"),
-        "{error}"
+        message.contains("replication factor is 1 in Kafka but declared 3"),
+        "{message}"
     );
 }
 
