@@ -141,6 +141,14 @@ pub struct PipelineSpec {
     /// default) keeps them and their data; `Delete` drops them.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+
+    /// Pause the pipeline: `true` stops processing (the processors scale to zero) and the
+    /// source (the CronJob is suspended, a continuous source scales to zero). The topics,
+    /// tables and the consumer group's committed offsets are kept, so `false` resumes from
+    /// the first record not yet stored. Records produced meanwhile wait in the topic, within
+    /// its retention.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -101,6 +101,9 @@ impl DesiredCondition {
     }
 }
 
+/// The reason of `RunnerReady` and `Ready` while `spec.suspend` is true.
+pub const SUSPENDED: &str = "Suspended";
+
 /// The order conditions are listed in.
 const ORDER: [&str; 6] = [
     condition_types::READY,
@@ -160,6 +163,16 @@ pub fn desired_status(pipeline: &Pipeline, observed: &Observed, now: Timestamp) 
             reason,
             message.clone(),
         )
+    } else if pipeline.spec.suspend {
+        DesiredCondition::new(
+            condition_types::RUNNER_READY,
+            false,
+            SUSPENDED,
+            format!(
+                "suspended by spec.suspend: processors and source stopped, offsets kept ({} processor replicas still ready)",
+                observed.ready_replicas
+            ),
+        )
     } else {
         let mut message = format!(
             "{} of {desired_replicas} processor replicas ready",
@@ -195,6 +208,13 @@ pub fn desired_status(pipeline: &Pipeline, observed: &Observed, now: Timestamp) 
             true,
             "Available",
             "the topics, the schema and the runner workloads are in place, and every processor replica of the current spec is ready".into(),
+        )
+    } else if pipeline.spec.suspend {
+        DesiredCondition::new(
+            condition_types::READY,
+            false,
+            SUSPENDED,
+            "the pipeline is suspended (spec.suspend: true); set it to false to resume".into(),
         )
     } else {
         DesiredCondition::new(

@@ -763,3 +763,64 @@ async fn a_new_generation_is_reported_before_the_slow_steps() {
         .await;
     world.cleanup().await;
 }
+
+/// `spec.suspend: true` scales the processors and the continuous source to zero, says so in
+/// `Ready`/`RunnerReady` (reason `Suspended`) and an Event, and keeps the topics and tables;
+/// `false` brings the declared replicas back with a `Resumed` Event.
+#[tokio::test]
+async fn suspend_stops_the_workloads_and_resume_restarts_them() {
+    let (world, _operator) = TestWorld::with_operator("op-suspend", &[]).await;
+    let name = "paused";
+    let mut pipeline = world.pipeline(name);
+    pipeline.spec.runner.replicas = 2;
+    let keyspace = pipeline.spec.cassandra.keyspace.name.clone();
+    let paused = world.scenario(name);
+    world.create(&pipeline).await;
+    paused.until_provisioned().await;
+    let replicas_of = |deployment: Deployment| deployment.spec.and_then(|spec| spec.replicas);
+    let processor = format!("{name}-processor");
+    let ingest = format!("{name}-ingest");
+    assert_eq!(replicas_of(world.get(&processor).await), Some(2));
+    assert_eq!(replicas_of(world.get(&ingest).await), Some(1));
+
+    paused.patch(serde_json::json!({"suspend": true})).await;
+    let suspended = paused.until("Ready", "False", Some("Suspended")).await;
+    assert_eq!(
+        condition_of(&suspended, "RunnerReady"),
+        ("False".to_string(), "Suspended".to_string()),
+        "RunnerReady says why no processor runs"
+    );
+    assert_eq!(
+        condition_of(&suspended, "Provisioned"),
+        ("True".to_string(), "Reconciled".to_string())
+    );
+    assert_eq!(replicas_of(world.get(&processor).await), Some(0));
+    assert_eq!(replicas_of(world.get(&ingest).await), Some(0));
+    paused.expect_events(&["Suspended"]).await;
+    let topic = format!("{}.{name}", world.namespace);
+    assert!(world.topic_exists(&topic).await, "the topic is kept");
+
+    paused.patch(serde_json::json!({"suspend": false})).await;
+    let resumed = world
+        .wait_for(
+            name,
+            "RunnerReady no longer Suspended",
+            Duration::from_secs(90),
+            |pipeline| {
+                find_condition(pipeline, "RunnerReady")
+                    .is_some_and(|condition| condition.reason != "Suspended")
+            },
+        )
+        .await;
+    assert_eq!(
+        condition_of(&resumed, "Provisioned"),
+        ("True".to_string(), "Reconciled".to_string())
+    );
+    assert_eq!(replicas_of(world.get(&processor).await), Some(2));
+    assert_eq!(replicas_of(world.get(&ingest).await), Some(1));
+    paused.expect_events(&["Resumed"]).await;
+
+    paused.delete_and_wait_gone(Duration::from_secs(60)).await;
+    world.drop_topics_and_keyspace(&topic, &keyspace).await;
+    world.cleanup().await;
+}

@@ -114,6 +114,11 @@ pub async fn run(
         metrics,
         health,
     } = options;
+    if pipeline.spec.suspend {
+        return Err(RunnerError::Config(
+            "spec.suspend is true: the pipeline is paused, so there is nothing to run; set spec.suspend: false (or remove it) to run it".into(),
+        ));
+    }
     let started = Instant::now();
     provision(pipeline, &overrides).await?;
 

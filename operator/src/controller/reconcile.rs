@@ -5,7 +5,7 @@
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use rtdp_crds::{DeletionPolicy, Pipeline};
+use rtdp_crds::{DeletionPolicy, Pipeline, condition_types};
 use rtdp_provisioning::cassandra::SchemaReport;
 use rtdp_provisioning::kafka::TopicReport;
 
@@ -106,7 +106,14 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
         Err(error) => steps.failed("ApplyWorkloads", error).await,
     };
     test_hooks::pause_after(context, Step::Workloads).await;
-    let desired_replicas = pipeline.spec.runner.replicas;
+    if matches!(workloads, StepOutcome::Done { .. }) {
+        suspension_events(pipeline, context).await;
+    }
+    let desired_replicas = if pipeline.spec.suspend {
+        0
+    } else {
+        pipeline.spec.runner.replicas
+    };
     // As `kubectl rollout status` judges it: every pod on the current template, and enough
     // of them ready. Pods of an old template still running mean the rollout is not done.
     let all_ready = replicas.ready >= desired_replicas
@@ -174,6 +181,36 @@ fn schema_done(pipeline: &Pipeline) -> StepOutcome {
             pipeline.qualified_table_names().join(", ")
         ),
     }
+}
+
+/// A Normal event when the workloads were just stopped or started again by `spec.suspend`,
+/// judged against the status the previous reconcile wrote.
+async fn suspension_events(pipeline: &Pipeline, context: &Context) {
+    let was_suspended = pipeline
+        .status
+        .as_ref()
+        .and_then(|status| {
+            status
+                .conditions
+                .iter()
+                .find(|condition| condition.type_ == condition_types::RUNNER_READY)
+        })
+        .is_some_and(|condition| condition.reason == status::SUSPENDED);
+    let (reason, note) = match (was_suspended, pipeline.spec.suspend) {
+        (false, true) => (
+            "Suspended",
+            "suspended: processors scaled to zero and the source stopped; the consumer group's offsets are kept",
+        ),
+        (true, false) => (
+            "Resumed",
+            "resumed: processors and source started again, from the first record not yet stored",
+        ),
+        _ => return,
+    };
+    context
+        .recorder
+        .publish_about(pipeline, EventType::Normal, reason, "Suspend", note.into())
+        .await;
 }
 
 /// What the apply steps share: the Pipeline, the context, and the errors met so far.

@@ -64,6 +64,8 @@ fn cron_job(workload: &Workload<'_>, schedule: &str) -> CronJob {
             successful_jobs_history_limit: Some(HISTORY_LIMIT),
             failed_jobs_history_limit: Some(HISTORY_LIMIT),
             starting_deadline_seconds: Some(STARTING_DEADLINE_SECONDS),
+            // Suspended: no new runs; a run already started finishes its pass.
+            suspend: Some(pipeline.spec.suspend),
             job_template: JobTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(job_labels),
@@ -101,8 +103,8 @@ fn deployment(workload: &Workload<'_>) -> Deployment {
     workload.deployment(
         name(workload.pipeline),
         Role::Ingest,
-        // One producer: a second would duplicate every record.
-        1,
+        // One producer: a second would duplicate every record. None while suspended.
+        if workload.pipeline.spec.suspend { 0 } else { 1 },
         Some(DeploymentStrategy {
             type_: Some("Recreate".into()),
             ..Default::default()

@@ -16,7 +16,12 @@ pub fn build(workload: &Workload<'_>) -> Deployment {
     workload.deployment(
         name(pipeline),
         Role::Processor,
-        pipeline.spec.runner.replicas,
+        // Suspended: no processor runs; the group's committed offsets stay where they are.
+        if pipeline.spec.suspend {
+            0
+        } else {
+            pipeline.spec.runner.replicas
+        },
         None,
         &["process", "--file", CONFIG_PATH],
     )

@@ -219,3 +219,26 @@ fn requests_and_limits_reach_every_runner_container() {
         assert_eq!(containers[0].resources.as_ref(), Some(&resources));
     }
 }
+
+#[test]
+fn suspend_stops_every_workload_and_keeps_the_rest() {
+    let replicas = |deployment: Deployment| deployment.spec.and_then(|spec| spec.replicas);
+    let mut scheduled = listings();
+    scheduled.spec.suspend = true;
+    let cron_job = cron_job_of(&scheduled);
+    assert_eq!(cron_job.spec.and_then(|spec| spec.suspend), Some(true));
+    assert_eq!(replicas(objects_of(&scheduled).processor), Some(0));
+    scheduled.spec.suspend = false;
+    let cron_job = cron_job_of(&scheduled);
+    assert_eq!(cron_job.spec.and_then(|spec| spec.suspend), Some(false));
+
+    let mut continuous = generated();
+    continuous.spec.suspend = true;
+    assert_eq!(replicas(continuous_ingest_of(&continuous)), Some(0));
+    let objects = objects_of(&continuous);
+    assert_eq!(replicas(objects.processor), Some(0));
+    // The ConfigMap and the Service stay: resuming needs nothing recreated.
+    assert!(objects.config_map.data.is_some());
+    continuous.spec.suspend = false;
+    assert_eq!(replicas(continuous_ingest_of(&continuous)), Some(1));
+}

@@ -121,6 +121,27 @@ fn ready_when_everything_is_in_place() {
 }
 
 #[test]
+fn a_suspended_pipeline_is_provisioned_but_not_ready() {
+    let mut pipeline = generated();
+    pipeline.spec.suspend = true;
+    let status = desired_status(&pipeline, &observed(), Timestamp::now());
+    assert_eq!(condition(&status, "Provisioned").status, "True");
+    for type_ in ["RunnerReady", "Ready"] {
+        let found = condition(&status, type_);
+        assert_eq!(
+            (found.status.as_str(), found.reason.as_str()),
+            ("False", SUSPENDED),
+            "{type_}"
+        );
+    }
+    assert!(
+        condition(&status, "Ready")
+            .message
+            .contains("spec.suspend: true")
+    );
+}
+
+#[test]
 fn a_failure_reaches_its_condition_ready_degraded_and_the_message() {
     let pipeline = generated();
     let mut observed = observed();
