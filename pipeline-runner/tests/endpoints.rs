@@ -130,3 +130,18 @@ async fn telemetry_answers_its_routes_and_a_busy_port_is_a_clear_error() {
     );
     process.terminate(Duration::from_secs(30));
 }
+
+/// A suspended manifest is paused on purpose: standalone mode refuses it (exit 2, bad
+/// configuration) and says how to run it, instead of provisioning and processing.
+#[tokio::test(flavor = "multi_thread")]
+async fn standalone_refuses_a_suspended_pipeline() {
+    let mut pipeline = listings_pipeline("suspended");
+    pipeline.spec.suspend = true;
+    let manifest = write_manifest(&pipeline);
+    let (status, log) = run_to_the_end(&["standalone", "--once", "--no-progress"], &manifest, &[]);
+    assert_eq!(status.code(), Some(2), "log:\n{log}");
+    assert!(
+        log.contains("spec.suspend is true") && log.contains("spec.suspend: false"),
+        "{log}"
+    );
+}
