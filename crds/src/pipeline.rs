@@ -81,6 +81,18 @@ pub const CRON_PATTERN: &str = concat!(
         description = "Ready runner replicas"
     ),
     printcolumn(
+        name = "Lag",
+        type_ = "integer",
+        json_path = ".status.freshness.lagRecords",
+        description = "Records in the topic not yet stored"
+    ),
+    printcolumn(
+        name = "Last-Stored",
+        type_ = "date",
+        json_path = ".status.freshness.lastStoredRecordTime",
+        description = "How old the newest stored record is"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -149,6 +161,30 @@ pub struct PipelineSpec {
     /// its retention.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
+
+    /// Freshness objectives: the `Fresh` condition says whether the stored data meets them
+    /// (measured every freshness period from Kafka; see `status.freshness`). Omit for no
+    /// objective and no `Fresh` condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo: Option<SloSpec>,
+}
+
+/// Freshness objectives for the stored data.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.maxLagSeconds) || has(self.maxStalenessSeconds)").message("set maxLagSeconds, maxStalenessSeconds or both"))]
+#[serde(rename_all = "camelCase")]
+pub struct SloSpec {
+    /// The longest a record may wait in the topic before it is stored, in seconds (the age of
+    /// the oldest record not yet stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_lag_seconds: Option<i64>,
+
+    /// The longest since the newest stored record was produced, in seconds: for sources that
+    /// produce continuously, a quiet source shows here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_staleness_seconds: Option<i64>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1078,6 +1114,40 @@ pub struct PipelineStatus {
     /// A human-readable message for the last error; absent when all is well.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+
+    /// How fresh the stored data is, measured from Kafka every freshness period (written by
+    /// the operator's freshness loop, its own field manager).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freshness: Option<FreshnessStatus>,
+}
+
+/// How far the processors are behind, from the consumer group's committed offsets (which
+/// advance only after Cassandra acknowledged a record's writes) and the Kafka timestamps of
+/// the records around them.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FreshnessStatus {
+    /// When this was measured (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<String>,
+
+    /// Records in the topic not yet stored, over all partitions.
+    #[serde(default)]
+    pub lag_records: i64,
+
+    /// How long the oldest record not yet stored has been waiting, in seconds; 0 when
+    /// nothing waits.
+    #[serde(default)]
+    pub lag_seconds: i64,
+
+    /// The Kafka timestamp of the newest record stored (RFC 3339); absent before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_stored_record_time: Option<String>,
+
+    /// Why the last measurement failed, if it did (the other fields are then from the last
+    /// one that worked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The condition types a Pipeline's status reports.
@@ -1097,6 +1167,8 @@ pub mod condition_types {
     pub const RUNNER_READY: &str = "RunnerReady";
     /// Something needs attention although the pipeline may still run.
     pub const DEGRADED: &str = "Degraded";
+    /// The stored data meets `spec.slo` (present only with an objective).
+    pub const FRESH: &str = "Fresh";
 }
 
 /// The headers of every dead letter: part of the API, stable for anyone reading the dead-letter

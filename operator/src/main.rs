@@ -84,6 +84,11 @@ struct Args {
     #[arg(long, env = "RTDP_RESYNC_SECONDS", default_value_t = 300)]
     resync_seconds: u64,
 
+    /// How often each Pipeline's freshness (consumer lag, last stored record) is read from
+    /// Kafka and written to its status, in seconds.
+    #[arg(long, env = "RTDP_FRESHNESS_PERIOD_SECONDS", default_value_t = 30)]
+    freshness_period_seconds: u64,
+
     /// Attempts at dropping a deleted Pipeline's topics and tables before the deletion is
     /// reported as blocked (with how to release it).
     #[arg(long, env = "RTDP_CLEANUP_ATTEMPTS", default_value_t = 5)]
@@ -194,6 +199,7 @@ async fn main() -> anyhow::Result<()> {
         backoff_max: Duration::from_secs(args.max_backoff_seconds.max(1)),
         cleanup_attempts: args.cleanup_attempts.max(1),
         concurrency: args.concurrency,
+        freshness_period: Duration::from_secs(args.freshness_period_seconds.max(1)),
         #[cfg(feature = "test-hooks")]
         test_hooks: controller::test_hooks::TestHooks {
             pause_after: args.test_pause_after,

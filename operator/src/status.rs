@@ -252,6 +252,8 @@ pub fn desired_status(pipeline: &Pipeline, observed: &Observed, now: Timestamp) 
         replicas: Some(desired_replicas),
         ready_replicas: Some(observed.ready_replicas),
         message,
+        // The freshness loop's own (see `reconcile_owned`).
+        freshness: None,
     }
 }
 
@@ -342,6 +344,16 @@ pub fn transitions<'a>(before: &[Condition], after: &'a [Condition]) -> Vec<&'a 
 /// Whether a condition is good news (`Ready=True`, `Degraded=False`, ...).
 pub fn is_healthy(condition: &Condition) -> bool {
     (condition.type_ == condition_types::DEGRADED) == (condition.status == "False")
+}
+
+/// The part of a status the reconcile owns: all but `freshness` and the `Fresh` condition,
+/// which the freshness loop writes with its own field manager.
+pub fn reconcile_owned(mut status: PipelineStatus) -> PipelineStatus {
+    status.freshness = None;
+    status
+        .conditions
+        .retain(|condition| ORDER.contains(&condition.type_.as_str()));
+    status
 }
 
 /// The body of a server-side apply on the status subresource.

@@ -7,7 +7,12 @@
 //! - [`apply`]: server-side apply of the owned Kubernetes objects;
 //! - [`runner_health`]: why processor pods are not ready;
 //! - [`status_update`]: writing the status and its transition events;
-//! - [`cleanup`]: the finalizer and deletion.
+//! - [`cleanup`]: the finalizer and deletion;
+//! - [`freshness`]: the loop that measures each Pipeline's lag into its status.
+//!
+//! A Pipeline is reconciled when its spec (generation), deletion or finalizers change, when an
+//! owned object changes, and on requeue; its status changing (every freshness period) does
+//! not trigger one.
 //!
 //! Errors: permanent ones (an invalid spec, a refused change) wait for the next change of the
 //! Pipeline; transient ones requeue with per-object exponential backoff. Every error reaches
@@ -16,6 +21,7 @@
 mod apply;
 mod cleanup;
 mod external_checks;
+pub mod freshness;
 mod reconcile;
 mod runner_health;
 mod status_update;
@@ -41,8 +47,9 @@ use kube::core::DeserializeGuard;
 use kube::core::error_boundary::InvalidObject;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::utils::PredicateConfig;
+use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource};
 use rtdp_crds::Pipeline;
 
@@ -74,6 +81,8 @@ pub struct Settings {
     pub cleanup_attempts: u32,
     /// Reconciles running at once.
     pub concurrency: u16,
+    /// How often each Pipeline's freshness is measured and written to its status.
+    pub freshness_period: Duration,
     /// Test hooks (`--features test-hooks` only).
     #[cfg(feature = "test-hooks")]
     pub test_hooks: test_hooks::TestHooks,
@@ -193,6 +202,11 @@ pub async fn run(
     } else {
         namespaces.into_iter().map(Some).collect()
     };
+    let freshness = freshness::run(
+        Arc::clone(&context),
+        scopes.clone(),
+        context.settings.freshness_period,
+    );
     let streams = scopes.into_iter().map(|namespace| {
         fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
         where
@@ -206,32 +220,58 @@ pub async fn run(
         let namespace = namespace.as_deref();
         let owned = || watcher::Config::default().labels(MANAGED_SELECTOR);
         let shutdown = shutdown.clone();
-        Controller::new(
+        let (reader, writer) = reflector::store();
+        let pipelines = watcher(
             api::<Guarded>(&client, namespace),
             watcher::Config::default(),
         )
-        .owns(api::<ConfigMap>(&client, namespace), owned())
-        .owns(api::<Deployment>(&client, namespace), owned())
-        .owns(api::<CronJob>(&client, namespace), owned())
-        .owns(api::<Service>(&client, namespace), owned())
-        .with_config(ControllerConfig::default().concurrency(context.settings.concurrency))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, Arc::clone(&context))
-        .boxed()
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(spec_or_lifecycle, PredicateConfig::default());
+        Controller::for_stream(pipelines, reader)
+            .owns(api::<ConfigMap>(&client, namespace), owned())
+            .owns(api::<Deployment>(&client, namespace), owned())
+            .owns(api::<CronJob>(&client, namespace), owned())
+            .owns(api::<Service>(&client, namespace), owned())
+            .with_config(ControllerConfig::default().concurrency(context.settings.concurrency))
+            .graceful_shutdown_on(shutdown)
+            .run(reconcile, error_policy, Arc::clone(&context))
+            .boxed()
     });
-    futures::stream::select_all(streams)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(pipeline = %object, "reconciled"),
-                // Reconcile errors were reported (log, event, metric, status) already.
-                Err(kube::runtime::controller::Error::ReconcilerFailed(error, object)) => {
-                    tracing::debug!(pipeline = %object, %error, "reconcile failed");
-                }
-                // Watch errors: e.g. the CRD is not installed, or no permission to list.
-                Err(error) => tracing::warn!(%error, "controller"),
+    let controllers = futures::stream::select_all(streams).for_each(|result| async move {
+        match result {
+            Ok((object, _)) => tracing::debug!(pipeline = %object, "reconciled"),
+            // Reconcile errors were reported (log, event, metric, status) already.
+            Err(kube::runtime::controller::Error::ReconcilerFailed(error, object)) => {
+                tracing::debug!(pipeline = %object, %error, "reconcile failed");
             }
-        })
-        .await;
+            // Watch errors: e.g. the CRD is not installed, or no permission to list.
+            Err(error) => tracing::warn!(%error, "controller"),
+        }
+    });
+    // The freshness loop never ends by itself: it stops with the controllers.
+    tokio::select! {
+        () = controllers => {}
+        () = freshness => {}
+    }
+}
+
+/// What a Pipeline's change must touch to be reconciled: its spec (the generation), its
+/// deletion or its finalizers. Status writes (the reconcile's own, the freshness loop's) and
+/// other metadata changes are not worth a reconcile.
+fn spec_or_lifecycle(pipeline: &Guarded) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let metadata = pipeline.meta();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    predicates::generation(pipeline).hash(&mut hasher);
+    metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|time| time.0.as_second())
+        .hash(&mut hasher);
+    metadata.finalizers.hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 /// Decides when a failed reconcile runs again: never by itself for permanent errors,

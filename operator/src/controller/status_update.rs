@@ -61,7 +61,9 @@ pub(super) async fn apply_status(
     context: &Context,
     status: PipelineStatus,
 ) -> Result<()> {
-    if pipeline.status.as_ref() == Some(&status) {
+    // Only what the reconcile owns: the freshness loop's fields stay its own.
+    let status = status::reconcile_owned(status);
+    if pipeline.status.clone().map(status::reconcile_owned) == Some(status.clone()) {
         return Ok(());
     }
     context

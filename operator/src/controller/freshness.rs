@@ -1,0 +1,323 @@
+//! The freshness loop: every freshness period, each provisioned Pipeline's lag is read from
+//! Kafka (`rtdp_provisioning::kafka::lag`) and written to `status.freshness`, with the `Fresh`
+//! condition when `spec.slo` sets an objective.
+//!
+//! It is a loop of its own rather than part of the reconcile so that a short period costs
+//! one Kafka read and at most one status patch per Pipeline, not a whole reconcile (which
+//! applies every owned object). It writes with its own field manager (`<manager>-freshness`),
+//! owning only `status.freshness` and the `Fresh` condition; the reconcile leaves both alone
+//! (`status::reconcile_owned`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::events::EventType;
+use rtdp_crds::{FreshnessStatus, Pipeline, SloSpec, condition_types};
+use rtdp_provisioning::kafka::{GroupLag, client_config, read_group_lag};
+use serde_json::json;
+
+use super::Context;
+use crate::kafka::client_properties;
+use crate::status::{DesiredCondition, merge_conditions};
+
+/// How long one Kafka read may take (each request, and the reading of the timestamps).
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pipelines measured at once.
+const CONCURRENT_READS: usize = 8;
+
+/// Measures every Pipeline in `scopes` (a namespace each, `None` for all) once per `period`,
+/// until dropped.
+pub(super) async fn run(context: Arc<Context>, scopes: Vec<Option<String>>, period: Duration) {
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        for scope in &scopes {
+            let api: Api<Pipeline> = match scope {
+                Some(namespace) => Api::namespaced(context.client.clone(), namespace),
+                None => Api::all(context.client.clone()),
+            };
+            let pipelines = match api.list(&ListParams::default()).await {
+                Ok(list) => list.items,
+                Err(error) => {
+                    tracing::warn!(%error, ?scope, "listing Pipelines to measure their freshness");
+                    continue;
+                }
+            };
+            futures::stream::iter(pipelines.iter().filter(|pipeline| is_measurable(pipeline)))
+                .for_each_concurrent(CONCURRENT_READS, |pipeline| measure(&context, pipeline))
+                .await;
+        }
+    }
+}
+
+/// A Pipeline whose topic exists (it was provisioned once) and that is not being deleted.
+fn is_measurable(pipeline: &Pipeline) -> bool {
+    pipeline.metadata.deletion_timestamp.is_none()
+        && pipeline.status.as_ref().is_some_and(|status| {
+            status.conditions.iter().any(|condition| {
+                condition.type_ == condition_types::TOPIC_READY && condition.status == "True"
+            })
+        })
+}
+
+/// Reads one Pipeline's lag and writes its freshness (and `Fresh`) when they changed.
+async fn measure(context: &Context, pipeline: &Pipeline) {
+    let now = Timestamp::now();
+    let previous = pipeline
+        .status
+        .as_ref()
+        .and_then(|status| status.freshness.clone());
+    let freshness = match read_lag(context, pipeline).await {
+        Ok(lag) => freshness_of(&lag, now),
+        Err(error) => {
+            tracing::info!(pipeline = %pipeline.name_any(), %error, "reading the lag");
+            FreshnessStatus {
+                observed_at: Some(whole_seconds(now).to_string()),
+                error: Some(error),
+                ..previous.clone().unwrap_or_default()
+            }
+        }
+    };
+    let existing: Vec<Condition> = pipeline
+        .status
+        .as_ref()
+        .map(|status| status.conditions.clone())
+        .unwrap_or_default();
+    let fresh = pipeline
+        .spec
+        .slo
+        .as_ref()
+        .map(|slo| verdict(slo, &freshness, now));
+    if let Some(fresh) = &fresh {
+        let before = existing
+            .iter()
+            .find(|condition| condition.type_ == condition_types::FRESH);
+        let status = if fresh.status { "True" } else { "False" };
+        if before.is_none_or(|before| before.status != status || before.reason != fresh.reason) {
+            context
+                .recorder
+                .publish_about(
+                    pipeline,
+                    if fresh.status {
+                        EventType::Normal
+                    } else {
+                        EventType::Warning
+                    },
+                    &fresh.reason,
+                    "MeasureFreshness",
+                    format!("Fresh is {status}: {}", fresh.message),
+                )
+                .await;
+        }
+    }
+    let conditions: Vec<Condition> = merge_conditions(
+        &existing,
+        fresh.into_iter().collect(),
+        pipeline.metadata.generation,
+        now,
+    )
+    .into_iter()
+    .filter(|condition| condition.type_ == condition_types::FRESH)
+    .collect();
+    let body = json!({
+        "apiVersion": "rtdp.dev/v1alpha1",
+        "kind": "Pipeline",
+        "status": {"freshness": freshness, "conditions": conditions},
+    });
+    let manager = format!("{}-freshness", context.settings.field_manager);
+    let result = context
+        .pipelines(pipeline)
+        .patch_status(
+            &pipeline.name_any(),
+            &PatchParams::apply(&manager).force(),
+            &Patch::Apply(body),
+        )
+        .await;
+    if let Err(error) = result {
+        tracing::warn!(pipeline = %pipeline.name_any(), %error, "writing the freshness");
+    }
+}
+
+/// Reads the lag of the Pipeline's processors from its Kafka cluster.
+async fn read_lag(context: &Context, pipeline: &Pipeline) -> Result<GroupLag, String> {
+    let properties = client_properties(&context.client, pipeline)
+        .await
+        .map_err(|error| error.to_string())?;
+    let config = client_config(
+        &pipeline.spec.kafka.bootstrap_servers.join(","),
+        &properties,
+    );
+    read_group_lag(
+        &config,
+        &pipeline.topic_name(),
+        &pipeline.consumer_group(),
+        READ_TIMEOUT,
+    )
+    .await
+    .map_err(|error| error.to_string())
+}
+
+/// The freshness a lag reading amounts to at `now`. Pure.
+pub fn freshness_of(lag: &GroupLag, now: Timestamp) -> FreshnessStatus {
+    FreshnessStatus {
+        observed_at: Some(whole_seconds(now).to_string()),
+        lag_records: lag.records(),
+        lag_seconds: lag.lag_seconds(now.as_millisecond()),
+        last_stored_record_time: lag
+            .last_stored_millis()
+            .and_then(|millis| Timestamp::from_millisecond(millis).ok())
+            .map(|time| time.to_string()),
+        error: None,
+    }
+}
+
+/// `time` without its fraction of a second, as Kubernetes writes times.
+fn whole_seconds(time: Timestamp) -> Timestamp {
+    Timestamp::from_second(time.as_second()).unwrap_or(time)
+}
+
+/// Whether `freshness` meets `slo` at `now`: the `Fresh` condition. Pure.
+pub fn verdict(slo: &SloSpec, freshness: &FreshnessStatus, now: Timestamp) -> DesiredCondition {
+    if let Some(error) = &freshness.error {
+        return DesiredCondition::new(
+            condition_types::FRESH,
+            false,
+            "NotMeasured",
+            format!("the lag could not be read from Kafka: {error}"),
+        );
+    }
+    if let Some(max) = slo.max_lag_seconds
+        && freshness.lag_seconds > max
+    {
+        return DesiredCondition::new(
+            condition_types::FRESH,
+            false,
+            "LagExceeded",
+            format!(
+                "the oldest record not yet stored has waited {} s, over maxLagSeconds {max} ({} records waiting)",
+                freshness.lag_seconds, freshness.lag_records
+            ),
+        );
+    }
+    if let Some(max) = slo.max_staleness_seconds {
+        let stored = freshness
+            .last_stored_record_time
+            .as_deref()
+            .and_then(|time| time.parse::<Timestamp>().ok());
+        let staleness = stored.map(|stored| (now - stored).get_seconds());
+        match staleness {
+            None => {
+                return DesiredCondition::new(
+                    condition_types::FRESH,
+                    false,
+                    "Stale",
+                    format!("no record stored yet (maxStalenessSeconds {max})"),
+                );
+            }
+            Some(seconds) if seconds > max => {
+                return DesiredCondition::new(
+                    condition_types::FRESH,
+                    false,
+                    "Stale",
+                    format!(
+                        "the newest stored record was produced {seconds} s ago, over maxStalenessSeconds {max}"
+                    ),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    DesiredCondition::new(
+        condition_types::FRESH,
+        true,
+        "WithinObjective",
+        format!(
+            "{} records waiting, the oldest for {} s: within spec.slo",
+            freshness.lag_records, freshness.lag_seconds
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use rtdp_provisioning::kafka::PartitionPosition;
+
+    use super::*;
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + seconds).expect("a time")
+    }
+
+    fn lag(waiting_since: Option<i64>, stored_at: Option<i64>) -> GroupLag {
+        GroupLag {
+            partitions: vec![PartitionPosition {
+                partition: 0,
+                low: 0,
+                high: 10,
+                committed: Some(if waiting_since.is_some() { 7 } else { 10 }),
+                last_stored_millis: stored_at.map(|seconds| at(seconds).as_millisecond()),
+                oldest_waiting_millis: waiting_since.map(|seconds| at(seconds).as_millisecond()),
+            }],
+        }
+    }
+
+    #[test]
+    fn freshness_reports_records_age_and_the_last_stored_time() {
+        let freshness = freshness_of(&lag(Some(100), Some(90)), at(130));
+        assert_eq!(freshness.lag_records, 3);
+        assert_eq!(freshness.lag_seconds, 30);
+        assert_eq!(
+            freshness.last_stored_record_time.as_deref(),
+            Some("2023-11-14T22:14:50Z")
+        );
+        let caught_up = freshness_of(&lag(None, Some(90)), at(130));
+        assert_eq!((caught_up.lag_records, caught_up.lag_seconds), (0, 0));
+    }
+
+    #[test]
+    fn the_verdict_names_the_objective_missed() {
+        let slo = SloSpec {
+            max_lag_seconds: Some(60),
+            max_staleness_seconds: Some(300),
+        };
+        let fresh = verdict(
+            &slo,
+            &freshness_of(&lag(Some(100), Some(90)), at(130)),
+            at(130),
+        );
+        assert_eq!(
+            (fresh.status, fresh.reason.as_str()),
+            (true, "WithinObjective")
+        );
+        let late = verdict(
+            &slo,
+            &freshness_of(&lag(Some(100), Some(90)), at(200)),
+            at(200),
+        );
+        assert_eq!((late.status, late.reason.as_str()), (false, "LagExceeded"));
+        assert!(
+            late.message.contains("100 s, over maxLagSeconds 60"),
+            "{}",
+            late.message
+        );
+        let stale = verdict(&slo, &freshness_of(&lag(None, Some(90)), at(500)), at(500));
+        assert_eq!((stale.status, stale.reason.as_str()), (false, "Stale"));
+        let never = verdict(&slo, &freshness_of(&lag(None, None), at(500)), at(500));
+        assert_eq!((never.status, never.reason.as_str()), (false, "Stale"));
+        let unread = FreshnessStatus {
+            error: Some("Kafka is unreachable".into()),
+            ..FreshnessStatus::default()
+        };
+        let unknown = verdict(&slo, &unread, at(500));
+        assert_eq!(
+            (unknown.status, unknown.reason.as_str()),
+            (false, "NotMeasured")
+        );
+    }
+}

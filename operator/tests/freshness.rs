@@ -1,0 +1,156 @@
+//! Freshness in status against the real local stack: records waiting in the topic show as
+//! `status.freshness.lagRecords`/`lagSeconds` and a `Fresh=False` (reason `LagExceeded`)
+//! against `spec.slo`; once the processors' consumer group commits them (done here by the
+//! test, as the local stack has no kubelet to run processors), the lag is 0, the last stored
+//! record's time is its Kafka timestamp and `Fresh` is True. A reconcile of a new generation
+//! leaves the freshness loop's fields alone (two field managers, one status).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestWorld, find_condition};
+use k8s_openapi::jiff::Timestamp;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rtdp_crds::{Pipeline, SloSpec};
+use rtdp_test_support::kafka_bootstrap_servers;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn kafka() -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", kafka_bootstrap_servers());
+    config
+}
+
+fn freshness(pipeline: &Pipeline) -> Option<&rtdp_crds::FreshnessStatus> {
+    pipeline.status.as_ref()?.freshness.as_ref()
+}
+
+fn fresh_reason(pipeline: &Pipeline) -> Option<&str> {
+    find_condition(pipeline, "Fresh").map(|condition| condition.reason.as_str())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lag_and_the_last_stored_record_reach_the_status_and_the_objective() {
+    let (world, _operator) =
+        TestWorld::with_operator("op-freshness", &["--freshness-period-seconds", "1"]).await;
+    let name = "fresh";
+    let mut pipeline = world.pipeline(name);
+    pipeline.spec.source = None;
+    pipeline.spec.slo = Some(SloSpec {
+        max_lag_seconds: Some(1),
+        max_staleness_seconds: None,
+    });
+    let keyspace = pipeline.spec.cassandra.keyspace.name.clone();
+    let scenario = world.scenario(name);
+    world.create(&pipeline).await;
+    let provisioned = scenario.until_provisioned().await;
+    let topic = provisioned.topic_name();
+    let group = provisioned.consumer_group();
+
+    // Nothing produced yet: no lag, nothing stored, and the objective is met.
+    world
+        .wait_for(
+            name,
+            "an empty topic measured",
+            Duration::from_secs(60),
+            |pipeline| {
+                freshness(pipeline).is_some_and(|freshness| freshness.lag_records == 0)
+                    && fresh_reason(pipeline) == Some("WithinObjective")
+            },
+        )
+        .await;
+
+    // Five records wait unprocessed. The main topic stamps records with LogAppendTime, so
+    // their timestamps are when they reached Kafka: between these two readings of the clock.
+    let before = Timestamp::now().as_millisecond();
+    let producer: FutureProducer = kafka().set("acks", "all").create().expect("a producer");
+    for index in 0..5_i64 {
+        let payload = format!("{{\"zpid\":{index}}}");
+        producer
+            .send(
+                FutureRecord::<(), _>::to(&topic)
+                    .partition(0)
+                    .payload(&payload),
+                TIMEOUT,
+            )
+            .await
+            .expect("producing a record");
+    }
+    let after = Timestamp::now().as_millisecond();
+    let late = world
+        .wait_for(
+            name,
+            "5 records lagging",
+            Duration::from_secs(60),
+            |pipeline| {
+                freshness(pipeline).is_some_and(|freshness| {
+                    freshness.lag_records == 5 && freshness.lag_seconds >= 2
+                }) && fresh_reason(pipeline) == Some("LagExceeded")
+            },
+        )
+        .await;
+    // Over maxLagSeconds (1) once they have waited two seconds.
+    let measured = freshness(&late).expect("freshness");
+    assert_eq!(measured.last_stored_record_time, None, "nothing stored yet");
+    scenario.expect_events(&["LagExceeded"]).await;
+
+    // A new generation is reconciled; the freshness loop's fields survive its status write.
+    scenario
+        .patch(serde_json::json!({"runner": {"concurrency": 64}}))
+        .await;
+    let reconciled = world
+        .wait_for(
+            name,
+            "the new generation reconciled",
+            Duration::from_secs(60),
+            |pipeline| {
+                find_condition(pipeline, "Provisioned").is_some_and(|condition| {
+                    condition.observed_generation == pipeline.metadata.generation
+                })
+            },
+        )
+        .await;
+    assert!(freshness(&reconciled).is_some(), "{:?}", reconciled.status);
+    assert_eq!(fresh_reason(&reconciled), Some("LagExceeded"));
+
+    // The processors' group commits all five: caught up, the last one stored.
+    let consumer: BaseConsumer = kafka()
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("a consumer of the processors' group");
+    let mut offsets = TopicPartitionList::new();
+    offsets
+        .add_partition_offset(&topic, 0, Offset::Offset(5))
+        .expect("an offset");
+    consumer
+        .commit(&offsets, CommitMode::Sync)
+        .expect("committing");
+    let caught_up = world
+        .wait_for(name, "caught up", Duration::from_secs(60), |pipeline| {
+            freshness(pipeline).is_some_and(|freshness| freshness.lag_records == 0)
+                && fresh_reason(pipeline) == Some("WithinObjective")
+        })
+        .await;
+    let measured = freshness(&caught_up).expect("freshness");
+    assert_eq!(measured.lag_seconds, 0);
+    let stored: Timestamp = measured
+        .last_stored_record_time
+        .as_deref()
+        .expect("the last stored record's time")
+        .parse()
+        .expect("an RFC 3339 time");
+    assert!(
+        (before - 1000..=after + 1000).contains(&stored.as_millisecond()),
+        "the last stored record reached Kafka between {before} and {after}: {stored}"
+    );
+    scenario.expect_events(&["WithinObjective"]).await;
+
+    scenario.delete_and_wait_gone(Duration::from_secs(60)).await;
+    world.drop_topics_and_keyspace(&topic, &keyspace).await;
+    world.cleanup().await;
+}
