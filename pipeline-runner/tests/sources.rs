@@ -1,7 +1,7 @@
 //! The ingest role's sources against the local stack's real Kafka: HTTP sources (POST with a
 //! body and inline headers, Cursor and NextUrl pagination, `maxPages`, `timeoutSeconds`,
-//! `pollInterval`) served by a recording HTTP server of the test. Every test reads back what
-//! reached the topic.
+//! `pollInterval`) served by a recording HTTP server of the test, and the generator's rate
+//! and total. Every test reads back what reached the topic.
 
 mod common;
 
@@ -235,6 +235,8 @@ async fn ingest_once(pipeline: &Pipeline) -> IngestReport {
 /// A record read back from the topic.
 struct Produced {
     key: Option<String>,
+    payload: Json,
+    timestamp: i64,
 }
 
 /// Every record of the pipeline's topic (all its partitions, from the beginning to the end
@@ -284,6 +286,9 @@ fn topic_records(pipeline: &Pipeline) -> Vec<Produced> {
             key: message
                 .key()
                 .map(|key| String::from_utf8_lossy(key).into_owned()),
+            payload: serde_json::from_slice(message.payload().expect("a payload"))
+                .expect("a JSON payload"),
+            timestamp: message.timestamp().to_millis().expect("a timestamp"),
         });
     }
     records
@@ -669,4 +674,72 @@ async fn a_continuous_source_polls_again_after_its_interval() {
     let mut expected: Vec<String> = (0..passes).flat_map(|_| zpids(&served)).collect();
     expected.sort();
     assert_eq!(topic_keys(&pipeline), expected);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_generator_produces_exactly_total_records_at_its_rate() {
+    let text = include_str!("../../examples/generated-listings.yaml");
+    let mut pipeline =
+        rtdp_crds::parse_pipeline(text, "generated-listings.yaml").expect("the example parses");
+    let listings_example = listings_pipeline("generator");
+    pipeline.metadata = listings_example.metadata.clone();
+    pipeline.spec.topic.name = listings_example.spec.topic.name.clone();
+    pipeline.spec.topic.partitions = 3;
+    pipeline.spec.kafka.bootstrap_servers = listings_example.spec.kafka.bootstrap_servers.clone();
+    let generator = pipeline
+        .spec
+        .source
+        .as_mut()
+        .and_then(|source| source.generator.as_mut())
+        .expect("the example's generator");
+    generator.records_per_second = 100;
+    generator.total_records = Some(200);
+    generator.distinct_keys = 50;
+    // The producer's timestamps (taken when each record is handed to the producer), not the
+    // broker's: the first batch waits for the producer's connection.
+    pipeline
+        .spec
+        .topic
+        .config
+        .insert("message.timestamp.type".into(), "CreateTime".into());
+    create_topics(&pipeline).await;
+
+    let started = Instant::now();
+    let report = ingest_once(&pipeline).await;
+    let elapsed = started.elapsed();
+    assert_eq!((report.records, report.failures), (200, 0), "{report:?}");
+    // Record n is due n / rate seconds after the start: the 200th at 1.99 s. Only a lower
+    // bound: a loaded machine may take longer.
+    assert!(
+        elapsed >= Duration::from_millis(1990),
+        "200 records at 100/s took only {elapsed:?}"
+    );
+
+    let records = topic_records(&pipeline);
+    assert_eq!(records.len(), 200, "exactly totalRecords reach the topic");
+    let mut sequences: Vec<u64> = records
+        .iter()
+        .map(|record| record.payload["sequence"].as_u64().expect("a sequence"))
+        .collect();
+    sequences.sort_unstable();
+    assert_eq!(
+        sequences,
+        (0..200).collect::<Vec<u64>>(),
+        "each record once"
+    );
+    let keys: std::collections::BTreeSet<&str> = records
+        .iter()
+        .map(|record| record.key.as_deref().expect("a key"))
+        .collect();
+    assert_eq!(keys.len(), 50, "distinctKeys keys, cycled");
+    // Paced while producing, not in one burst: the records were handed to the producer over
+    // at least 1.5 s (of the 1.99 s, less what a slow first tick may bunch up).
+    let first = records.iter().map(|record| record.timestamp).min();
+    let last = records.iter().map(|record| record.timestamp).max();
+    let spread = last.zip(first).map(|(last, first)| last - first);
+    eprintln!("200 records in {elapsed:?}, their timestamps over {spread:?} ms");
+    assert!(
+        spread.is_some_and(|spread| spread >= 1500),
+        "the records' timestamps spread over {spread:?} ms"
+    );
 }
