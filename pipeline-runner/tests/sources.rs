@@ -1,7 +1,8 @@
 //! The ingest role's sources against the local stack's real Kafka: HTTP sources (POST with a
 //! body and inline headers, Cursor and NextUrl pagination, `maxPages`, `timeoutSeconds`,
-//! `pollInterval`) served by a recording HTTP server of the test, and the generator's rate
-//! and total. Every test reads back what reached the topic.
+//! `pollInterval`) served by a recording HTTP server of the test, the generator's rate and
+//! total, and the producer's batches (`runner.batch.maxRecords`). Every test reads back what
+//! reached the topic.
 
 mod common;
 
@@ -676,15 +677,24 @@ async fn a_continuous_source_polls_again_after_its_interval() {
     assert_eq!(topic_keys(&pipeline), expected);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_generator_produces_exactly_total_records_at_its_rate() {
+/// The generated-listings example on the local stack, with `partitions` partitions and the
+/// generator at `rate` records a second, `total` records over `keys` keys; its topics
+/// created, stamped with the producer's timestamps (taken when each record is handed to the
+/// producer) rather than the broker's (the first batch waits for the producer's connection).
+async fn generator_pipeline(
+    prefix: &str,
+    partitions: i32,
+    rate: i32,
+    total: i64,
+    keys: i64,
+) -> Pipeline {
     let text = include_str!("../../examples/generated-listings.yaml");
     let mut pipeline =
         rtdp_crds::parse_pipeline(text, "generated-listings.yaml").expect("the example parses");
-    let listings_example = listings_pipeline("generator");
+    let listings_example = listings_pipeline(prefix);
     pipeline.metadata = listings_example.metadata.clone();
     pipeline.spec.topic.name = listings_example.spec.topic.name.clone();
-    pipeline.spec.topic.partitions = 3;
+    pipeline.spec.topic.partitions = partitions;
     pipeline.spec.kafka.bootstrap_servers = listings_example.spec.kafka.bootstrap_servers.clone();
     let generator = pipeline
         .spec
@@ -692,17 +702,21 @@ async fn the_generator_produces_exactly_total_records_at_its_rate() {
         .as_mut()
         .and_then(|source| source.generator.as_mut())
         .expect("the example's generator");
-    generator.records_per_second = 100;
-    generator.total_records = Some(200);
-    generator.distinct_keys = 50;
-    // The producer's timestamps (taken when each record is handed to the producer), not the
-    // broker's: the first batch waits for the producer's connection.
+    generator.records_per_second = rate;
+    generator.total_records = Some(total);
+    generator.distinct_keys = keys;
     pipeline
         .spec
         .topic
         .config
         .insert("message.timestamp.type".into(), "CreateTime".into());
     create_topics(&pipeline).await;
+    pipeline
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_generator_produces_exactly_total_records_at_its_rate() {
+    let pipeline = generator_pipeline("generator", 3, 100, 200, 50).await;
 
     let started = Instant::now();
     let report = ingest_once(&pipeline).await;
@@ -741,5 +755,71 @@ async fn the_generator_produces_exactly_total_records_at_its_rate() {
     assert!(
         spread.is_some_and(|spread| spread >= 1500),
         "the records' timestamps spread over {spread:?} ms"
+    );
+}
+
+/// The records of each batch the broker stored for partition 0 of `topic`, in order, read
+/// from its segment files (record batch format v2: the record count is at byte 57 of a
+/// batch, whose length is at byte 8).
+fn stored_batches(topic: &str) -> Vec<i32> {
+    let directory = rtdp_test_support::kafka_log_dir().join(format!("{topic}-0"));
+    let mut segments: Vec<std::path::PathBuf> = std::fs::read_dir(&directory)
+        .unwrap_or_else(|error| panic!("reading {}: {error}", directory.display()))
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| path.extension().is_some_and(|extension| extension == "log"))
+        .collect();
+    segments.sort();
+    let mut batches = Vec::new();
+    for segment in segments {
+        let bytes = std::fs::read(&segment)
+            .unwrap_or_else(|error| panic!("reading {}: {error}", segment.display()));
+        let int = |at: usize| {
+            i32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
+        let mut at = 0;
+        while at + 61 <= bytes.len() {
+            assert_eq!(
+                bytes[at + 16],
+                2,
+                "record batch format v2 in {}",
+                segment.display()
+            );
+            batches.push(int(at + 57));
+            at += 12 + usize::try_from(int(at + 8)).expect("a batch length");
+        }
+        assert_eq!(
+            at,
+            bytes.len(),
+            "{} ends with a whole batch",
+            segment.display()
+        );
+    }
+    batches
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_producer_puts_at_most_max_records_in_a_batch() {
+    let mut largest = Vec::new();
+    for max_records in [7, 500] {
+        // 700 records at once (the rate is far above what one 10 ms tick can send) and 100 ms
+        // for a batch to fill: only maxRecords ends a batch early.
+        let mut pipeline = generator_pipeline("producer-batch", 1, 1_000_000, 700, 700).await;
+        pipeline.spec.runner.batch.max_records = max_records;
+        pipeline.spec.runner.batch.max_delay_milliseconds = 100;
+        let report = ingest_once(&pipeline).await;
+        assert_eq!((report.records, report.failures), (700, 0), "{report:?}");
+        let batches = stored_batches(&pipeline.topic_name());
+        eprintln!("maxRecords {max_records}: batches of {batches:?}");
+        assert_eq!(batches.iter().sum::<i32>(), 700, "every record stored once");
+        largest.push(batches.iter().copied().max().unwrap_or_default());
+    }
+    assert_eq!(
+        largest[0], 7,
+        "with maxRecords 7, no batch holds more than 7, and full batches hold 7"
+    );
+    assert!(
+        (8..=500).contains(&largest[1]),
+        "with maxRecords 500, batches hold more than 7 (so 7 was the bound at work): {}",
+        largest[1]
     );
 }
