@@ -10,8 +10,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rtdp_crds::{DerivedFieldSpec, Pipeline, TableSpec};
-use rtdp_test_support::eventually;
+use rtdp_crds::{DerivedFieldSpec, Pipeline, TableSpec, WriteConsistency};
+use rtdp_test_support::{cassandra_contact_points, eventually};
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::statement::Consistency;
 use serde_json::{Value as Json, json};
 
 /// The price of every listing in `listings_by_id`, by zpid.
@@ -303,4 +306,98 @@ async fn zstd_compressed_records_are_processed() {
     .await;
     let status = process.terminate(Duration::from_secs(30));
     assert!(status.success(), "process exit: {status}");
+}
+
+/// `tables[].consistency` is the level of each table's INSERT. On the one-node test cluster a
+/// keyspace of replication factor 2 has one live replica of two: Cassandra takes writes at
+/// ONE and refuses writes at ALL as unavailable, naming the level it was asked for. So the
+/// ONE table fills while the ALL table stays empty; lowered to ONE, the ALL table gets the
+/// same records (re-delivered: a record is done only when every table has it).
+#[tokio::test(flavor = "multi_thread")]
+async fn each_table_writes_at_its_declared_consistency() {
+    let mut pipeline = listings_pipeline("consistency");
+    pipeline
+        .spec
+        .cassandra
+        .keyspace
+        .replication
+        .replication_factor = Some(2);
+    let names: Vec<&str> = pipeline
+        .spec
+        .cassandra
+        .tables
+        .iter()
+        .map(|table| table.name.as_str())
+        .collect();
+    assert_eq!(names, ["listings_by_id", "listings_by_city"]);
+    pipeline.spec.cassandra.tables[0].consistency = WriteConsistency::One;
+    pipeline.spec.cassandra.tables[1].consistency = WriteConsistency::All;
+    provision(&pipeline).await;
+    // The test reads at ONE: the driver's default, LOCAL_QUORUM, is unavailable here too.
+    let profile = ExecutionProfile::builder()
+        .consistency(Consistency::One)
+        .build();
+    let session = SessionBuilder::new()
+        .known_nodes(cassandra_contact_points())
+        .default_execution_profile_handle(profile.into_handle())
+        .build()
+        .await
+        .expect("connecting to Cassandra");
+    let keyspace = pipeline.spec.cassandra.keyspace.name.clone();
+    let by_id = format!("{keyspace}.listings_by_id");
+    let by_city = format!("{keyspace}.listings_by_city");
+
+    let producer = producer(&pipeline);
+    let topic = pipeline.topic_name();
+    let count = 10;
+    for index in 0..count {
+        let (zpid, payload) = listing_with_price(index, 100_000 + index as i64);
+        produce(&producer, &topic, &zpid, Some(payload.as_bytes())).await;
+    }
+
+    let manifest = write_manifest(&pipeline);
+    let process = Runner::start(&["process"], &manifest, &[]);
+    wait_for_rows(&session, &by_id, 1, Duration::from_secs(60)).await;
+    let refusal = eventually(
+        "Cassandra refusing the writes at ALL as unavailable",
+        Duration::from_secs(60),
+        || async {
+            process
+                .log_text()
+                .lines()
+                .find(|line| line.contains("Cassandra write failed; retrying"))
+                .map(str::to_string)
+        },
+    )
+    .await;
+    eprintln!("{refusal}");
+    assert!(
+        refusal.contains("consistency: All") && refusal.contains("required: 2, alive: 1"),
+        "the refusal names the level ALL and the replicas: {refusal}"
+    );
+    assert!(
+        read_rows(&session, &by_city).await.is_empty(),
+        "no write at ALL can succeed with one live replica of two"
+    );
+    process.kill();
+
+    pipeline.spec.cassandra.tables[1].consistency = WriteConsistency::One;
+    // The same Pipeline (so the same consumer group), in a file of its own (so a log of its
+    // own).
+    let lowered = manifest.with_extension("lowered.yaml");
+    std::fs::rename(write_manifest(&pipeline), &lowered).expect("moving the manifest");
+    let process = Runner::start(&["process"], &lowered, &[]);
+    wait_for_rows(&session, &by_city, count, Duration::from_secs(60)).await;
+    wait_offsets_at_end(&pipeline, Duration::from_secs(60)).await;
+    assert_eq!(read_rows(&session, &by_id).await.len(), count);
+    assert!(
+        !process.log_text().contains("Cassandra write failed"),
+        "at ONE nothing is refused:\n{}",
+        process.log_text()
+    );
+    process.terminate(Duration::from_secs(30));
+    session
+        .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
+        .await
+        .expect("dropping the test keyspace");
 }

@@ -330,3 +330,175 @@ async fn replication_and_ttl_changes_are_applied() {
         .await
         .expect("dropping the test keyspace");
 }
+
+/// The dead-letter topic has a config of its own (`topic.deadLetter.config`), set at creation
+/// and set back after drift, and its partitions (`topic.deadLetter.partitions`) grow in place
+/// when raised, never shrink.
+#[tokio::test]
+async fn the_dead_letter_topic_takes_its_own_config_and_grows() {
+    /// The value of `key` in the configs the broker reports for `topic`; `None` until the
+    /// topic is known.
+    async fn config_value(
+        admin: &rtdp_provisioning::kafka::Admin,
+        topic: &str,
+        key: &str,
+    ) -> Option<String> {
+        let results = admin
+            .describe_configs(&[ResourceSpecifier::Topic(topic)], &AdminOptions::new())
+            .await
+            .ok()?;
+        results
+            .into_iter()
+            .flatten()
+            .flat_map(|resource| resource.entries)
+            .find(|entry| entry.name == key)
+            .and_then(|entry| entry.value)
+    }
+    /// Waits until the broker reports `expected` for `key` of `topic`.
+    async fn wait_for_config(
+        admin: &rtdp_provisioning::kafka::Admin,
+        topic: &str,
+        key: &str,
+        expected: &str,
+    ) {
+        eventually(
+            &format!("{topic}: {key}={expected}"),
+            Duration::from_secs(30),
+            || async {
+                (config_value(admin, topic, key).await.as_deref() == Some(expected)).then_some(())
+            },
+        )
+        .await;
+    }
+    /// Waits until `topic` has `partitions` partitions.
+    async fn wait_for_partitions(
+        admin: &rtdp_provisioning::kafka::Admin,
+        topic: &str,
+        partitions: i32,
+    ) {
+        eventually(
+            &format!("{topic} with {partitions} partitions"),
+            Duration::from_secs(30),
+            || async {
+                read_topic(admin, topic)
+                    .await
+                    .ok()
+                    .flatten()
+                    .filter(|found| found.partitions == partitions)
+                    .map(|_| ())
+            },
+        )
+        .await;
+    }
+
+    let admin = admin_client(&kafka_bootstrap_servers(), &BTreeMap::new()).expect("admin client");
+    let mut pipeline = pipeline();
+    pipeline.spec.topic.dead_letter.config = BTreeMap::from([
+        ("retention.ms".to_string(), "7200000".to_string()),
+        ("max.message.bytes".to_string(), "2097152".to_string()),
+    ]);
+    let topic = pipeline.topic_name();
+    let dead_letter = pipeline.dead_letter_topic_name();
+
+    // Created with its config; the main topic does not get it.
+    let report = ensure_topics(&admin, &pipeline)
+        .await
+        .expect("creating the topics");
+    assert_eq!(report.created, vec![topic.clone(), dead_letter.clone()]);
+    wait_for_config(&admin, &dead_letter, "retention.ms", "7200000").await;
+    wait_for_config(&admin, &dead_letter, "max.message.bytes", "2097152").await;
+    wait_for_partitions(&admin, &dead_letter, 1).await;
+    let main_retention = config_value(&admin, &topic, "retention.ms").await;
+    assert!(
+        main_retention.is_some() && main_retention.as_deref() != Some("7200000"),
+        "the dead-letter config is not the main topic's: retention.ms {main_retention:?}"
+    );
+
+    // Drift by hand: set back, and only on the dead-letter topic. The legacy AlterConfigs
+    // replaces the whole dynamic config, so max.message.bytes drifts too.
+    let drift =
+        AlterConfig::new(ResourceSpecifier::Topic(&dead_letter)).set("retention.ms", "60000");
+    admin
+        .alter_configs(&[drift], &AdminOptions::new())
+        .await
+        .expect("altering the dead-letter config by hand");
+    let expected_reset = format!("{dead_letter}: retention.ms");
+    let report = eventually(
+        "the dead-letter drift seen and set back",
+        Duration::from_secs(30),
+        || {
+            let admin = admin.clone();
+            let pipeline = pipeline.clone();
+            let expected_reset = expected_reset.clone();
+            async move {
+                let report = ensure_topics(&admin, &pipeline)
+                    .await
+                    .expect("resetting drift");
+                report
+                    .config_reset
+                    .contains(&expected_reset)
+                    .then_some(report)
+            }
+        },
+    )
+    .await;
+    assert!(
+        report
+            .config_reset
+            .iter()
+            .all(|entry| entry.starts_with(&format!("{dead_letter}: "))),
+        "only the dead-letter topic drifted: {report:?}"
+    );
+    wait_for_config(&admin, &dead_letter, "retention.ms", "7200000").await;
+    wait_for_config(&admin, &dead_letter, "max.message.bytes", "2097152").await;
+
+    // Raised partitions grow the existing dead-letter topic in place; the main topic stays.
+    pipeline.spec.topic.dead_letter.partitions = Some(3);
+    let report = ensure_topics(&admin, &pipeline)
+        .await
+        .expect("growing the dead-letter topic");
+    assert_eq!(report.grown, vec![dead_letter.clone()], "{report:?}");
+    assert!(report.created.is_empty(), "{report:?}");
+    wait_for_partitions(&admin, &dead_letter, 3).await;
+    let main = read_topic(&admin, &topic)
+        .await
+        .expect("metadata")
+        .expect("the topic");
+    assert_eq!(main.partitions, pipeline.spec.topic.partitions);
+    // Growing kept the config.
+    assert_eq!(
+        config_value(&admin, &dead_letter, "retention.ms")
+            .await
+            .as_deref(),
+        Some("7200000")
+    );
+
+    // Fewer is refused and nothing changes.
+    pipeline.spec.topic.dead_letter.partitions = Some(2);
+    let error = ensure_topics(&admin, &pipeline)
+        .await
+        .expect_err("a decrease is refused");
+    assert!(
+        matches!(&error, ProvisionError::TopicNotSupported { topic, .. } if *topic == dead_letter),
+        "{error}"
+    );
+    let existing = read_topic(&admin, &dead_letter)
+        .await
+        .expect("metadata")
+        .expect("the dead-letter topic");
+    assert_eq!(existing.partitions, 3);
+
+    delete_topics(&admin, &pipeline)
+        .await
+        .expect("deleting the topics");
+    eventually(
+        "the dead-letter topic to be gone",
+        Duration::from_secs(30),
+        || {
+            let admin = admin.clone();
+            let dead_letter = dead_letter.clone();
+            async move { matches!(read_topic(&admin, &dead_letter).await, Ok(None)).then_some(()) }
+        },
+    )
+    .await;
+}

@@ -161,6 +161,18 @@ pub fn kafka_ca_file() -> String {
     path
 }
 
+/// The local Kafka's log directory (its `log.dirs`: one directory of segment files per
+/// partition), for tests that read what the broker stored, batch by batch.
+pub fn kafka_log_dir() -> std::path::PathBuf {
+    let path = std::path::PathBuf::from(required_env("KAFKA_LOG_DIR"));
+    assert!(
+        path.join("meta.properties").is_file(),
+        "KAFKA_LOG_DIR {} is not the local Kafka's log directory; {HOW_TO_START}",
+        path.display()
+    );
+    path
+}
+
 /// The SCRAM user of the local Kafka: (username, password).
 pub fn kafka_sasl_credentials() -> (String, String) {
     (

@@ -40,6 +40,7 @@ pub struct HttpIngest {
     source: HttpSource,
     url: Url,
     headers: HeaderMap,
+    timeout: Duration,
     base_backoff: Duration,
 }
 
@@ -90,6 +91,7 @@ impl HttpIngest {
             source: source.clone(),
             url,
             headers,
+            timeout,
             base_backoff: Duration::from_millis(500),
         })
     }
@@ -295,7 +297,7 @@ impl HttpIngest {
             .send()
             .await
             .map_err(|error| {
-                FetchFailure::retryable(format!("requesting {url}: {}", error_chain(&error)))
+                FetchFailure::retryable(format!("requesting {url}: {}", self.describe(&error)))
             })?;
         let status = response.status();
         if !status.is_success() {
@@ -314,7 +316,7 @@ impl HttpIngest {
         let body = response.bytes().await.map_err(|error| {
             FetchFailure::retryable(format!(
                 "reading the response of {url}: {}",
-                error_chain(&error)
+                self.describe(&error)
             ))
         })?;
         let document = serde_json::from_slice::<Json>(&body).map_err(|error| {
@@ -322,6 +324,20 @@ impl HttpIngest {
         })?;
         count(metrics, "ok");
         Ok(document)
+    }
+
+    /// A request error with its causes; a timeout also names the limit (reqwest says only
+    /// "operation timed out"; connecting has at most 10 s of it).
+    fn describe(&self, error: &reqwest::Error) -> String {
+        if error.is_timeout() {
+            format!(
+                "timed out (timeoutSeconds: {}): {}",
+                self.timeout.as_secs(),
+                error_chain(error)
+            )
+        } else {
+            error_chain(error)
+        }
     }
 }
 
