@@ -21,11 +21,13 @@ test: ## Every test: formatting, lints, unit and integration tests against the r
 	@dev/stack run -- $(MAKE) --no-print-directory integration
 	@dev/kind-e2e
 
-lint: ## rustfmt and clippy (warnings are errors); builds the fuzz targets so they cannot rot
+lint: ## rustfmt, clippy (warnings are errors), cargo-deny (licenses, duplicate versions, sources); builds the fuzz targets so they cannot rot
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked $(TEST_FEATURES) -- -D warnings
 	@# The data plane links no Kubernetes client (the API types crate carries only derives).
 	@! $(CARGO) tree --locked -p pipeline-runner -e normal -i kube-client 2>/dev/null | grep -q kube-client || { echo "pipeline-runner depends on kube-client; the API types must not pull a Kubernetes client" >&2; exit 1; }
+	@# Licenses, duplicate versions and sources (deny.toml); cargo-deny is built once into the cache.
+	@dev/deny
 	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 	$(CARGO) build --locked --manifest-path fuzz/Cargo.toml --bins --target-dir target
 
