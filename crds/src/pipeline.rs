@@ -904,11 +904,11 @@ pub enum WriteConsistency {
 
 /// How the runner workloads run.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("!has(self.autoscaling)").message("runner.autoscaling is not implemented yet: set runner.replicas (lag-based autoscaling is planned)").field_path(".autoscaling"))]
 #[serde(rename_all = "camelCase")]
 pub struct RunnerSpec {
     /// Replicas of the process Deployment. More than the topic's partitions only adds idle
-    /// consumers.
+    /// consumers. With `autoscaling`, the replicas the processors start with, until the
+    /// autoscaler's first decision (kept within its bounds).
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0, max = 1000))]
     pub replicas: i32,
@@ -931,8 +931,10 @@ pub struct RunnerSpec {
     #[schemars(range(min = 1, max = 4096))]
     pub concurrency: i32,
 
-    /// Not implemented yet, so refused: scaling the process Deployment on consumer lag is
-    /// planned. Set `replicas`.
+    /// Scale the processors on consumer lag: the operator reads the lag every freshness period
+    /// and sets the replicas to ⌈records waiting ÷ targetLag⌉, within minReplicas..maxReplicas
+    /// and never above the topic's partitions, with stabilisation windows against flapping.
+    /// Each decision is an Event and is in `status.autoscaling`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingSpec>,
 }
@@ -993,7 +995,7 @@ fn default_batch_max_delay_milliseconds() -> i32 {
     20
 }
 
-/// Autoscaling bounds.
+/// Lag-based autoscaling of the processors.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("autoscaling.minReplicas must not exceed maxReplicas"))]
 #[serde(rename_all = "camelCase")]
@@ -1002,14 +1004,32 @@ pub struct AutoscalingSpec {
     #[schemars(range(min = 1, max = 1000))]
     pub min_replicas: i32,
 
-    /// The most replicas; more than the topic's partitions only adds idle consumers.
+    /// The most replicas; the topic's partition count caps it too (a replica beyond it would
+    /// have no partition to read).
     #[schemars(range(min = 1, max = 1000))]
     pub max_replicas: i32,
 
-    /// The consumer lag (records per partition) to keep below.
+    /// Records waiting per replica to aim for: the replicas wanted are the records waiting
+    /// (over all partitions) divided by this, rounded up.
     #[serde(default = "default_target_lag")]
     #[schemars(range(min = 1))]
     pub target_lag: i64,
+
+    /// How long a higher replica count must be wanted before scaling up, in seconds (the
+    /// lowest recommendation of the window wins). 0 scales up at once.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 3600))]
+    pub scale_up_stabilization_seconds: i64,
+
+    /// How long a lower replica count must be wanted before scaling down, in seconds (the
+    /// highest recommendation of the window wins).
+    #[serde(default = "default_scale_down_stabilization")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub scale_down_stabilization_seconds: i64,
+}
+
+fn default_scale_down_stabilization() -> i64 {
+    300
 }
 
 fn default_target_lag() -> i64 {
@@ -1119,6 +1139,27 @@ pub struct PipelineStatus {
     /// the operator's freshness loop, its own field manager).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub freshness: Option<FreshnessStatus>,
+
+    /// The autoscaler's last decision (with `spec.runner.autoscaling`; written by the
+    /// freshness loop).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingStatus>,
+}
+
+/// What the lag-based autoscaler decided last.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingStatus {
+    /// The processor replicas it set.
+    pub desired_replicas: i32,
+
+    /// When it last changed them (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<String>,
+
+    /// Why: the lag, the target and the bounds that gave this count.
+    #[serde(default)]
+    pub message: String,
 }
 
 /// How far the processors are behind, from the consumer group's committed offsets (which

@@ -284,13 +284,21 @@ fn invalid_cases(name: &str) -> Vec<InvalidCase> {
             expected: &["spec.deletionPolicy", "Unsupported value: \"Orphan\""],
         },
         InvalidCase {
-            what: "autoscaling, which is not implemented yet",
+            what: "autoscaling bounds upside down",
             manifest: set(
                 valid(),
                 "/spec/runner",
-                json!({"autoscaling": {"minReplicas": 1, "maxReplicas": 4}}),
+                json!({"autoscaling": {"minReplicas": 5, "maxReplicas": 4}}),
             ),
-            expected: &["spec.runner.autoscaling", "not implemented yet"],
+            expected: &[
+                "spec.runner.autoscaling",
+                "minReplicas must not exceed maxReplicas",
+            ],
+        },
+        InvalidCase {
+            what: "an objective without a bound",
+            manifest: set(valid(), "/spec/slo", json!({})),
+            expected: &["spec.slo", "set maxLagSeconds, maxStalenessSeconds or both"],
         },
         InvalidCase {
             what: "a Pipeline name that is not a DNS label",

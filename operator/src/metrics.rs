@@ -30,7 +30,24 @@ pub struct Metrics {
     duration: Histogram,
     leader: Gauge,
     external_checks: Counter,
+    pipeline_lag_records: Family<Labels, Gauge>,
+    pipeline_lag_seconds: Family<Labels, Gauge>,
+    pipeline_last_stored: Family<Labels, Gauge>,
+    pipeline_replicas: Family<Labels, Gauge>,
     healthy: AtomicBool,
+}
+
+/// One Pipeline's freshness, as the freshness loop measured it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PipelineGauges {
+    /// Records waiting.
+    pub lag_records: i64,
+    /// Seconds the oldest waiting record has waited.
+    pub lag_seconds: i64,
+    /// The newest stored record's Kafka timestamp, in seconds since the epoch.
+    pub last_stored_seconds: Option<i64>,
+    /// The processor replicas wanted.
+    pub processor_replicas: i64,
 }
 
 impl Default for Metrics {
@@ -73,6 +90,31 @@ impl Metrics {
             "Reconciles that checked the topics and tables in Kafka and Cassandra (a new spec, a failure, the resync period); the others reuse the last check",
             external_checks.clone(),
         );
+        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let family = Family::<Labels, Gauge>::default();
+            registry.register(name, help, family.clone());
+            family
+        };
+        let pipeline_lag_records = gauge(
+            &mut registry,
+            "rtdp_pipeline_lag_records",
+            "Records in a Pipeline's topic not yet stored (from the processors' committed offsets)",
+        );
+        let pipeline_lag_seconds = gauge(
+            &mut registry,
+            "rtdp_pipeline_lag_seconds",
+            "How long the oldest record not yet stored has waited, in seconds",
+        );
+        let pipeline_last_stored = gauge(
+            &mut registry,
+            "rtdp_pipeline_last_stored_record_timestamp_seconds",
+            "The Kafka timestamp of the newest stored record, in seconds since the epoch",
+        );
+        let pipeline_replicas = gauge(
+            &mut registry,
+            "rtdp_pipeline_processor_replicas",
+            "The processor replicas a Pipeline wants (declared, autoscaled, or 0 while suspended)",
+        );
         Self {
             registry,
             reconciles,
@@ -80,6 +122,10 @@ impl Metrics {
             duration,
             leader,
             external_checks,
+            pipeline_lag_records,
+            pipeline_lag_seconds,
+            pipeline_last_stored,
+            pipeline_replicas,
             healthy: AtomicBool::new(true),
         }
     }
@@ -103,6 +149,44 @@ impl Metrics {
         self.failures
             .get_or_create(&vec![("reason".to_string(), reason.to_string())])
             .inc();
+    }
+
+    /// Sets a Pipeline's gauges (labels `namespace`, `pipeline`).
+    pub fn set_pipeline(&self, namespace: &str, pipeline: &str, gauges: PipelineGauges) {
+        let labels = vec![
+            ("namespace".to_string(), namespace.to_string()),
+            ("pipeline".to_string(), pipeline.to_string()),
+        ];
+        self.pipeline_lag_records
+            .get_or_create(&labels)
+            .set(gauges.lag_records);
+        self.pipeline_lag_seconds
+            .get_or_create(&labels)
+            .set(gauges.lag_seconds);
+        if let Some(seconds) = gauges.last_stored_seconds {
+            self.pipeline_last_stored
+                .get_or_create(&labels)
+                .set(seconds);
+        }
+        self.pipeline_replicas
+            .get_or_create(&labels)
+            .set(gauges.processor_replicas);
+    }
+
+    /// Drops a deleted Pipeline's gauges.
+    pub fn forget_pipeline(&self, namespace: &str, pipeline: &str) {
+        let labels = vec![
+            ("namespace".to_string(), namespace.to_string()),
+            ("pipeline".to_string(), pipeline.to_string()),
+        ];
+        for family in [
+            &self.pipeline_lag_records,
+            &self.pipeline_lag_seconds,
+            &self.pipeline_last_stored,
+            &self.pipeline_replicas,
+        ] {
+            family.remove(&labels);
+        }
     }
 
     /// Marks whether this replica leads.

@@ -67,6 +67,8 @@ pub struct Observed {
     pub schema: StepOutcome,
     /// The Kubernetes objects (ConfigMap, workloads, Service).
     pub workloads: StepOutcome,
+    /// Processor replicas wanted: declared, autoscaled, or 0 while suspended.
+    pub desired_replicas: i32,
     /// Processor replicas the Deployment reports as ready.
     pub ready_replicas: i32,
     /// Whether every processor pod runs the current pod template (no rollout under way).
@@ -118,7 +120,7 @@ const ORDER: [&str; 6] = [
 /// the runner workloads are in place; `RunnerReady` reports the processor's ready replicas as
 /// the Deployment does.
 pub fn desired_status(pipeline: &Pipeline, observed: &Observed, now: Timestamp) -> PipelineStatus {
-    let desired_replicas = pipeline.spec.runner.replicas;
+    let desired_replicas = observed.desired_replicas;
     let steps = [&observed.topics, &observed.schema, &observed.workloads];
     let failures: Vec<(&'static str, &str)> =
         steps.iter().filter_map(|step| step.failure()).collect();
@@ -254,6 +256,7 @@ pub fn desired_status(pipeline: &Pipeline, observed: &Observed, now: Timestamp) 
         message,
         // The freshness loop's own (see `reconcile_owned`).
         freshness: None,
+        autoscaling: None,
     }
 }
 
@@ -346,10 +349,11 @@ pub fn is_healthy(condition: &Condition) -> bool {
     (condition.type_ == condition_types::DEGRADED) == (condition.status == "False")
 }
 
-/// The part of a status the reconcile owns: all but `freshness` and the `Fresh` condition,
-/// which the freshness loop writes with its own field manager.
+/// The part of a status the reconcile owns: all but `freshness`, `autoscaling` and the
+/// `Fresh` condition, which the freshness loop writes with its own field manager.
 pub fn reconcile_owned(mut status: PipelineStatus) -> PipelineStatus {
     status.freshness = None;
+    status.autoscaling = None;
     status
         .conditions
         .retain(|condition| ORDER.contains(&condition.type_.as_str()));

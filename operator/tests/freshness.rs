@@ -15,7 +15,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use rtdp_crds::{Pipeline, SloSpec};
-use rtdp_test_support::kafka_bootstrap_servers;
+use rtdp_test_support::{eventually, kafka_bootstrap_servers};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -35,7 +35,7 @@ fn fresh_reason(pipeline: &Pipeline) -> Option<&str> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lag_and_the_last_stored_record_reach_the_status_and_the_objective() {
-    let (world, _operator) =
+    let (world, operator) =
         TestWorld::with_operator("op-freshness", &["--freshness-period-seconds", "1"]).await;
     let name = "fresh";
     let mut pipeline = world.pipeline(name);
@@ -96,6 +96,17 @@ async fn lag_and_the_last_stored_record_reach_the_status_and_the_objective() {
     // Over maxLagSeconds (1) once they have waited two seconds.
     let measured = freshness(&late).expect("freshness");
     assert_eq!(measured.last_stored_record_time, None, "nothing stored yet");
+    // The same reading, as a metric per Pipeline.
+    let sample = format!(
+        "rtdp_pipeline_lag_records{{namespace=\"{}\",pipeline=\"{name}\"}}",
+        world.namespace
+    );
+    eventually("the lag metric", Duration::from_secs(30), || {
+        let operator = &operator;
+        let sample = sample.clone();
+        async move { (operator.metric(&sample).await == Some(5.0)).then_some(()) }
+    })
+    .await;
     scenario.expect_events(&["LagExceeded"]).await;
 
     // A new generation is reconciled; the freshness loop's fields survive its status write.

@@ -1,6 +1,7 @@
 //! The freshness loop: every freshness period, each provisioned Pipeline's lag is read from
 //! Kafka (`rtdp_provisioning::kafka::lag`) and written to `status.freshness`, with the `Fresh`
-//! condition when `spec.slo` sets an objective.
+//! condition when `spec.slo` sets an objective; with `spec.runner.autoscaling`, the same
+//! reading drives the autoscaler (`super::autoscaler`).
 //!
 //! It is a loop of its own rather than part of the reconcile so that a short period costs
 //! one Kafka read and at most one status patch per Pipeline, not a whole reconcile (which
@@ -8,21 +9,26 @@
 //! owning only `status.freshness` and the `Fresh` condition; the reconcile leaves both alone
 //! (`status::reconcile_owned`).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::events::EventType;
-use rtdp_crds::{FreshnessStatus, Pipeline, SloSpec, condition_types};
+use kube::runtime::reflector::ObjectRef;
+use rtdp_crds::{AutoscalingStatus, FreshnessStatus, Pipeline, SloSpec, condition_types};
 use rtdp_provisioning::kafka::{GroupLag, client_config, read_group_lag};
 use serde_json::json;
 
-use super::Context;
+use super::{Context, Guarded, autoscaler};
 use crate::kafka::client_properties;
+use crate::metrics::PipelineGauges;
+use crate::resources;
 use crate::status::{DesiredCondition, merge_conditions};
 
 /// How long one Kafka read may take (each request, and the reading of the timestamps).
@@ -32,27 +38,63 @@ const CONCURRENT_READS: usize = 8;
 
 /// Measures every Pipeline in `scopes` (a namespace each, `None` for all) once per `period`,
 /// until dropped.
-pub(super) async fn run(context: Arc<Context>, scopes: Vec<Option<String>>, period: Duration) {
+/// Where to ask for a reconcile: per controller, its namespace (`None`: all) and its channel.
+pub(super) type Triggers = Vec<(Option<String>, UnboundedSender<ObjectRef<Guarded>>)>;
+
+/// Measures every Pipeline in `scopes` (a namespace each, `None` for all) once per `period`,
+/// until dropped; asks the controller serving a Pipeline for a reconcile through `triggers`
+/// when the autoscaler changed its replicas.
+pub(super) async fn run(
+    context: Arc<Context>,
+    scopes: Vec<Option<String>>,
+    period: Duration,
+    triggers: Triggers,
+) {
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The Pipelines measured in the last round: one that is gone loses its gauges.
+    let mut measured: HashSet<(String, String, String)> = HashSet::new();
     loop {
         ticks.tick().await;
+        let mut now_measured = HashSet::new();
         for scope in &scopes {
-            let api: Api<Pipeline> = match scope {
+            // Guarded: one Pipeline that cannot be read must not stop the others' measurement.
+            let api: Api<Guarded> = match scope {
                 Some(namespace) => Api::namespaced(context.client.clone(), namespace),
                 None => Api::all(context.client.clone()),
             };
-            let pipelines = match api.list(&ListParams::default()).await {
-                Ok(list) => list.items,
+            let pipelines: Vec<Pipeline> = match api.list(&ListParams::default()).await {
+                Ok(list) => list
+                    .items
+                    .into_iter()
+                    .filter_map(|guarded| guarded.0.ok())
+                    .filter(is_measurable)
+                    .collect(),
                 Err(error) => {
                     tracing::warn!(%error, ?scope, "listing Pipelines to measure their freshness");
+                    // Keep the last round's gauges of this scope rather than drop them.
+                    now_measured.extend(measured.iter().cloned());
                     continue;
                 }
             };
-            futures::stream::iter(pipelines.iter().filter(|pipeline| is_measurable(pipeline)))
-                .for_each_concurrent(CONCURRENT_READS, |pipeline| measure(&context, pipeline))
+            now_measured.extend(pipelines.iter().map(|pipeline| {
+                (
+                    pipeline.namespace_or_default(),
+                    pipeline.name_any(),
+                    pipeline.metadata.uid.clone().unwrap_or_default(),
+                )
+            }));
+            futures::stream::iter(&pipelines)
+                .for_each_concurrent(CONCURRENT_READS, |pipeline| {
+                    measure(&context, pipeline, &triggers)
+                })
                 .await;
         }
+        for (namespace, name, uid) in measured.difference(&now_measured) {
+            context.metrics.forget_pipeline(namespace, name);
+            context.autoscaler.forget(uid);
+        }
+        measured = now_measured;
     }
 }
 
@@ -66,14 +108,16 @@ fn is_measurable(pipeline: &Pipeline) -> bool {
         })
 }
 
-/// Reads one Pipeline's lag and writes its freshness (and `Fresh`) when they changed.
-async fn measure(context: &Context, pipeline: &Pipeline) {
+/// Reads one Pipeline's lag; writes its freshness, `Fresh` and the autoscaler's decision.
+async fn measure(context: &Context, pipeline: &Pipeline, triggers: &Triggers) {
     let now = Timestamp::now();
     let previous = pipeline
         .status
         .as_ref()
         .and_then(|status| status.freshness.clone());
-    let freshness = match read_lag(context, pipeline).await {
+    let lag = read_lag(context, pipeline).await;
+    let autoscaling = autoscale(context, pipeline, lag.as_ref().ok(), now, triggers).await;
+    let freshness = match lag {
         Ok(lag) => freshness_of(&lag, now),
         Err(error) => {
             tracing::info!(pipeline = %pipeline.name_any(), %error, "reading the lag");
@@ -125,10 +169,31 @@ async fn measure(context: &Context, pipeline: &Pipeline) {
     .into_iter()
     .filter(|condition| condition.type_ == condition_types::FRESH)
     .collect();
+    context.metrics.set_pipeline(
+        &pipeline.namespace_or_default(),
+        &pipeline.name_any(),
+        PipelineGauges {
+            lag_records: freshness.lag_records,
+            lag_seconds: freshness.lag_seconds,
+            last_stored_seconds: freshness
+                .last_stored_record_time
+                .as_deref()
+                .and_then(|time| time.parse::<Timestamp>().ok())
+                .map(Timestamp::as_second),
+            processor_replicas: i64::from(resources::processor::replicas(
+                pipeline,
+                autoscaling.as_ref().map(|status| status.desired_replicas),
+            )),
+        },
+    );
+    let mut status = json!({"freshness": freshness, "conditions": conditions});
+    if let Some(autoscaling) = autoscaling {
+        status["autoscaling"] = json!(autoscaling);
+    }
     let body = json!({
         "apiVersion": "rtdp.dev/v1alpha1",
         "kind": "Pipeline",
-        "status": {"freshness": freshness, "conditions": conditions},
+        "status": status,
     });
     let manager = format!("{}-freshness", context.settings.field_manager);
     let result = context
@@ -142,6 +207,87 @@ async fn measure(context: &Context, pipeline: &Pipeline) {
     if let Err(error) = result {
         tracing::warn!(pipeline = %pipeline.name_any(), %error, "writing the freshness");
     }
+}
+
+/// The autoscaler's part: with `spec.runner.autoscaling`, a recommendation from the lag, a
+/// stabilised decision, an Event and a reconcile when the replicas change. Returns what
+/// `status.autoscaling` should say (`None` without autoscaling). Without a lag reading, or
+/// while suspended, the last decision stands.
+async fn autoscale(
+    context: &Context,
+    pipeline: &Pipeline,
+    lag: Option<&GroupLag>,
+    now: Timestamp,
+    triggers: &Triggers,
+) -> Option<AutoscalingStatus> {
+    let uid = pipeline.metadata.uid.clone().unwrap_or_default();
+    let Some(spec) = &pipeline.spec.runner.autoscaling else {
+        context.autoscaler.forget(&uid);
+        return None;
+    };
+    let previous = pipeline
+        .status
+        .as_ref()
+        .and_then(|status| status.autoscaling.clone());
+    let current = autoscaler::current_replicas(pipeline, spec, context.autoscaler.decided(&uid));
+    let Some(lag) = lag.filter(|_| !pipeline.spec.suspend) else {
+        if pipeline.spec.suspend {
+            context.autoscaler.forget(&uid);
+        }
+        return Some(previous.unwrap_or(AutoscalingStatus {
+            desired_replicas: current,
+            last_scale_time: None,
+            message: "no lag reading yet".into(),
+        }));
+    };
+    let partitions = i32::try_from(lag.partitions.len()).unwrap_or(i32::MAX);
+    let recommendation = autoscaler::recommend(spec, lag.records(), partitions);
+    let (replicas, decision) =
+        context
+            .autoscaler
+            .observe(&uid, spec, &recommendation, current, now);
+    let mut message = recommendation.reason.clone();
+    if recommendation.replicas != replicas {
+        message = format!("{message}; {replicas} kept (stabilisation window)");
+    }
+    let mut last_scale_time = previous.and_then(|previous| previous.last_scale_time);
+    if let Some(decision) = decision {
+        let (reason, verb) = if decision.to > decision.from {
+            ("ScaledUp", "up")
+        } else {
+            ("ScaledDown", "down")
+        };
+        context
+            .recorder
+            .publish_about(
+                pipeline,
+                EventType::Normal,
+                reason,
+                "Autoscale",
+                format!(
+                    "scaled the processors {verb} from {} to {}: {}",
+                    decision.from, decision.to, decision.reason
+                ),
+            )
+            .await;
+        last_scale_time = Some(whole_seconds(now).to_string());
+        let reference = ObjectRef::<Guarded>::new(&pipeline.name_any())
+            .within(&pipeline.namespace_or_default());
+        for (scope, sender) in triggers {
+            if scope
+                .as_deref()
+                .is_none_or(|namespace| namespace == pipeline.namespace_or_default())
+            {
+                // A closed channel means the controller stopped; nothing to ask then.
+                let _ = sender.unbounded_send(reference.clone());
+            }
+        }
+    }
+    Some(AutoscalingStatus {
+        desired_replicas: replicas,
+        last_scale_time,
+        message,
+    })
 }
 
 /// Reads the lag of the Pipeline's processors from its Kafka cluster.
@@ -210,7 +356,7 @@ pub fn verdict(slo: &SloSpec, freshness: &FreshnessStatus, now: Timestamp) -> De
             .last_stored_record_time
             .as_deref()
             .and_then(|time| time.parse::<Timestamp>().ok());
-        let staleness = stored.map(|stored| (now - stored).get_seconds());
+        let staleness = stored.map(|stored| now.duration_since(stored).as_secs());
         match staleness {
             None => {
                 return DesiredCondition::new(

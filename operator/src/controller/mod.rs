@@ -8,7 +8,9 @@
 //! - [`runner_health`]: why processor pods are not ready;
 //! - [`status_update`]: writing the status and its transition events;
 //! - [`cleanup`]: the finalizer and deletion;
-//! - [`freshness`]: the loop that measures each Pipeline's lag into its status.
+//! - [`freshness`]: the loop that measures each Pipeline's lag into its status;
+//! - [`autoscaler`]: the lag-based replica decisions the freshness loop makes and the
+//!   reconcile applies.
 //!
 //! A Pipeline is reconciled when its spec (generation), deletion or finalizers change, when an
 //! owned object changes, and on requeue; its status changing (every freshness period) does
@@ -19,6 +21,7 @@
 //! the status message, a Warning event and the failure metric's `reason` label.
 
 mod apply;
+pub mod autoscaler;
 mod cleanup;
 mod external_checks;
 pub mod freshness;
@@ -104,6 +107,8 @@ pub struct Context {
     pub cassandra: CassandraSessions,
     /// When each Pipeline's topics and tables were last found as declared.
     external: external_checks::ExternalChecks,
+    /// The lag-based autoscaler's recommendations and decisions.
+    autoscaler: autoscaler::Autoscaler,
     failures: Mutex<HashMap<ObjectRef<Guarded>, u32>>,
     cleanup_failures: Mutex<HashMap<String, u32>>,
 }
@@ -131,6 +136,7 @@ impl Context {
             kafka: KafkaClients::default(),
             cassandra: CassandraSessions::default(),
             external: external_checks::ExternalChecks::default(),
+            autoscaler: autoscaler::Autoscaler::default(),
             failures: Mutex::default(),
             cleanup_failures: Mutex::default(),
         }
@@ -202,43 +208,57 @@ pub async fn run(
     } else {
         namespaces.into_iter().map(Some).collect()
     };
+    // The freshness loop asks for a reconcile when the autoscaler changed a Pipeline's
+    // replicas (its status write alone does not trigger one): one channel per controller.
+    let mut triggers = Vec::new();
+    let mut trigger_streams = Vec::new();
+    for scope in &scopes {
+        let (sender, receiver) = futures::channel::mpsc::unbounded::<ObjectRef<Guarded>>();
+        triggers.push((scope.clone(), sender));
+        trigger_streams.push(receiver);
+    }
     let freshness = freshness::run(
         Arc::clone(&context),
         scopes.clone(),
         context.settings.freshness_period,
+        triggers,
     );
-    let streams = scopes.into_iter().map(|namespace| {
-        fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-        where
-            K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-        {
-            match namespace {
-                Some(namespace) => Api::namespaced(client.clone(), namespace),
-                None => Api::all(client.clone()),
+    let streams = scopes
+        .into_iter()
+        .zip(trigger_streams)
+        .map(|(namespace, triggered)| {
+            fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+            where
+                K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+            {
+                match namespace {
+                    Some(namespace) => Api::namespaced(client.clone(), namespace),
+                    None => Api::all(client.clone()),
+                }
             }
-        }
-        let namespace = namespace.as_deref();
-        let owned = || watcher::Config::default().labels(MANAGED_SELECTOR);
-        let shutdown = shutdown.clone();
-        let (reader, writer) = reflector::store();
-        let pipelines = watcher(
-            api::<Guarded>(&client, namespace),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(spec_or_lifecycle, PredicateConfig::default());
-        Controller::for_stream(pipelines, reader)
-            .owns(api::<ConfigMap>(&client, namespace), owned())
-            .owns(api::<Deployment>(&client, namespace), owned())
-            .owns(api::<CronJob>(&client, namespace), owned())
-            .owns(api::<Service>(&client, namespace), owned())
-            .with_config(ControllerConfig::default().concurrency(context.settings.concurrency))
-            .graceful_shutdown_on(shutdown)
-            .run(reconcile, error_policy, Arc::clone(&context))
-            .boxed()
-    });
+            let namespace = namespace.as_deref();
+            let owned = || watcher::Config::default().labels(MANAGED_SELECTOR);
+            let shutdown = shutdown.clone();
+            let (reader, writer) = reflector::store();
+            let pipelines = watcher(
+                api::<Guarded>(&client, namespace),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .reflect(writer)
+            .applied_objects()
+            .predicate_filter(spec_or_lifecycle, PredicateConfig::default());
+            Controller::for_stream(pipelines, reader)
+                .owns(api::<ConfigMap>(&client, namespace), owned())
+                .owns(api::<Deployment>(&client, namespace), owned())
+                .owns(api::<CronJob>(&client, namespace), owned())
+                .owns(api::<Service>(&client, namespace), owned())
+                .reconcile_on(triggered)
+                .with_config(ControllerConfig::default().concurrency(context.settings.concurrency))
+                .graceful_shutdown_on(shutdown)
+                .run(reconcile, error_policy, Arc::clone(&context))
+                .boxed()
+        });
     let controllers = futures::stream::select_all(streams).for_each(|result| async move {
         match result {
             Ok((object, _)) => tracing::debug!(pipeline = %object, "reconciled"),

@@ -9,7 +9,9 @@ use rtdp_crds::{DeletionPolicy, Pipeline, condition_types};
 use rtdp_provisioning::cassandra::SchemaReport;
 use rtdp_provisioning::kafka::TopicReport;
 
-use super::{Context, Step, apply, cleanup, runner_health, status_update, test_hooks, validate};
+use super::{
+    Context, Step, apply, autoscaler, cleanup, runner_health, status_update, test_hooks, validate,
+};
 use crate::error::{Error, Result};
 use crate::events::Change;
 use crate::resources;
@@ -31,9 +33,17 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
         return Err(error);
     }
 
-    // Validate and build (pure).
+    // Validate and build (pure), with the autoscaler's replicas when it scales the processors.
+    let autoscaled = pipeline.spec.runner.autoscaling.as_ref().map(|spec| {
+        let decided = pipeline
+            .metadata
+            .uid
+            .as_deref()
+            .and_then(|uid| context.autoscaler.decided(uid));
+        autoscaler::current_replicas(pipeline, spec, decided)
+    });
     let desired = validate(pipeline)
-        .and_then(|()| resources::desired_objects(pipeline, &context.settings.build));
+        .and_then(|()| resources::desired_objects(pipeline, &context.settings.build, autoscaled));
     let desired = match desired {
         Ok(desired) => desired,
         Err(error) => {
@@ -43,6 +53,7 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
                 topics: failed.clone(),
                 schema: failed.clone(),
                 workloads: failed,
+                desired_replicas: pipeline.spec.runner.replicas,
                 ready_replicas: 0,
                 rollout_complete: false,
                 runner_problem: None,
@@ -109,11 +120,7 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
     if matches!(workloads, StepOutcome::Done { .. }) {
         suspension_events(pipeline, context).await;
     }
-    let desired_replicas = if pipeline.spec.suspend {
-        0
-    } else {
-        pipeline.spec.runner.replicas
-    };
+    let desired_replicas = resources::processor::replicas(pipeline, autoscaled);
     // As `kubectl rollout status` judges it: every pod on the current template, and enough
     // of them ready. Pods of an old template still running mean the rollout is not done.
     let all_ready = replicas.ready >= desired_replicas
@@ -141,6 +148,7 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
         topics,
         schema,
         workloads,
+        desired_replicas,
         ready_replicas: replicas.ready,
         rollout_complete: replicas.updated >= desired_replicas
             && replicas.total <= replicas.updated,

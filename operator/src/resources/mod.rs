@@ -89,8 +89,13 @@ impl Role {
     }
 }
 
-/// Builds every object the Pipeline owns. Pure.
-pub fn desired_objects(pipeline: &Pipeline, context: &BuildContext) -> Result<DesiredObjects> {
+/// Builds every object the Pipeline owns. `autoscaled`: the autoscaler's replicas, when
+/// `spec.runner.autoscaling` is set. Pure.
+pub fn desired_objects(
+    pipeline: &Pipeline,
+    context: &BuildContext,
+    autoscaled: Option<i32>,
+) -> Result<DesiredObjects> {
     let owner = owner_reference(pipeline)?;
     let config_map = config_map::build(pipeline, &owner)?;
     let config_hash = config_map::hash_of(&config_map);
@@ -100,6 +105,7 @@ pub fn desired_objects(pipeline: &Pipeline, context: &BuildContext) -> Result<De
         owner: &owner,
         image: &image,
         config_hash: &config_hash,
+        processor_replicas: processor::replicas(pipeline, autoscaled),
     };
     Ok(DesiredObjects {
         processor: processor::build(&workload),

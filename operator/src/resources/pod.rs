@@ -23,6 +23,8 @@ pub struct Workload<'a> {
     pub image: &'a str,
     /// The SHA-256 of the runner's config.
     pub config_hash: &'a str,
+    /// The processor Deployment's replicas (see `processor::replicas`).
+    pub processor_replicas: i32,
 }
 
 impl Workload<'_> {

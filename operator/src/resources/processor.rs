@@ -10,18 +10,23 @@ pub fn name(pipeline: &Pipeline) -> String {
     child_name(pipeline, Role::Processor.as_str())
 }
 
+/// The processor replicas: none while suspended (the group's committed offsets stay where
+/// they are); with autoscaling, the autoscaler's (`autoscaled`); otherwise `runner.replicas`.
+pub fn replicas(pipeline: &Pipeline, autoscaled: Option<i32>) -> i32 {
+    if pipeline.spec.suspend {
+        0
+    } else {
+        autoscaled.unwrap_or(pipeline.spec.runner.replicas)
+    }
+}
+
 /// Builds the processor Deployment. Pure.
 pub fn build(workload: &Workload<'_>) -> Deployment {
     let pipeline = workload.pipeline;
     workload.deployment(
         name(pipeline),
         Role::Processor,
-        // Suspended: no processor runs; the group's committed offsets stay where they are.
-        if pipeline.spec.suspend {
-            0
-        } else {
-            pipeline.spec.runner.replicas
-        },
+        workload.processor_replicas,
         None,
         &["process", "--file", CONFIG_PATH],
     )

@@ -15,6 +15,7 @@ fn observed() -> Observed {
         topics: done("TopicsReady"),
         schema: done("SchemaReady"),
         workloads: done("WorkloadsApplied"),
+        desired_replicas: 1,
         ready_replicas: 0,
         rollout_complete: true,
         runner_problem: None,
