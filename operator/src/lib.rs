@@ -23,6 +23,7 @@ pub mod events;
 pub mod kafka;
 pub mod leader;
 pub mod metrics;
+pub mod plan;
 pub mod resources;
 pub mod secrets;
 pub mod status;

@@ -99,7 +99,7 @@ struct Args {
     max_backoff_seconds: u64,
 
     /// Log format: json (structured, the default) or text.
-    #[arg(long, env = "RTDP_LOG_FORMAT", default_value = "json")]
+    #[arg(long, env = "RTDP_LOG_FORMAT", default_value = "json", global = true)]
     log_format: LogFormat,
 
     /// Tests only: pause every reconcile after this step (to restart the operator mid-way).
@@ -110,6 +110,20 @@ struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
+    /// Prints what applying a Pipeline manifest would do (the Pipeline's spec changes, topics,
+    /// CQL statements, owned objects, and what would be refused), changing nothing; exits 1
+    /// when something would be refused. Reads Kafka and Cassandra with the Pipeline's own
+    /// settings and Secrets, so run it where they are reachable (e.g. `kubectl exec` into the
+    /// operator with `-f -`). As a kubectl plugin: link the binary as `kubectl-rtdp` and run
+    /// `kubectl rtdp plan -f pipeline.yaml`.
+    Plan {
+        /// The manifest; `-` reads standard input.
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+        /// The namespace, when the manifest names none (default: the kubeconfig's).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+    },
     /// Exits 1, saying what to do, while Pipelines exist in the served namespaces: the Helm
     /// chart's pre-delete hook, so that `helm uninstall` does not orphan them.
     UninstallCheck {
@@ -132,12 +146,15 @@ enum LogFormat {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging(args.log_format);
-    if let Some(Command::UninstallCheck {
-        release,
-        release_namespace,
-    }) = &args.command
-    {
-        return uninstall_check(&args, release, release_namespace).await;
+    match &args.command {
+        Some(Command::UninstallCheck {
+            release,
+            release_namespace,
+        }) => return uninstall_check(&args, release, release_namespace).await,
+        Some(Command::Plan { file, namespace }) => {
+            return plan(&args, file, namespace.as_deref()).await;
+        }
+        None => {}
     }
 
     let identity = args.identity.clone().unwrap_or_else(default_identity);
@@ -258,6 +275,43 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// `plan`: prints what applying the manifest would do; exits 1 when it would be refused.
+async fn plan(args: &Args, file: &std::path::Path, namespace: Option<&str>) -> anyhow::Result<()> {
+    let (text, origin) = if file == std::path::Path::new("-") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("reading the manifest from standard input")?;
+        (text, "standard input".to_string())
+    } else {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        (text, file.display().to_string())
+    };
+    let mut pipeline = match rtdp_crds::parse_pipeline(&text, &origin) {
+        Ok(pipeline) => pipeline,
+        Err(error) => {
+            println!("The manifest would be refused: {error}\nNothing was changed.");
+            std::process::exit(1);
+        }
+    };
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API server (KUBECONFIG or in-cluster config)")?;
+    if pipeline.metadata.namespace.is_none() {
+        pipeline.metadata.namespace =
+            Some(namespace.map_or_else(|| client.default_namespace().to_string(), str::to_string));
+    }
+    let build = BuildContext {
+        default_image: args.runner_image.clone(),
+    };
+    let plan = rtdp_operator::plan::plan(&client, pipeline, &build).await;
+    print!("{plan}");
+    if plan.is_refused() {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 /// The pre-delete check: prints its verdict, fails while Pipelines are left.

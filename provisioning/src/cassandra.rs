@@ -12,7 +12,7 @@ use rtdp_crds::{
 
 mod apply;
 
-pub use apply::{SchemaReport, drop_tables, ensure_schema, read_table};
+pub use apply::{SchemaReport, drop_tables, ensure_schema, plan_schema, read_table};
 
 /// A column of a table and its CQL type.
 #[derive(Clone, Debug, PartialEq, Eq)]

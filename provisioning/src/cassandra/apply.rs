@@ -67,41 +67,88 @@ pub async fn ensure_schema(
     session: &Session,
     spec: &PipelineSpec,
 ) -> Result<SchemaReport, ProvisionError> {
-    let keyspace = &spec.cassandra.keyspace;
     let mut report = SchemaReport::default();
+    for statement in schema_statements(session, spec).await? {
+        run(session, statement.cql, statement.context).await?;
+        match statement.change {
+            Change::Keyspace => {}
+            Change::Replication(entry) => report.replication_changed.push(entry),
+            Change::Table(entry) => report.created.push(entry),
+            Change::Column(entry) => report.added_columns.push(entry),
+            Change::Ttl(entry) => report.ttl_changed.push(entry),
+        }
+    }
+    session
+        .await_schema_agreement()
+        .await
+        .map_err(|error| ProvisionError::cassandra("waiting for schema agreement", error))?;
+    Ok(report)
+}
+
+/// The CQL statements `ensure_schema` would run, in order, changing nothing; an incompatible
+/// change is the same error `ensure_schema` returns.
+pub async fn plan_schema(
+    session: &Session,
+    spec: &PipelineSpec,
+) -> Result<Vec<String>, ProvisionError> {
+    Ok(schema_statements(session, spec)
+        .await?
+        .into_iter()
+        .map(|statement| statement.cql)
+        .collect())
+}
+
+/// One schema statement: its CQL, what it is doing (for errors) and the change to report.
+struct Statement {
+    cql: String,
+    context: String,
+    change: Change,
+}
+
+/// What a statement changes, as `SchemaReport` lists it.
+enum Change {
+    Keyspace,
+    Replication(String),
+    Table(String),
+    Column(String),
+    Ttl(String),
+}
+
+/// Reads the live schema and decides every statement before any runs, so a refused change
+/// alters nothing.
+async fn schema_statements(
+    session: &Session,
+    spec: &PipelineSpec,
+) -> Result<Vec<Statement>, ProvisionError> {
+    let keyspace = &spec.cassandra.keyspace;
+    let mut statements = Vec::new();
     let existing_replication = read_replication(session, &keyspace.name).await?;
     let declared_replication = replication_options(keyspace);
     match existing_replication {
-        None => {
-            run(
-                session,
-                keyspace_cql(keyspace),
-                format!("creating keyspace {}", keyspace.name),
-            )
-            .await?
-        }
+        None => statements.push(Statement {
+            cql: keyspace_cql(keyspace),
+            context: format!("creating keyspace {}", keyspace.name),
+            change: Change::Keyspace,
+        }),
         Some(existing) if !same_replication(&existing, &declared_replication) => {
-            run(
-                session,
-                format!(
+            statements.push(Statement {
+                cql: format!(
                     "ALTER KEYSPACE {} WITH replication = {}",
                     keyspace.name,
                     replication_cql(keyspace)
                 ),
-                format!("changing the replication of keyspace {}", keyspace.name),
-            )
-            .await?;
-            report.replication_changed.push(format!(
-                "{} ({} → {})",
-                keyspace.name,
-                describe_replication(&existing),
-                describe_replication(&declared_replication)
-            ));
+                context: format!("changing the replication of keyspace {}", keyspace.name),
+                change: Change::Replication(format!(
+                    "{} ({} → {})",
+                    keyspace.name,
+                    describe_replication(&existing),
+                    describe_replication(&declared_replication)
+                )),
+            });
         }
         Some(_) => {}
     }
 
-    // Plan every table before touching any, so a refused change alters nothing.
     let mut plans = Vec::new();
     let mut incompatible = Vec::new();
     for table in table_definitions(spec) {
@@ -116,71 +163,48 @@ pub async fn ensure_schema(
     }
 
     for (table, plan) in plans {
-        let created = matches!(plan, TablePlan::Create);
+        let name = table.qualified_name();
         match plan {
             TablePlan::Create => {
-                run(
-                    session,
-                    table.create_cql(),
-                    format!("creating table {}", table.qualified_name()),
-                )
-                .await?;
-                report.created.push(table.qualified_name());
+                statements.push(Statement {
+                    cql: table.create_cql(),
+                    context: format!("creating table {name}"),
+                    change: Change::Table(name),
+                });
+                continue;
             }
             TablePlan::AddColumns(columns) => {
                 for column in columns {
-                    let statement = format!(
-                        "ALTER TABLE {} ADD {} {}",
-                        table.qualified_name(),
-                        column.name,
-                        column.cql_type.as_cql()
-                    );
-                    run(
-                        session,
-                        statement,
-                        format!(
-                            "adding column {} to {}",
+                    statements.push(Statement {
+                        cql: format!(
+                            "ALTER TABLE {name} ADD {} {}",
                             column.name,
-                            table.qualified_name()
+                            column.cql_type.as_cql()
                         ),
-                    )
-                    .await?;
-                    report.added_columns.push(format!(
-                        "{}.{}",
-                        table.qualified_name(),
-                        column.name
-                    ));
+                        context: format!("adding column {} to {name}", column.name),
+                        change: Change::Column(format!("{name}.{}", column.name)),
+                    });
                 }
             }
             TablePlan::UpToDate => {}
         }
-        if !created {
-            let existing_ttl = read_default_ttl(session, &table.keyspace, &table.name).await?;
-            if existing_ttl != Some(table.ttl_seconds) {
-                run(
-                    session,
-                    format!(
-                        "ALTER TABLE {} WITH default_time_to_live = {}",
-                        table.qualified_name(),
-                        table.ttl_seconds
-                    ),
-                    format!("changing the default TTL of {}", table.qualified_name()),
-                )
-                .await?;
-                report.ttl_changed.push(format!(
-                    "{} ({} → {} seconds)",
-                    table.qualified_name(),
+        let existing_ttl = read_default_ttl(session, &table.keyspace, &table.name).await?;
+        if existing_ttl != Some(table.ttl_seconds) {
+            statements.push(Statement {
+                cql: format!(
+                    "ALTER TABLE {name} WITH default_time_to_live = {}",
+                    table.ttl_seconds
+                ),
+                context: format!("changing the default TTL of {name}"),
+                change: Change::Ttl(format!(
+                    "{name} ({} → {} seconds)",
                     existing_ttl.unwrap_or_default(),
                     table.ttl_seconds
-                ));
-            }
+                )),
+            });
         }
     }
-    session
-        .await_schema_agreement()
-        .await
-        .map_err(|error| ProvisionError::cassandra("waiting for schema agreement", error))?;
-    Ok(report)
+    Ok(statements)
 }
 
 /// A keyspace's replication options as `system_schema.keyspaces` holds them; `None` when the

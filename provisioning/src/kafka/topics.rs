@@ -284,8 +284,39 @@ async fn reset_drifted_configs(
     admin: &Admin,
     definition: &TopicDefinition,
 ) -> Result<Vec<String>, ProvisionError> {
-    if definition.config.is_empty() {
+    let drift = drifted_configs(admin, definition).await?;
+    if drift.drifted.is_empty() {
         return Ok(Vec::new());
+    }
+    let mut alter = AlterConfig::new(ResourceSpecifier::Topic(&definition.name));
+    for (key, value) in &drift.alter {
+        alter = alter.set(key, value);
+    }
+    let outcome = admin.alter_configs(&[alter], &options()).await;
+    admin_outcome(
+        outcome,
+        &format!("setting configs of topic {}", definition.name),
+    )?;
+    Ok(drift.drifted.into_iter().map(|(key, _)| key).collect())
+}
+
+/// The managed configs of a topic that differ from the declaration.
+struct ConfigDrift {
+    /// Each drifted key with its current value (`None`: unset).
+    drifted: Vec<(String, Option<String>)>,
+    /// The whole dynamic config to send: the current dynamic entries, the declared ones on top.
+    alter: BTreeMap<String, String>,
+}
+
+async fn drifted_configs(
+    admin: &Admin,
+    definition: &TopicDefinition,
+) -> Result<ConfigDrift, ProvisionError> {
+    if definition.config.is_empty() {
+        return Ok(ConfigDrift {
+            drifted: Vec::new(),
+            alter: BTreeMap::new(),
+        });
     }
     let context = || format!("reading configs of topic {}", definition.name);
     let results = admin
@@ -306,26 +337,63 @@ async fn reset_drifted_configs(
             }
         }
     }
-    let drifted: Vec<String> = definition
+    let drifted = definition
         .config
         .iter()
         .filter(|(key, value)| current.get(*key) != Some(*value))
-        .map(|(key, _)| key.clone())
+        .map(|(key, _)| (key.clone(), current.get(key).cloned()))
         .collect();
-    if drifted.is_empty() {
-        return Ok(drifted);
-    }
     dynamic.extend(definition.config.clone());
-    let mut alter = AlterConfig::new(ResourceSpecifier::Topic(&definition.name));
-    for (key, value) in &dynamic {
-        alter = alter.set(key, value);
+    Ok(ConfigDrift {
+        drifted,
+        alter: dynamic,
+    })
+}
+
+/// What `ensure_topics` would do, changing nothing: a line per change, in the order it would
+/// make them. A change Kafka cannot make is the same error `ensure_topics` returns.
+pub async fn plan_topics(
+    admin: &Admin,
+    pipeline: &Pipeline,
+) -> Result<Vec<String>, ProvisionError> {
+    let mut lines = Vec::new();
+    for definition in &topic_definitions(pipeline) {
+        let existing = read_topic(admin, &definition.name).await?;
+        let name = &definition.name;
+        match (plan_topic(definition, existing.as_ref())?, &existing) {
+            (TopicPlan::Create, _) => {
+                let config: Vec<String> = definition
+                    .config
+                    .iter()
+                    .map(|(key, value)| format!("{key}={value}"))
+                    .collect();
+                lines.push(format!(
+                    "create topic {name}: {} partitions, replication factor {}, config {}",
+                    definition.partitions,
+                    definition.replication_factor,
+                    if config.is_empty() {
+                        "none".to_string()
+                    } else {
+                        config.join(", ")
+                    }
+                ));
+                continue;
+            }
+            (TopicPlan::AddPartitions(total), Some(existing)) => lines.push(format!(
+                "grow topic {name} from {} to {total} partitions",
+                existing.partitions
+            )),
+            _ => {}
+        }
+        for (key, current) in drifted_configs(admin, definition).await?.drifted {
+            let declared = definition.config.get(&key).cloned().unwrap_or_default();
+            lines.push(format!(
+                "set config {key} of topic {name} back to {declared} (now {})",
+                current.unwrap_or_else(|| "unset".to_string())
+            ));
+        }
     }
-    let outcome = admin.alter_configs(&[alter], &options()).await;
-    admin_outcome(
-        outcome,
-        &format!("setting configs of topic {}", definition.name),
-    )?;
-    Ok(drifted)
+    Ok(lines)
 }
 
 /// An admin request's outcome as one result: the request's own error or the first error of
