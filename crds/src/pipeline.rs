@@ -162,11 +162,37 @@ pub struct PipelineSpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
 
+    /// Reprocess the topic from a point in time: set a new `id` to start a replay. The
+    /// operator stops the processors, moves the consumer group's committed offsets back to
+    /// `from` and starts them again; `status.replay` reports its progress. Writes are
+    /// idempotent (keys, and each row written with its record's Kafka time), so the tables end
+    /// as a clean run would leave them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplaySpec>,
+
     /// Freshness objectives: the `Fresh` condition says whether the stored data meets them
     /// (measured every freshness period from Kafka; see `status.freshness`). Omit for no
     /// objective and no `Fresh` condition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slo: Option<SloSpec>,
+}
+
+/// A one-shot replay, identified by `id` (in the style of the Flink operator's savepoint
+/// trigger nonce): each new `id` runs once.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplaySpec {
+    /// This replay's name, e.g. `2026-11-27-price-fix`; a different one starts a new replay.
+    #[schemars(length(min = 1, max = 63))]
+    pub id: String,
+
+    /// Where processing starts again: `earliest` (the oldest record the topic retains) or an
+    /// RFC 3339 time (per partition, the first record whose Kafka timestamp is at or after
+    /// it).
+    #[schemars(regex(
+        pattern = r"^(earliest|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2}))$"
+    ))]
+    pub from: String,
 }
 
 /// Freshness objectives for the stored data.
@@ -1140,10 +1166,37 @@ pub struct PipelineStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub freshness: Option<FreshnessStatus>,
 
+    /// The last replay: its id, state and outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplayStatus>,
+
     /// The autoscaler's last decision (with `spec.runner.autoscaling`; written by the
     /// freshness loop).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingStatus>,
+}
+
+/// A replay's progress.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplayStatus {
+    /// The replay's `id`.
+    pub id: String,
+
+    /// `Stopping` (waiting for the processors to stop), `Completed` or `Failed`.
+    pub state: String,
+
+    /// What was done (offsets per partition, records to reprocess) or why it failed.
+    #[serde(default)]
+    pub message: String,
+
+    /// When it started (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+
+    /// When it completed or failed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
 }
 
 /// What the lag-based autoscaler decided last.

@@ -185,7 +185,8 @@ pub async fn plan(client: &Client, mut pipeline: Pipeline, build: &BuildContext)
         .autoscaling
         .as_ref()
         .map(|spec| autoscaler::current_replicas(&pipeline, spec, None));
-    match resources::desired_objects(&pipeline, build, autoscaled) {
+    let replicas = resources::processor::replicas(&pipeline, autoscaled);
+    match resources::desired_objects(&pipeline, build, replicas) {
         Ok(desired) => plan.kubernetes = plan_objects(client, &pipeline, desired).await,
         Err(error) => plan.refused.push(format!("Kubernetes objects: {error}")),
     }

@@ -69,6 +69,8 @@ pub struct Observed {
     pub workloads: StepOutcome,
     /// Processor replicas wanted: declared, autoscaled, or 0 while suspended.
     pub desired_replicas: i32,
+    /// `status.replay`: the replay step's report (or the last one, unchanged).
+    pub replay: Option<rtdp_crds::ReplayStatus>,
     /// Processor replicas the Deployment reports as ready.
     pub ready_replicas: i32,
     /// Whether every processor pod runs the current pod template (no rollout under way).
@@ -254,6 +256,7 @@ pub fn desired_status(pipeline: &Pipeline, observed: &Observed, now: Timestamp) 
         replicas: Some(desired_replicas),
         ready_replicas: Some(observed.ready_replicas),
         message,
+        replay: observed.replay.clone(),
         // The freshness loop's own (see `reconcile_owned`).
         freshness: None,
         autoscaling: None,

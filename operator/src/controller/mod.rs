@@ -9,6 +9,7 @@
 //! - [`status_update`]: writing the status and its transition events;
 //! - [`cleanup`]: the finalizer and deletion;
 //! - [`freshness`]: the loop that measures each Pipeline's lag into its status;
+//! - [`replay`]: `spec.replay`, holding the processors while the group's offsets move back;
 //! - [`autoscaler`]: the lag-based replica decisions the freshness loop makes and the
 //!   reconcile applies.
 //!
@@ -26,6 +27,7 @@ mod cleanup;
 mod external_checks;
 pub mod freshness;
 mod reconcile;
+mod replay;
 mod runner_health;
 mod status_update;
 pub mod test_hooks;

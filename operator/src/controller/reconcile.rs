@@ -10,7 +10,8 @@ use rtdp_provisioning::cassandra::SchemaReport;
 use rtdp_provisioning::kafka::TopicReport;
 
 use super::{
-    Context, Step, apply, autoscaler, cleanup, runner_health, status_update, test_hooks, validate,
+    Context, Step, apply, autoscaler, cleanup, replay, runner_health, status_update, test_hooks,
+    validate,
 };
 use crate::error::{Error, Result};
 use crate::events::Change;
@@ -42,8 +43,17 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
             .and_then(|uid| context.autoscaler.decided(uid));
         autoscaler::current_replicas(pipeline, spec, decided)
     });
-    let desired = validate(pipeline)
-        .and_then(|()| resources::desired_objects(pipeline, &context.settings.build, autoscaled));
+    // A pending replay holds the processors at zero until the offsets are moved.
+    let replay = replay::step(pipeline, context).await;
+    let hold_processors = replay.hold_processors;
+    let desired_replicas = if hold_processors {
+        0
+    } else {
+        resources::processor::replicas(pipeline, autoscaled)
+    };
+    let desired = validate(pipeline).and_then(|()| {
+        resources::desired_objects(pipeline, &context.settings.build, desired_replicas)
+    });
     let desired = match desired {
         Ok(desired) => desired,
         Err(error) => {
@@ -53,7 +63,8 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
                 topics: failed.clone(),
                 schema: failed.clone(),
                 workloads: failed,
-                desired_replicas: pipeline.spec.runner.replicas,
+                desired_replicas,
+                replay: replay.status,
                 ready_replicas: 0,
                 rollout_complete: false,
                 runner_problem: None,
@@ -120,7 +131,6 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
     if matches!(workloads, StepOutcome::Done { .. }) {
         suspension_events(pipeline, context).await;
     }
-    let desired_replicas = resources::processor::replicas(pipeline, autoscaled);
     // As `kubectl rollout status` judges it: every pod on the current template, and enough
     // of them ready. Pods of an old template still running mean the rollout is not done.
     let all_ready = replicas.ready >= desired_replicas
@@ -149,6 +159,7 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
         schema,
         workloads,
         desired_replicas,
+        replay: replay.status,
         ready_replicas: replicas.ready,
         rollout_complete: replicas.updated >= desired_replicas
             && replicas.total <= replicas.updated,
@@ -161,6 +172,8 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
     match errors.iter().position(|error| !error.is_permanent()) {
         Some(index) => Err(errors.swap_remove(index)),
         None if !errors.is_empty() => Err(errors.swap_remove(0)),
+        // A replay waits for the processors to stop: look again soon.
+        None if hold_processors => Ok(Action::requeue(replay::POLL)),
         // Pods are not watched: while replicas are missing, look again soon.
         None if !all_ready => Ok(Action::requeue(runner_health::RUNNER_NOT_READY_POLL)),
         None => Ok(Action::requeue(context.settings.resync)),

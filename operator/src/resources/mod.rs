@@ -89,12 +89,12 @@ impl Role {
     }
 }
 
-/// Builds every object the Pipeline owns. `autoscaled`: the autoscaler's replicas, when
-/// `spec.runner.autoscaling` is set. Pure.
+/// Builds every object the Pipeline owns, the processor Deployment with `processor_replicas`
+/// (see `processor::replicas`). Pure.
 pub fn desired_objects(
     pipeline: &Pipeline,
     context: &BuildContext,
-    autoscaled: Option<i32>,
+    processor_replicas: i32,
 ) -> Result<DesiredObjects> {
     let owner = owner_reference(pipeline)?;
     let config_map = config_map::build(pipeline, &owner)?;
@@ -105,7 +105,7 @@ pub fn desired_objects(
         owner: &owner,
         image: &image,
         config_hash: &config_hash,
-        processor_replicas: processor::replicas(pipeline, autoscaled),
+        processor_replicas,
     };
     Ok(DesiredObjects {
         processor: processor::build(&workload),

@@ -41,7 +41,8 @@ pub(crate) fn context() -> BuildContext {
 
 /// The objects `desired_objects` builds for a Pipeline with the test context.
 pub(crate) fn objects_of(pipeline: &Pipeline) -> DesiredObjects {
-    desired_objects(pipeline, &context(), None).expect("the desired objects build")
+    desired_objects(pipeline, &context(), processor::replicas(pipeline, None))
+        .expect("the desired objects build")
 }
 
 /// The CronJob of a scheduled source.

@@ -16,6 +16,7 @@ fn observed() -> Observed {
         schema: done("SchemaReady"),
         workloads: done("WorkloadsApplied"),
         desired_replicas: 1,
+        replay: None,
         ready_replicas: 0,
         rollout_complete: true,
         runner_problem: None,

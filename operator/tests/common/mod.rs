@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod helm;
+pub(crate) mod pods;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
