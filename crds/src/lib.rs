@@ -3,8 +3,11 @@
 
 pub mod manifest;
 pub mod pipeline;
+pub mod template;
 pub mod validation;
 
+/// The date and time library the API uses (request templates, replay times).
+pub use k8s_openapi::jiff;
 pub use manifest::{ManifestError, load_pipeline, parse_pipeline};
 pub use pipeline::*;
 pub use validation::{FieldError, validate};

@@ -10,9 +10,10 @@
 use std::fmt;
 
 use croner::parser::{CronParser, Seconds, Year};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 
-use crate::Pipeline;
+use crate::{HttpSource, Pipeline, template};
 
 /// One reason a Pipeline is refused: the field (a JSON path as `kubectl explain` spells it)
 /// and what is wrong with it.
@@ -132,14 +133,21 @@ fn source(pipeline: &Pipeline, errors: &mut Vec<FieldError>) {
     {
         errors.push(FieldError::new("spec.source.http.schedule", message));
     }
+    // A templated body must be JSON once filled in; a sample interval stands in for a run's.
+    let sample = template::Interval {
+        start: Timestamp::UNIX_EPOCH,
+        end: Timestamp::UNIX_EPOCH + SignedDuration::from_hours(24),
+    };
     if let Some(body) = &http.body
-        && let Err(error) = serde_json::from_str::<serde_json::Value>(body)
+        && let Ok(rendered) = template::render(body, &sample)
+        && let Err(error) = serde_json::from_str::<serde_json::Value>(&rendered)
     {
         errors.push(FieldError::new(
             "spec.source.http.body",
             format!("is not JSON: {error}"),
         ));
     }
+    templates(http, errors);
     for (index, header) in http.headers.iter().enumerate() {
         let lower = header.name.to_ascii_lowercase();
         let credential = CREDENTIAL_HEADERS.contains(&lower.as_str())
@@ -155,6 +163,65 @@ fn source(pipeline: &Pipeline, errors: &mut Vec<FieldError>) {
                 ),
             ));
         }
+    }
+}
+
+/// Template variables (`{{ interval.start }}`...) in the URL, query values, inline header
+/// values and body: each must be known, and a run needs an interval, so a schedule or a poll
+/// interval.
+fn templates(http: &HttpSource, errors: &mut Vec<FieldError>) {
+    let mut texts: Vec<(String, &str)> = vec![("spec.source.http.url".to_string(), &http.url)];
+    texts.extend(http.query_params.iter().map(|(name, value)| {
+        (
+            format!("spec.source.http.queryParams.{name}"),
+            value.as_str(),
+        )
+    }));
+    texts.extend(
+        http.headers
+            .iter()
+            .enumerate()
+            .filter_map(|(index, header)| {
+                let value = header.value.as_deref()?;
+                Some((format!("spec.source.http.headers[{index}].value"), value))
+            }),
+    );
+    if let Some(body) = &http.body {
+        texts.push(("spec.source.http.body".to_string(), body));
+    }
+    let mut templated = None;
+    for (field, text) in texts {
+        match template::variables_in(text) {
+            Ok(variables) => {
+                for variable in &variables {
+                    if !template::VARIABLES
+                        .iter()
+                        .any(|(known, _)| known == variable)
+                    {
+                        errors.push(FieldError::new(
+                            field.clone(),
+                            format!(
+                                "unknown template variable {{{{ {variable} }}}}; known: {}",
+                                template::known_variables()
+                            ),
+                        ));
+                    }
+                }
+                if !variables.is_empty() && templated.is_none() {
+                    templated = Some(field);
+                }
+            }
+            Err(message) => errors.push(FieldError::new(field, message)),
+        }
+    }
+    if let Some(field) = templated
+        && http.schedule.is_none()
+        && http.poll_interval.is_none()
+    {
+        errors.push(FieldError::new(
+            field,
+            "uses the run's interval, which needs a schedule or a pollInterval".to_string(),
+        ));
     }
 }
 
@@ -174,13 +241,16 @@ pub fn check_cron(schedule: &str) -> Result<(), String> {
             "{schedule:?}: L, W and # are not understood by Kubernetes CronJobs"
         ));
     }
-    let parser = CronParser::builder()
+    parse_cron(schedule).map(|_| ())
+}
+
+/// A schedule parsed as a Kubernetes CronJob reads it (no seconds, no year).
+pub fn parse_cron(schedule: &str) -> Result<croner::Cron, String> {
+    CronParser::builder()
         .seconds(Seconds::Disallowed)
         .year(Year::Disallowed)
-        .build();
-    parser
+        .build()
         .parse(schedule)
-        .map(|_| ())
         .map_err(|error| format!("{schedule:?} is not a valid cron schedule: {error}"))
 }
 

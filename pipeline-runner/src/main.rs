@@ -16,6 +16,7 @@ use pipeline_runner::standalone::{self, StandaloneOptions};
 use pipeline_runner::telemetry::{self, Health, Metrics};
 use pipeline_runner::transform::Transforms;
 use rtdp_crds::Pipeline;
+use rtdp_crds::template::Interval;
 use rtdp_provisioning::cassandra::{keyspace_cql, table_definitions};
 use rtdp_provisioning::kafka::topic_definitions;
 use tokio::sync::watch;
@@ -48,6 +49,12 @@ enum Command {
         /// nothing could be ingested. This is what the CronJob of a scheduled source runs.
         #[arg(long)]
         once: bool,
+        /// The logical interval the request templates (`{{ interval.start }}`...) are filled
+        /// in with, `FROM..TO` in RFC 3339, e.g. `2026-11-26T00:00:00Z..2026-11-27T00:00:00Z`:
+        /// re-runs or backfills one interval. Default: a scheduled source's latest schedule
+        /// interval, a polling source's time since its previous pass.
+        #[arg(long, value_parser = parse_interval)]
+        interval: Option<Interval>,
     },
     /// Consume the topic in the Pipeline's consumer group, parse and transform each record,
     /// write it to every table, dead-letter what cannot be written. Offsets are stored only
@@ -65,6 +72,9 @@ enum Command {
         /// Ingest once, process everything ingested, print a report and exit.
         #[arg(long)]
         once: bool,
+        /// The logical interval of the request templates, `FROM..TO` (as `ingest --interval`).
+        #[arg(long, value_parser = parse_interval)]
+        interval: Option<Interval>,
         /// Do not draw the progress line.
         #[arg(long)]
         no_progress: bool,
@@ -174,6 +184,11 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--interval FROM..TO`.
+fn parse_interval(text: &str) -> Result<Interval, String> {
+    Interval::parse(text)
+}
+
 /// The async runtime, or the exit code after saying why there is none.
 fn start_runtime(
     builder: &mut tokio::runtime::Builder,
@@ -240,13 +255,18 @@ async fn start(run: &RunArgs) -> Result<Started, RunnerError> {
 async fn run_role(command: Command) -> Result<ExitCode, RunnerError> {
     match command {
         Command::Validate { .. } | Command::Query { .. } => Ok(ExitCode::SUCCESS),
-        Command::Ingest { run, once } => {
+        Command::Ingest {
+            run,
+            once,
+            interval,
+        } => {
             let started = start(&run).await?;
             let report = ingest::run(
                 &started.pipeline,
                 IngestOptions {
                     overrides: started.overrides,
                     once,
+                    interval,
                     shutdown: started.shutdown,
                     metrics: started.metrics,
                     health: started.health,
@@ -288,6 +308,7 @@ async fn run_role(command: Command) -> Result<ExitCode, RunnerError> {
         Command::Standalone {
             run,
             once,
+            interval,
             no_progress,
         } => {
             let started = start(&run).await?;
@@ -296,6 +317,7 @@ async fn run_role(command: Command) -> Result<ExitCode, RunnerError> {
                 StandaloneOptions {
                     progress: !no_progress,
                     once,
+                    interval,
                     overrides: started.overrides,
                     shutdown: started.shutdown,
                     metrics: started.metrics,

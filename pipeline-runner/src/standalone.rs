@@ -21,6 +21,7 @@ use crate::ingest::{self, IngestOptions, IngestReport};
 use crate::process::{self, EndOffsets, ProcessOptions};
 use crate::record::RejectReason;
 use crate::telemetry::{Health, Metrics, ReasonLabel};
+use rtdp_crds::template::Interval;
 
 /// What standalone mode needs besides the manifest.
 #[derive(Debug)]
@@ -29,6 +30,8 @@ pub struct StandaloneOptions {
     pub overrides: EndpointOverrides,
     /// Ingest once, process everything ingested, then stop.
     pub once: bool,
+    /// The request templates' interval, when given (`--interval`).
+    pub interval: Option<Interval>,
     /// Show the progress line (on a terminal).
     pub progress: bool,
     /// Flips to true on SIGTERM/SIGINT.
@@ -109,6 +112,7 @@ pub async fn run(
     let StandaloneOptions {
         overrides,
         once,
+        interval,
         progress,
         shutdown,
         metrics,
@@ -141,6 +145,7 @@ pub async fn run(
                     IngestOptions {
                         overrides: overrides.clone(),
                         once,
+                        interval,
                         shutdown: shutdown.clone(),
                         metrics: Arc::clone(&metrics),
                         health: Arc::clone(&health),

@@ -23,6 +23,8 @@ use pipeline_runner::telemetry::{Health, Metrics};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
+use rtdp_crds::jiff::Timestamp;
+use rtdp_crds::template::Interval;
 use rtdp_crds::{HttpSource, Pipeline, SourceSpec};
 use rtdp_test_support::{eventually, unique_name};
 use serde_json::{Value as Json, json};
@@ -212,6 +214,7 @@ async fn ingest(
         IngestOptions {
             overrides: EndpointOverrides::default(),
             once,
+            interval: None,
             shutdown,
             metrics: Arc::new(Metrics::new("tests/sources")),
             health: Arc::new(Health::default()),
@@ -821,5 +824,116 @@ async fn the_producer_puts_at_most_max_records_in_a_batch() {
         (8..=500).contains(&largest[1]),
         "with maxRecords 500, batches hold more than 7 (so 7 was the bound at work): {}",
         largest[1]
+    );
+}
+
+/// One pass with the request templates filled in for `interval` (`ingest --once --interval`).
+async fn ingest_interval(pipeline: &Pipeline, interval: Interval) -> IngestReport {
+    let (_keep, shutdown) = watch::channel(false);
+    pipeline_runner::ingest::run(
+        pipeline,
+        IngestOptions {
+            overrides: EndpointOverrides::default(),
+            once: true,
+            interval: Some(interval),
+            shutdown,
+            metrics: Arc::new(Metrics::new("tests/sources")),
+            health: Arc::new(Health::default()),
+        },
+    )
+    .await
+    .expect("ingest --once --interval succeeds")
+}
+
+/// Request templates: the run's logical interval fills the URL path, the query values, an
+/// inline header and the body. A scheduled run asks for its latest schedule interval; an
+/// interval given (a backfill) is asked for as given, and the same interval twice sends the
+/// same request.
+#[tokio::test(flavor = "multi_thread")]
+async fn templates_fill_in_the_runs_interval() {
+    let served = listings(0, 2);
+    let records = served.clone();
+    let api = Api::start(move |_, _| Reply::Json(json!({"data": {"listings": records}}))).await;
+    let pipeline = http_pipeline(
+        "templates",
+        json!({
+            "url": format!("{}/v1/{{{{ interval.startDate }}}}/search", api.base),
+            "method": "POST",
+            "queryParams": {
+                "since": "{{ interval.start }}",
+                "until": "{{ interval.end }}",
+                "location": "houston, tx",
+            },
+            "headers": [{"name": "X-Window", "value": "{{ interval.startEpoch }}-{{ interval.endEpoch }}"}],
+            "body": "{\"from\": {{ interval.startEpoch }}, \"day\": \"{{ interval.endDate }}\"}",
+            "recordsPointer": "/data/listings",
+            "keyField": "/zpid",
+            "schedule": "0 0 * * *",
+        }),
+    )
+    .await;
+    let expect = |request: &Seen, interval: &Interval| {
+        let value = |name: &str| interval.value(name).expect("a known variable");
+        assert_eq!(
+            request.path(),
+            format!("/v1/{}/search", value("interval.startDate"))
+        );
+        assert_eq!(request.query("since"), Some(value("interval.start")));
+        assert_eq!(request.query("until"), Some(value("interval.end")));
+        assert_eq!(request.query("location").as_deref(), Some("houston, tx"));
+        assert_eq!(
+            request
+                .headers
+                .get("x-window")
+                .map(|v| v.as_bytes().to_vec()),
+            Some(
+                format!(
+                    "{}-{}",
+                    value("interval.startEpoch"),
+                    value("interval.endEpoch")
+                )
+                .into_bytes()
+            )
+        );
+        let body: Json = serde_json::from_slice(&request.body).expect("the body is JSON");
+        assert_eq!(
+            body,
+            json!({"from": interval.start.as_second(), "day": value("interval.endDate")})
+        );
+    };
+
+    // Scheduled: the latest daily interval (read before and after, in case midnight passes).
+    let before = Interval::scheduled("0 0 * * *", Timestamp::now()).expect("an interval");
+    let report = ingest_once(&pipeline).await;
+    let after = Interval::scheduled("0 0 * * *", Timestamp::now()).expect("an interval");
+    assert_eq!((report.pages, report.records), (1, 2));
+    let seen = api.seen();
+    let scheduled = if seen[0].query("since") == before.value("interval.start") {
+        before
+    } else {
+        after
+    };
+    expect(&seen[0], &scheduled);
+
+    // A backfill of one given week, twice: the same request both times.
+    let week = Interval::parse("2026-11-16T00:00:00Z..2026-11-23T00:00:00Z").expect("a week");
+    ingest_interval(&pipeline, week).await;
+    ingest_interval(&pipeline, week).await;
+    let seen = api.seen();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    expect(&seen[1], &week);
+    assert_eq!(seen[1].path(), "/v1/2026-11-16/search");
+    assert_eq!(
+        (
+            &seen[1].target,
+            &seen[1].body,
+            seen[1].headers.get("x-window")
+        ),
+        (
+            &seen[2].target,
+            &seen[2].body,
+            seen[2].headers.get("x-window")
+        ),
+        "re-running an interval sends the same request"
     );
 }

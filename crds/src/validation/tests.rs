@@ -10,7 +10,7 @@ fn listings() -> Pipeline {
 }
 
 /// The example's HTTP source, to change it.
-fn http(pipeline: &mut Pipeline) -> &mut crate::HttpSource {
+fn http(pipeline: &mut Pipeline) -> &mut HttpSource {
     pipeline
         .spec
         .source
@@ -172,5 +172,48 @@ fn a_body_must_be_json_and_claims_are_refused() {
     assert_eq!(
         fields_of(&errors),
         ["spec.source.http.body", "spec.runner.resources.claims"]
+    );
+}
+
+#[test]
+fn templates_name_known_variables_and_need_an_interval() {
+    let mut pipeline = listings();
+    let source = http(&mut pipeline);
+    source
+        .query_params
+        .insert("since".into(), "{{ interval.startDate }}".into());
+    source
+        .query_params
+        .insert("until".into(), "{{ ds }}".into());
+    source.url = "http://api.example.com/{{ interval.start".into();
+    // A body that is JSON once filled in is fine.
+    source.body = Some("{\"from\": {{ interval.startEpoch }}}".into());
+    let errors = validate(&pipeline);
+    assert_eq!(
+        fields_of(&errors),
+        ["spec.source.http.url", "spec.source.http.queryParams.until"],
+        "{errors:?}"
+    );
+    assert!(
+        errors[1]
+            .message
+            .contains("unknown template variable {{ ds }}; known: interval.start,"),
+        "{errors:?}"
+    );
+
+    // Without a schedule or a poll interval there is no run to take an interval from.
+    let mut unscheduled = listings();
+    let source = http(&mut unscheduled);
+    source
+        .query_params
+        .insert("since".into(), "{{ interval.startDate }}".into());
+    source.schedule = None;
+    source.poll_interval = None;
+    let errors = validate(&unscheduled);
+    assert_eq!(fields_of(&errors), ["spec.source.http.queryParams.since"]);
+    assert!(
+        errors[0]
+            .message
+            .contains("needs a schedule or a pollInterval")
     );
 }

@@ -9,6 +9,7 @@ use backon::{ExponentialBuilder, Retryable};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
+use rtdp_crds::template::{self, Interval};
 use rtdp_crds::{HttpMethod, HttpSource, PaginationType};
 use serde_json::Value as Json;
 
@@ -34,11 +35,13 @@ pub struct PassReport {
 }
 
 /// An HTTP source ready to run passes.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct HttpIngest {
     client: reqwest::Client,
     source: HttpSource,
     url: Url,
+    /// The URL as configured, before templates are filled in.
+    url_text: String,
     headers: HeaderMap,
     timeout: Duration,
     base_backoff: Duration,
@@ -90,10 +93,40 @@ impl HttpIngest {
             client,
             source: source.clone(),
             url,
+            url_text: url_text.to_string(),
             headers,
             timeout,
             base_backoff: Duration::from_millis(500),
         })
+    }
+
+    /// This source with its templates (`{{ interval.start }}`...) filled in for `interval`:
+    /// the URL, the query parameter values, the inline header values and the body.
+    pub fn for_interval(&self, interval: &Interval) -> Result<Self, String> {
+        let mut rendered = self.clone();
+        let url_text = template::render(&self.url_text, interval)?;
+        rendered.url =
+            Url::parse(&url_text).map_err(|error| format!("source url {url_text:?}: {error}"))?;
+        for value in rendered.source.query_params.values_mut() {
+            *value = template::render(value, interval)?;
+        }
+        if let Some(body) = &mut rendered.source.body {
+            *body = template::render(body, interval)?;
+        }
+        for header in &self.source.headers {
+            if let Some(value) = header
+                .value
+                .as_deref()
+                .filter(|value| template::is_templated(value))
+            {
+                let value = HeaderValue::from_str(&template::render(value, interval)?)
+                    .map_err(|error| format!("value of header {}: {error}", header.name))?;
+                if let Ok(name) = HeaderName::from_bytes(header.name.as_bytes()) {
+                    rendered.headers.insert(name, value);
+                }
+            }
+        }
+        Ok(rendered)
     }
 
     /// Shortens the first retry's wait (tests).

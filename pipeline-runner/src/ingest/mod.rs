@@ -7,7 +7,9 @@ pub mod sink;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rtdp_crds::Pipeline;
+use rtdp_crds::jiff::{SignedDuration, Timestamp};
+use rtdp_crds::template::{self, Interval};
+use rtdp_crds::{HttpSource, Pipeline};
 use tokio::sync::watch;
 
 use crate::connect::{EndpointOverrides, kafka_client_config};
@@ -24,6 +26,9 @@ pub struct IngestOptions {
     pub overrides: EndpointOverrides,
     /// One pass (an HTTP source) or `totalRecords` (a generator), then return.
     pub once: bool,
+    /// The logical interval of the request templates, when given (`--interval`); otherwise
+    /// each pass's own (`pass_interval`).
+    pub interval: Option<Interval>,
     /// Flips to true on SIGTERM/SIGINT.
     pub shutdown: watch::Receiver<bool>,
     /// Metrics to update.
@@ -52,11 +57,51 @@ impl IngestReport {
     }
 }
 
+/// The logical interval of a pass starting at `now`: a scheduled source's latest schedule
+/// interval; a polling source's time since its previous pass (`poll_interval` before the
+/// first). Pure.
+pub fn pass_interval(
+    source: &HttpSource,
+    previous_pass: Option<Timestamp>,
+    now: Timestamp,
+) -> Result<Interval, RunnerError> {
+    if let Some(schedule) = &source.schedule {
+        return Interval::scheduled(schedule, now).map_err(RunnerError::Config);
+    }
+    let poll = source
+        .poll_interval
+        .as_deref()
+        .map(parse_duration)
+        .transpose()?
+        .unwrap_or(Duration::from_secs(60));
+    let start = previous_pass.unwrap_or_else(|| {
+        now.checked_sub(SignedDuration::try_from(poll).unwrap_or(SignedDuration::ZERO))
+            .unwrap_or(now)
+    });
+    Ok(Interval { start, end: now })
+}
+
+/// Whether any request field uses a template variable.
+fn source_is_templated(source: &HttpSource) -> bool {
+    template::is_templated(&source.url)
+        || source
+            .query_params
+            .values()
+            .any(|value| template::is_templated(value))
+        || source
+            .headers
+            .iter()
+            .filter_map(|header| header.value.as_deref())
+            .any(template::is_templated)
+        || source.body.as_deref().is_some_and(template::is_templated)
+}
+
 /// Runs the ingest role.
 pub async fn run(pipeline: &Pipeline, options: IngestOptions) -> Result<IngestReport, RunnerError> {
     let IngestOptions {
         overrides,
         once,
+        interval: given_interval,
         mut shutdown,
         metrics,
         health,
@@ -88,8 +133,25 @@ pub async fn run(pipeline: &Pipeline, options: IngestOptions) -> Result<IngestRe
             .as_deref()
             .map(parse_duration)
             .transpose()?;
+        let mut previous_pass: Option<Timestamp> = None;
         loop {
-            let pass = ingest.run_pass(&mut sink, &metrics).await;
+            let started = Timestamp::now();
+            let window = match given_interval {
+                Some(given) => given,
+                None => pass_interval(source, previous_pass, started)?,
+            };
+            previous_pass = Some(started);
+            let rendered = ingest.for_interval(&window).map_err(|error| {
+                RunnerError::Config(format!("filling in the request templates: {error}"))
+            })?;
+            if source_is_templated(source) {
+                tracing::info!(
+                    start = %window.start,
+                    end = %window.end,
+                    "requesting the interval"
+                );
+            }
+            let pass = rendered.run_pass(&mut sink, &metrics).await;
             tracing::info!(
                 pages = pass.pages,
                 records = pass.records,
@@ -161,6 +223,31 @@ pub fn parse_duration(text: &str) -> Result<Duration, RunnerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_polling_pass_covers_the_time_since_the_previous_one() {
+        let source: HttpSource = serde_json::from_value(serde_json::json!({
+            "url": "http://api.example.com/events",
+            "pollInterval": "5m",
+        }))
+        .expect("a source");
+        let at = |text: &str| text.parse::<Timestamp>().expect("a time");
+        let first = pass_interval(&source, None, at("2026-11-27T10:00:00Z")).expect("an interval");
+        assert_eq!(
+            (first.start, first.end),
+            (at("2026-11-27T09:55:00Z"), at("2026-11-27T10:00:00Z"))
+        );
+        let next = pass_interval(
+            &source,
+            Some(at("2026-11-27T10:00:00Z")),
+            at("2026-11-27T10:05:02Z"),
+        )
+        .expect("an interval");
+        assert_eq!(
+            (next.start, next.end),
+            (at("2026-11-27T10:00:00Z"), at("2026-11-27T10:05:02Z"))
+        );
+    }
 
     #[test]
     fn durations() {
