@@ -35,7 +35,7 @@ integration: ## All cargo tests; needs the stack's endpoints in the environment 
 	$(CARGO) test --workspace --locked --no-fail-fast $(TEST_FEATURES)
 
 bench: ## Throughput, latency and RSS of `process` vs. the Cassandra ceiling (release build; prints figures)
-	@dev/stack run -- $(CARGO) bench --locked -p pipeline-runner --bench throughput
+	@dev/stack run kafka cassandra -- $(CARGO) bench --locked -p pipeline-runner --bench throughput
 
 kind-e2e: ## The chart, images and example Pipeline on a local kind cluster, on real pods (needs a Docker engine)
 	@dev/kind-e2e
