@@ -218,6 +218,12 @@ impl ConsumerContext for ConsumerCallbacks {
     }
 }
 
+/// The most one fetch response may carry, over all its partitions (4 MiB).
+const FETCH_MAX_BYTES: &str = "4194304";
+/// The most one partition may add to a fetch response (256 KiB; a larger record is still
+/// fetched whole).
+const MAX_PARTITION_FETCH_BYTES: &str = "262144";
+
 /// The process consumer: librdkafka's automatic offset *store* is off (we store an offset
 /// only once Cassandra acknowledged its record and every earlier one), its automatic
 /// *commit* of stored offsets is on.
@@ -244,6 +250,10 @@ pub fn consumer(
         // keeps the process small.
         .set("queued.min.messages", "2000")
         .set("queued.max.messages.kbytes", "4096")
+        // A fetch response is bounded per request, not per partition (1 MiB each by default):
+        // memory stays the same for 3 partitions or 24.
+        .set("fetch.max.bytes", FETCH_MAX_BYTES)
+        .set("max.partition.fetch.bytes", MAX_PARTITION_FETCH_BYTES)
         // When that queue is full, fetch again soon (librdkafka waits a whole second).
         .set("fetch.queue.backoff.ms", "20");
     config
