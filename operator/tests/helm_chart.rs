@@ -78,6 +78,16 @@ fn bad_values_fail_with_a_message_naming_the_key() {
             "serviceMonitor.interval=often",
             &["/serviceMonitor/interval"],
         ),
+        ("podMonitor.enabled=sometimes", &["/podMonitor/enabled"]),
+        (
+            "prometheusRule.alerts.lagHigh.seconds=soon",
+            &["/prometheusRule/alerts/lagHigh/seconds"],
+        ),
+        (
+            "prometheusRule.alerts.lagHgh.seconds=60",
+            &["additional properties 'lagHgh'"],
+        ),
+        ("dashboards.enabled=yes", &["/dashboards/enabled"]),
     ];
     for (value, expected) in cases {
         for command in ["lint", "template"] {
@@ -174,7 +184,9 @@ async fn rendered_manifests_pass_the_server_dry_run() {
         }
     }
 
-    // The ServiceMonitor renders only when enabled (its CRD is not on the local stack).
+    // The ServiceMonitor renders when enabled, or (auto, the default) where the cluster serves
+    // its API: `helm template` without --api-versions serves none, nor does the local stack
+    // (tests/monitoring.rs covers the rest).
     let base = [
         "template",
         "rtdp",
