@@ -123,7 +123,11 @@ async fn rendered_manifests_pass_the_server_dry_run() {
     for values in [
         vec![],
         vec![served_values.as_str(), "rbac.readSecrets=false"],
-        vec!["replicaCount=1", "podDisruptionBudget.enabled=false"],
+        vec![
+            "replicaCount=1",
+            "podDisruptionBudget.enabled=false",
+            "dashboards.enabled=true",
+        ],
     ] {
         let mut args = vec![
             "template",
@@ -171,6 +175,12 @@ async fn rendered_manifests_pass_the_server_dry_run() {
                 "{values:?}: {expected} missing from the dry run:\n{applied}"
             );
         }
+        // The Grafana dashboard's ConfigMap (tests/monitoring.rs checks its content).
+        assert_eq!(
+            applied.contains("configmap/rtdp-operator-dashboards"),
+            values.contains(&"dashboards.enabled=true"),
+            "{values:?}:\n{applied}"
+        );
         if values.is_empty() {
             assert!(applied.contains("clusterrole.rbac.authorization.k8s.io/rtdp-operator"));
             assert!(
