@@ -78,6 +78,16 @@ fn bad_values_fail_with_a_message_naming_the_key() {
             "serviceMonitor.interval=often",
             &["/serviceMonitor/interval"],
         ),
+        ("podMonitor.enabled=sometimes", &["/podMonitor/enabled"]),
+        (
+            "prometheusRule.alerts.lagHigh.seconds=soon",
+            &["/prometheusRule/alerts/lagHigh/seconds"],
+        ),
+        (
+            "prometheusRule.alerts.lagHgh.seconds=60",
+            &["additional properties 'lagHgh'"],
+        ),
+        ("dashboards.enabled=yes", &["/dashboards/enabled"]),
     ];
     for (value, expected) in cases {
         for command in ["lint", "template"] {
@@ -113,7 +123,11 @@ async fn rendered_manifests_pass_the_server_dry_run() {
     for values in [
         vec![],
         vec![served_values.as_str(), "rbac.readSecrets=false"],
-        vec!["replicaCount=1", "podDisruptionBudget.enabled=false"],
+        vec![
+            "replicaCount=1",
+            "podDisruptionBudget.enabled=false",
+            "dashboards.enabled=true",
+        ],
     ] {
         let mut args = vec![
             "template",
@@ -161,6 +175,12 @@ async fn rendered_manifests_pass_the_server_dry_run() {
                 "{values:?}: {expected} missing from the dry run:\n{applied}"
             );
         }
+        // The Grafana dashboard's ConfigMap (tests/monitoring.rs checks its content).
+        assert_eq!(
+            applied.contains("configmap/rtdp-operator-dashboards"),
+            values.contains(&"dashboards.enabled=true"),
+            "{values:?}:\n{applied}"
+        );
         if values.is_empty() {
             assert!(applied.contains("clusterrole.rbac.authorization.k8s.io/rtdp-operator"));
             assert!(
@@ -174,7 +194,9 @@ async fn rendered_manifests_pass_the_server_dry_run() {
         }
     }
 
-    // The ServiceMonitor renders only when enabled (its CRD is not on the local stack).
+    // The ServiceMonitor renders when enabled, or (auto, the default) where the cluster serves
+    // its API: `helm template` without --api-versions serves none, nor does the local stack
+    // (tests/monitoring.rs covers the rest).
     let base = [
         "template",
         "rtdp",

@@ -121,3 +121,27 @@ with it; tests/helm_chart.rs runs the operator with exactly these rights):
 {{- define "rtdp.webhookSecretName" -}}
 {{- printf "%s-webhook-tls" (include "rtdp.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
+
+{{/*
+Whether a prometheus-operator object renders: `enabled` true or false as given; "auto" when
+the cluster serves monitoring.coreos.com/v1/<kind> (helm install/upgrade ask the API server;
+helm template knows it only from --api-versions monitoring.coreos.com/v1/<kind>).
+Called with (list <enabled> <kind> $); renders "true" or nothing.
+*/}}
+{{- define "rtdp.monitoringEnabled" -}}
+{{- $enabled := index . 0 }}
+{{- $kind := index . 1 }}
+{{- $root := index . 2 }}
+{{- if kindIs "string" $enabled }}
+{{- if ne $enabled "auto" }}
+{{- fail (printf "%s enabled: want true, false or auto, got %q" $kind $enabled) }}
+{{- end }}
+{{- if $root.Capabilities.APIVersions.Has (printf "monitoring.coreos.com/v1/%s" $kind) }}true{{ end }}
+{{- else if $enabled }}true
+{{- end }}
+{{- end }}
+
+{{/* The runner pods' PodMonitor. */}}
+{{- define "rtdp.podMonitorName" -}}
+{{- printf "%s-runners" (include "rtdp.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
