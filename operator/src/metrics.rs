@@ -90,30 +90,29 @@ impl Metrics {
             "Reconciles that checked the topics and tables in Kafka and Cassandra (a new spec, a failure, the resync period); the others reuse the last check",
             external_checks.clone(),
         );
-        let gauge = |registry: &mut Registry, name: &str, help: &str| {
-            let family = Family::<Labels, Gauge>::default();
-            registry.register(name, help, family.clone());
-            family
-        };
-        let pipeline_lag_records = gauge(
-            &mut registry,
+        let pipeline_lag_records = Family::<Labels, Gauge>::default();
+        registry.register(
             "rtdp_pipeline_lag_records",
             "Records in a Pipeline's topic not yet stored (from the processors' committed offsets)",
+            pipeline_lag_records.clone(),
         );
-        let pipeline_lag_seconds = gauge(
-            &mut registry,
+        let pipeline_lag_seconds = Family::<Labels, Gauge>::default();
+        registry.register(
             "rtdp_pipeline_lag_seconds",
             "How long the oldest record not yet stored has waited, in seconds",
+            pipeline_lag_seconds.clone(),
         );
-        let pipeline_last_stored = gauge(
-            &mut registry,
+        let pipeline_last_stored = Family::<Labels, Gauge>::default();
+        registry.register(
             "rtdp_pipeline_last_stored_record_timestamp_seconds",
             "The Kafka timestamp of the newest stored record, in seconds since the epoch",
+            pipeline_last_stored.clone(),
         );
-        let pipeline_replicas = gauge(
-            &mut registry,
+        let pipeline_replicas = Family::<Labels, Gauge>::default();
+        registry.register(
             "rtdp_pipeline_processor_replicas",
             "The processor replicas a Pipeline wants (declared, autoscaled, or 0 while suspended)",
+            pipeline_replicas.clone(),
         );
         Self {
             registry,

@@ -291,6 +291,7 @@ fn runner_pod_templates() -> Vec<(String, PodTemplateSpec)> {
             &BuildContext {
                 default_image: "ghcr.io/rtdp-dev/pipeline-runner:test".into(),
             },
+            rtdp_operator::resources::processor::replicas(&pipeline, None),
         )
         .unwrap_or_else(|error| panic!("building the objects of examples/{file}: {error}"));
         let processor = objects
