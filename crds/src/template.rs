@@ -7,6 +7,9 @@
 use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::jiff::tz::TimeZone;
 
+use crate::HttpSource;
+use crate::validation::FieldError;
+
 /// The variables a template may use, each with what it becomes.
 pub const VARIABLES: [(&str, &str); 6] = [
     (
@@ -137,6 +140,62 @@ pub fn known_variables() -> String {
         .map(|(name, _)| *name)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Template variables (`{{ interval.start }}`...) in the URL, query values, inline header
+/// values and body: each must be known, and a run needs an interval, so a schedule or a poll
+/// interval.
+pub(crate) fn check(http: &HttpSource, errors: &mut Vec<FieldError>) {
+    let mut texts: Vec<(String, &str)> = vec![("spec.source.http.url".to_string(), &http.url)];
+    texts.extend(http.query_params.iter().map(|(name, value)| {
+        (
+            format!("spec.source.http.queryParams.{name}"),
+            value.as_str(),
+        )
+    }));
+    texts.extend(
+        http.headers
+            .iter()
+            .enumerate()
+            .filter_map(|(index, header)| {
+                let value = header.value.as_deref()?;
+                Some((format!("spec.source.http.headers[{index}].value"), value))
+            }),
+    );
+    if let Some(body) = &http.body {
+        texts.push(("spec.source.http.body".to_string(), body));
+    }
+    let mut templated = None;
+    for (field, text) in texts {
+        match variables_in(text) {
+            Ok(variables) => {
+                for variable in &variables {
+                    if !VARIABLES.iter().any(|(known, _)| known == variable) {
+                        errors.push(FieldError::new(
+                            field.clone(),
+                            format!(
+                                "unknown template variable {{{{ {variable} }}}}; known: {}",
+                                known_variables()
+                            ),
+                        ));
+                    }
+                }
+                if !variables.is_empty() && templated.is_none() {
+                    templated = Some(field);
+                }
+            }
+            Err(message) => errors.push(FieldError::new(field, message)),
+        }
+    }
+    if let Some(field) = templated
+        && http.schedule.is_none()
+        && http.poll_interval.is_none()
+    {
+        errors.push(FieldError::new(
+            field,
+            "uses the run's interval, which needs a schedule or a pollInterval".to_string(),
+        ));
+    }
 }
 
 #[cfg(test)]

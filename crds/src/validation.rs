@@ -13,7 +13,7 @@ use croner::parser::{CronParser, Seconds, Year};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 
-use crate::{HttpSource, Pipeline, template};
+use crate::{Pipeline, template};
 
 /// One reason a Pipeline is refused: the field (a JSON path as `kubectl explain` spells it)
 /// and what is wrong with it.
@@ -26,7 +26,7 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             message: message.into(),
@@ -147,7 +147,7 @@ fn source(pipeline: &Pipeline, errors: &mut Vec<FieldError>) {
             format!("is not JSON: {error}"),
         ));
     }
-    templates(http, errors);
+    template::check(http, errors);
     for (index, header) in http.headers.iter().enumerate() {
         let lower = header.name.to_ascii_lowercase();
         let credential = CREDENTIAL_HEADERS.contains(&lower.as_str())
@@ -163,65 +163,6 @@ fn source(pipeline: &Pipeline, errors: &mut Vec<FieldError>) {
                 ),
             ));
         }
-    }
-}
-
-/// Template variables (`{{ interval.start }}`...) in the URL, query values, inline header
-/// values and body: each must be known, and a run needs an interval, so a schedule or a poll
-/// interval.
-fn templates(http: &HttpSource, errors: &mut Vec<FieldError>) {
-    let mut texts: Vec<(String, &str)> = vec![("spec.source.http.url".to_string(), &http.url)];
-    texts.extend(http.query_params.iter().map(|(name, value)| {
-        (
-            format!("spec.source.http.queryParams.{name}"),
-            value.as_str(),
-        )
-    }));
-    texts.extend(
-        http.headers
-            .iter()
-            .enumerate()
-            .filter_map(|(index, header)| {
-                let value = header.value.as_deref()?;
-                Some((format!("spec.source.http.headers[{index}].value"), value))
-            }),
-    );
-    if let Some(body) = &http.body {
-        texts.push(("spec.source.http.body".to_string(), body));
-    }
-    let mut templated = None;
-    for (field, text) in texts {
-        match template::variables_in(text) {
-            Ok(variables) => {
-                for variable in &variables {
-                    if !template::VARIABLES
-                        .iter()
-                        .any(|(known, _)| known == variable)
-                    {
-                        errors.push(FieldError::new(
-                            field.clone(),
-                            format!(
-                                "unknown template variable {{{{ {variable} }}}}; known: {}",
-                                template::known_variables()
-                            ),
-                        ));
-                    }
-                }
-                if !variables.is_empty() && templated.is_none() {
-                    templated = Some(field);
-                }
-            }
-            Err(message) => errors.push(FieldError::new(field, message)),
-        }
-    }
-    if let Some(field) = templated
-        && http.schedule.is_none()
-        && http.poll_interval.is_none()
-    {
-        errors.push(FieldError::new(
-            field,
-            "uses the run's interval, which needs a schedule or a pollInterval".to_string(),
-        ));
     }
 }
 

@@ -145,6 +145,19 @@ pub async fn client_properties(
     Ok(kafka::client_properties(spec, &tls, login.as_ref()))
 }
 
+/// A librdkafka configuration for the Pipeline's cluster, secrets resolved: what the
+/// freshness loop and a replay read or move the processors' consumer group with.
+pub async fn client_config_of(
+    client: &Client,
+    pipeline: &Pipeline,
+) -> Result<rdkafka::ClientConfig> {
+    let properties = client_properties(client, pipeline).await?;
+    Ok(kafka::client_config(
+        &pipeline.spec.kafka.bootstrap_servers.join(","),
+        &properties,
+    ))
+}
+
 /// `security.protocol` for the Pipeline's TLS and SASL settings; `None` for plaintext.
 pub fn security_protocol(pipeline: &Pipeline) -> Option<&'static str> {
     match SecurityProtocol::of(&pipeline.spec.kafka) {

@@ -44,17 +44,8 @@ enum Command {
     Ingest {
         #[command(flatten)]
         run: RunArgs,
-        /// One pass over the HTTP source's pages (or the generator's totalRecords), then exit:
-        /// 0 when every page was ingested, 3 when some failed after their retries, 1 when
-        /// nothing could be ingested. This is what the CronJob of a scheduled source runs.
-        #[arg(long)]
-        once: bool,
-        /// The logical interval the request templates (`{{ interval.start }}`...) are filled
-        /// in with, `FROM..TO` in RFC 3339, e.g. `2026-11-26T00:00:00Z..2026-11-27T00:00:00Z`:
-        /// re-runs or backfills one interval. Default: a scheduled source's latest schedule
-        /// interval, a polling source's time since its previous pass.
-        #[arg(long, value_parser = parse_interval)]
-        interval: Option<Interval>,
+        #[command(flatten)]
+        pass: PassArgs,
     },
     /// Consume the topic in the Pipeline's consumer group, parse and transform each record,
     /// write it to every table, dead-letter what cannot be written. Offsets are stored only
@@ -69,12 +60,8 @@ enum Command {
     Standalone {
         #[command(flatten)]
         run: RunArgs,
-        /// Ingest once, process everything ingested, print a report and exit.
-        #[arg(long)]
-        once: bool,
-        /// The logical interval of the request templates, `FROM..TO` (as `ingest --interval`).
-        #[arg(long, value_parser = parse_interval)]
-        interval: Option<Interval>,
+        #[command(flatten)]
+        pass: PassArgs,
         /// Do not draw the progress line.
         #[arg(long)]
         no_progress: bool,
@@ -184,6 +171,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// How much ingest does: one pass or continuously, and for which interval.
+#[derive(Debug, clap::Args)]
+struct PassArgs {
+    /// One pass over the HTTP source's pages (or the generator's totalRecords), then exit:
+    /// 0 when every page was ingested, 3 when some failed after their retries, 1 when nothing
+    /// could be ingested (what the CronJob of a scheduled source runs). Standalone: also
+    /// process everything ingested, print a report and exit.
+    #[arg(long)]
+    once: bool,
+    /// The logical interval the request templates (`{{ interval.start }}`...) are filled in
+    /// with, `FROM..TO` in RFC 3339, e.g. `2026-11-26T00:00:00Z..2026-11-27T00:00:00Z`:
+    /// re-runs or backfills one interval. Default: a scheduled source's latest schedule
+    /// interval, a polling source's time since its previous pass.
+    #[arg(long, value_parser = parse_interval)]
+    interval: Option<Interval>,
+}
+
 /// `--interval FROM..TO`.
 fn parse_interval(text: &str) -> Result<Interval, String> {
     Interval::parse(text)
@@ -257,8 +261,7 @@ async fn run_role(command: Command) -> Result<ExitCode, RunnerError> {
         Command::Validate { .. } | Command::Query { .. } => Ok(ExitCode::SUCCESS),
         Command::Ingest {
             run,
-            once,
-            interval,
+            pass: PassArgs { once, interval },
         } => {
             let started = start(&run).await?;
             let report = ingest::run(
@@ -307,8 +310,7 @@ async fn run_role(command: Command) -> Result<ExitCode, RunnerError> {
         }
         Command::Standalone {
             run,
-            once,
-            interval,
+            pass: PassArgs { once, interval },
             no_progress,
         } => {
             let started = start(&run).await?;

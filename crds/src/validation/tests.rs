@@ -10,7 +10,7 @@ fn listings() -> Pipeline {
 }
 
 /// The example's HTTP source, to change it.
-fn http(pipeline: &mut Pipeline) -> &mut HttpSource {
+fn http(pipeline: &mut Pipeline) -> &mut crate::HttpSource {
     pipeline
         .spec
         .source

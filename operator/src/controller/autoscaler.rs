@@ -232,12 +232,17 @@ mod tests {
         );
     }
 
-    #[test]
-    fn scales_up_at_once_and_down_only_after_the_window() {
-        let autoscaler = Autoscaler::default();
-        let spec = spec(0, 60);
+    /// A fresh autoscaler, its spec, and a busy (400 waiting: 4) and an idle recommendation.
+    fn setup(up: i64, down: i64) -> (Autoscaler, AutoscalingSpec, Recommendation, Recommendation) {
+        let spec = spec(up, down);
         let busy = recommend(&spec, 400, 4);
         let idle = recommend(&spec, 0, 4);
+        (Autoscaler::default(), spec, busy, idle)
+    }
+
+    #[test]
+    fn scales_up_at_once_and_down_only_after_the_window() {
+        let (autoscaler, spec, busy, idle) = setup(0, 60);
         // A burst: up at once.
         let (replicas, decision) = autoscaler.observe("uid", &spec, &busy, 1, at(0));
         assert_eq!(replicas, 4);
@@ -255,26 +260,32 @@ mod tests {
         assert_eq!(autoscaler.decided("uid"), Some(1));
     }
 
+    /// Feeds readings (recommendation, current replicas, at seconds) and checks each result.
+    fn expect_replicas(
+        autoscaler: &Autoscaler,
+        spec: &AutoscalingSpec,
+        readings: &[(&Recommendation, i32, i64, i32)],
+    ) {
+        for (recommendation, current, seconds, expected) in readings {
+            let (replicas, _) =
+                autoscaler.observe("uid", spec, recommendation, *current, at(*seconds));
+            assert_eq!(replicas, *expected, "at {seconds} s");
+        }
+    }
+
     #[test]
     fn a_fresh_autoscaler_does_not_scale_down_before_a_window_was_seen() {
-        let autoscaler = Autoscaler::default();
-        let spec = spec(0, 60);
-        let idle = recommend(&spec, 0, 4);
+        let (autoscaler, spec, _, idle) = setup(0, 60);
         // E.g. a new leader: the status says 3 replicas, the topic is drained.
-        assert_eq!(autoscaler.observe("uid", &spec, &idle, 3, at(0)).0, 3);
-        assert_eq!(autoscaler.observe("uid", &spec, &idle, 3, at(59)).0, 3);
-        assert_eq!(autoscaler.observe("uid", &spec, &idle, 3, at(61)).0, 1);
+        let readings = [(&idle, 3, 0, 3), (&idle, 3, 59, 3), (&idle, 3, 61, 1)];
+        expect_replicas(&autoscaler, &spec, &readings);
     }
 
     #[test]
     fn a_scale_up_window_needs_the_whole_window_busy() {
-        let autoscaler = Autoscaler::default();
-        let spec = spec(20, 0);
-        let busy = recommend(&spec, 400, 4);
-        let idle = recommend(&spec, 0, 4);
-        assert_eq!(autoscaler.observe("uid", &spec, &idle, 1, at(0)).0, 1);
-        // Busy for 10 s only: the idle reading is still in the window.
-        assert_eq!(autoscaler.observe("uid", &spec, &busy, 1, at(10)).0, 1);
-        assert_eq!(autoscaler.observe("uid", &spec, &busy, 1, at(25)).0, 4);
+        let (autoscaler, spec, busy, idle) = setup(20, 0);
+        // Busy at 10 s only: the idle reading of 0 s is still in the window; at 25 s it is not.
+        let readings = [(&idle, 1, 0, 1), (&busy, 1, 10, 1), (&busy, 1, 25, 4)];
+        expect_replicas(&autoscaler, &spec, &readings);
     }
 }

@@ -22,11 +22,11 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use rtdp_crds::{AutoscalingStatus, FreshnessStatus, Pipeline, SloSpec, condition_types};
-use rtdp_provisioning::kafka::{GroupLag, client_config, read_group_lag};
+use rtdp_provisioning::kafka::{GroupLag, read_group_lag};
 use serde_json::json;
 
 use super::{Context, Guarded, autoscaler};
-use crate::kafka::client_properties;
+use crate::kafka::client_config_of;
 use crate::metrics::PipelineGauges;
 use crate::resources;
 use crate::status::{DesiredCondition, merge_conditions};
@@ -292,13 +292,9 @@ async fn autoscale(
 
 /// Reads the lag of the Pipeline's processors from its Kafka cluster.
 async fn read_lag(context: &Context, pipeline: &Pipeline) -> Result<GroupLag, String> {
-    let properties = client_properties(&context.client, pipeline)
+    let config = client_config_of(&context.client, pipeline)
         .await
         .map_err(|error| error.to_string())?;
-    let config = client_config(
-        &pipeline.spec.kafka.bootstrap_servers.join(","),
-        &properties,
-    );
     read_group_lag(
         &config,
         &pipeline.topic_name(),

@@ -11,10 +11,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::events::EventType;
 use rtdp_crds::{Pipeline, ReplaySpec, ReplayStatus};
-use rtdp_provisioning::kafka::{RewindTo, Rewound, client_config, rewind_group};
+use rtdp_provisioning::kafka::{RewindTo, Rewound, rewind_group};
 
 use super::Context;
-use crate::kafka::client_properties;
+use crate::kafka::client_config_of;
 use crate::resources;
 
 /// How long the rewind's Kafka requests may take.
@@ -186,22 +186,13 @@ async fn rewind(
     context: &Context,
     to: RewindTo,
 ) -> Result<Vec<Rewound>, String> {
-    let properties = client_properties(&context.client, pipeline)
+    let config = client_config_of(&context.client, pipeline)
         .await
         .map_err(|error| error.to_string())?;
-    let config = client_config(
-        &pipeline.spec.kafka.bootstrap_servers.join(","),
-        &properties,
-    );
-    rewind_group(
-        &config,
-        &pipeline.topic_name(),
-        &pipeline.consumer_group(),
-        to,
-        REWIND_TIMEOUT,
-    )
-    .await
-    .map_err(|error| error.to_string())
+    let (topic, group) = (pipeline.topic_name(), pipeline.consumer_group());
+    rewind_group(&config, &topic, &group, to, REWIND_TIMEOUT)
+        .await
+        .map_err(|error| error.to_string())
 }
 
 /// Processor pods that still exist (of any template).

@@ -104,10 +104,7 @@ pub async fn read_group_lag(
         .set("max.partition.fetch.bytes", "65536")
         .set("queued.max.messages.kbytes", "1024");
     let topic = topic.to_string();
-    // librdkafka's calls block; keep them off the async workers.
-    tokio::task::spawn_blocking(move || read_blocking(&config, &topic, timeout))
-        .await
-        .map_err(|error| ProvisionError::Internal(format!("lag task failed: {error}")))?
+    super::blocking("lag", move || read_blocking(&config, &topic, timeout)).await
 }
 
 fn read_blocking(
@@ -115,56 +112,80 @@ fn read_blocking(
     topic: &str,
     timeout: Duration,
 ) -> Result<GroupLag, ProvisionError> {
-    let reading =
-        |what: &str, error| ProvisionError::kafka(format!("{what} of topic {topic}"), error);
-    let consumer: BaseConsumer = config
-        .create()
-        .map_err(|error| reading("creating a consumer to read the lag", error))?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(|error| reading("reading the metadata", error))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|found| found.name() == topic && found.error().is_none())
-        .flat_map(|found| found.partitions().iter().map(|partition| partition.id()))
-        .collect();
-    if partitions.is_empty() {
-        return Err(ProvisionError::Internal(format!(
-            "topic {topic} does not exist (yet), so it has no lag to read"
-        )));
-    }
-    let mut wanted = TopicPartitionList::new();
-    for partition in &partitions {
-        wanted.add_partition(topic, *partition);
-    }
-    let committed = consumer
-        .committed_offsets(wanted, timeout)
-        .map_err(|error| reading("reading the committed offsets", error))?;
-    let mut positions = Vec::with_capacity(partitions.len());
-    for partition in partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, partition, timeout)
-            .map_err(|error| reading("reading the watermarks", error))?;
-        let committed =
-            committed
+    let mut view = GroupView::read(config, topic, timeout)?;
+    read_timestamps(&view.consumer, topic, &mut view.positions, timeout)?;
+    Ok(GroupLag {
+        partitions: view.positions,
+    })
+}
+
+/// What reading the lag and rewinding for a replay both start from: a consumer of the group
+/// that never joins it (partitions are assigned, not subscribed), and each partition's
+/// watermarks and committed offset.
+pub(super) struct GroupView {
+    /// The consumer, with the group's `group.id`.
+    pub(super) consumer: BaseConsumer,
+    /// One entry per partition, timestamps not read.
+    pub(super) positions: Vec<PartitionPosition>,
+}
+
+impl GroupView {
+    /// Reads the topic's partitions, their watermarks and the group's committed offsets.
+    pub(super) fn read(
+        config: &ClientConfig,
+        topic: &str,
+        timeout: Duration,
+    ) -> Result<Self, ProvisionError> {
+        let reading =
+            |what: &str, error| ProvisionError::kafka(format!("{what} of topic {topic}"), error);
+        let consumer: BaseConsumer = config
+            .create()
+            .map_err(|error| reading("creating a consumer of the group", error))?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|error| reading("reading the metadata", error))?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|found| found.name() == topic && found.error().is_none())
+            .flat_map(|found| found.partitions().iter().map(|partition| partition.id()))
+            .collect();
+        if partitions.is_empty() {
+            return Err(ProvisionError::Internal(format!(
+                "topic {topic} does not exist (yet)"
+            )));
+        }
+        let mut wanted = TopicPartitionList::new();
+        for partition in &partitions {
+            wanted.add_partition(topic, *partition);
+        }
+        let committed = consumer
+            .committed_offsets(wanted, timeout)
+            .map_err(|error| reading("reading the committed offsets", error))?;
+        let mut positions = Vec::with_capacity(partitions.len());
+        for partition in partitions {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, partition, timeout)
+                .map_err(|error| reading("reading the watermarks", error))?;
+            let committed = committed
                 .find_partition(topic, partition)
                 .and_then(|element| match element.offset() {
                     Offset::Offset(offset) => Some(offset),
                     _ => None,
                 });
-        positions.push(PartitionPosition {
-            partition,
-            low,
-            high,
-            committed,
-            ..PartitionPosition::default()
-        });
+            positions.push(PartitionPosition {
+                partition,
+                low,
+                high,
+                committed,
+                ..PartitionPosition::default()
+            });
+        }
+        Ok(Self {
+            consumer,
+            positions,
+        })
     }
-    read_timestamps(&consumer, topic, &mut positions, timeout)?;
-    Ok(GroupLag {
-        partitions: positions,
-    })
 }
 
 /// Fills in the timestamps of the last stored and the oldest waiting record of each

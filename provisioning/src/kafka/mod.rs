@@ -14,3 +14,13 @@ pub use client::{Pem, SaslLogin, SecurityProtocol, TlsMaterial, client_config, c
 pub use lag::{GroupLag, PartitionPosition, read_group_lag};
 pub use rewind::{RewindTo, Rewound, rewind_group};
 pub use topics::*;
+
+/// Runs a blocking librdkafka call (`what` names it for errors) off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    what: &str,
+    call: impl FnOnce() -> Result<T, crate::ProvisionError> + Send + 'static,
+) -> Result<T, crate::ProvisionError> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .map_err(|error| crate::ProvisionError::Internal(format!("{what} task failed: {error}")))?
+}

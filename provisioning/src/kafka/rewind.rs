@@ -5,10 +5,11 @@
 
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+use super::lag::GroupView;
 use crate::ProvisionError;
 
 /// Where a replay starts.
@@ -46,52 +47,33 @@ pub async fn rewind_group(
         .set("group.id", group)
         .set("enable.auto.commit", "false");
     let topic = topic.to_string();
-    let group = group.to_string();
-    tokio::task::spawn_blocking(move || rewind_blocking(&config, &topic, &group, to, timeout))
-        .await
-        .map_err(|error| ProvisionError::Internal(format!("rewind task failed: {error}")))?
+    super::blocking("rewind", move || {
+        rewind_blocking(&config, &topic, to, timeout)
+    })
+    .await
 }
 
+/// The rewind, on a thread that may block; the group is the one `config` names.
 fn rewind_blocking(
     config: &ClientConfig,
     topic: &str,
-    group: &str,
     to: RewindTo,
     timeout: Duration,
 ) -> Result<Vec<Rewound>, ProvisionError> {
+    let group = config.get("group.id").unwrap_or_default();
     let failed =
         |what: &str, error| ProvisionError::kafka(format!("{what} of topic {topic}"), error);
-    let consumer: BaseConsumer = config
-        .create()
-        .map_err(|error| failed("creating a consumer to rewind", error))?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(|error| failed("reading the metadata", error))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|found| found.name() == topic && found.error().is_none())
-        .flat_map(|found| found.partitions().iter().map(|partition| partition.id()))
-        .collect();
-    if partitions.is_empty() {
-        return Err(ProvisionError::Internal(format!(
-            "topic {topic} does not exist, so there is nothing to replay"
-        )));
-    }
-    let mut all = TopicPartitionList::new();
-    for partition in &partitions {
-        all.add_partition(topic, *partition);
-    }
-    let committed = consumer
-        .committed_offsets(all, timeout)
-        .map_err(|error| failed("reading the committed offsets", error))?;
+    let GroupView {
+        consumer,
+        positions,
+    } = GroupView::read(config, topic, timeout)?;
     let by_time = match to {
         RewindTo::Earliest => None,
         RewindTo::Time(millis) => {
             let mut wanted = TopicPartitionList::new();
-            for partition in &partitions {
+            for position in &positions {
                 wanted
-                    .add_partition_offset(topic, *partition, Offset::Offset(millis))
+                    .add_partition_offset(topic, position.partition, Offset::Offset(millis))
                     .map_err(|error| failed("asking for offsets by time", error))?;
             }
             Some(
@@ -102,36 +84,27 @@ fn rewind_blocking(
         }
     };
     let mut target = TopicPartitionList::new();
-    let mut rewound = Vec::with_capacity(partitions.len());
-    for partition in partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, partition, timeout)
-            .map_err(|error| failed("reading the watermarks", error))?;
+    let mut rewound = Vec::with_capacity(positions.len());
+    for position in positions {
         let offset = match &by_time {
-            None => low,
+            None => position.low,
             Some(found) => match found
-                .find_partition(topic, partition)
+                .find_partition(topic, position.partition)
                 .map(|element| element.offset())
             {
-                Some(Offset::Offset(offset)) => offset.max(low),
+                Some(Offset::Offset(offset)) => offset.max(position.low),
                 // No record at or after the time: start at the end (nothing to reprocess).
-                _ => high,
+                _ => position.high,
             },
         };
         target
-            .add_partition_offset(topic, partition, Offset::Offset(offset))
+            .add_partition_offset(topic, position.partition, Offset::Offset(offset))
             .map_err(|error| failed("preparing the commit", error))?;
-        let from = committed
-            .find_partition(topic, partition)
-            .and_then(|element| match element.offset() {
-                Offset::Offset(offset) => Some(offset),
-                _ => None,
-            });
         rewound.push(Rewound {
-            partition,
-            from,
+            partition: position.partition,
+            from: position.committed,
             to: offset,
-            high,
+            high: position.high,
         });
     }
     consumer
