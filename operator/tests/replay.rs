@@ -165,6 +165,12 @@ async fn a_replay_rebuilds_the_tables_as_a_clean_run_left_them() {
         replay.message
     );
     assert!(replay.finished_at.is_some());
+    // Moved once, from where the clean run had committed (never "0 → 0": a second rewind).
+    assert!(
+        !replay.message.contains(": 0 → 0") && !replay.message.contains("none →"),
+        "{}",
+        replay.message
+    );
     scenario
         .expect_events(&["ReplayStarted", "ReplayCompleted"])
         .await;

@@ -111,6 +111,9 @@ pub struct Context {
     external: external_checks::ExternalChecks,
     /// The lag-based autoscaler's recommendations and decisions.
     autoscaler: autoscaler::Autoscaler,
+    /// Replays this process finished, by Pipeline uid: the reflector's copy of the status may
+    /// not show them yet, and a replay must never run twice.
+    finished_replays: Mutex<HashMap<String, rtdp_crds::ReplayStatus>>,
     failures: Mutex<HashMap<ObjectRef<Guarded>, u32>>,
     cleanup_failures: Mutex<HashMap<String, u32>>,
 }
@@ -139,6 +142,7 @@ impl Context {
             cassandra: CassandraSessions::default(),
             external: external_checks::ExternalChecks::default(),
             autoscaler: autoscaler::Autoscaler::default(),
+            finished_replays: Mutex::default(),
             failures: Mutex::default(),
             cleanup_failures: Mutex::default(),
         }

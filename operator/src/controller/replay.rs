@@ -50,6 +50,22 @@ pub(super) async fn step(pipeline: &Pipeline, context: &Context) -> ReplayProgre
             status: current,
         };
     };
+    // Finished: in the status, or (the status the reflector holds may lag the write) in this
+    // process's memory.
+    let uid = pipeline.metadata.uid.clone().unwrap_or_default();
+    let remembered = context
+        .finished_replays
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&uid)
+        .filter(|status| status.id == replay.id)
+        .cloned();
+    if let Some(remembered) = remembered {
+        return ReplayProgress {
+            hold_processors: false,
+            status: Some(remembered),
+        };
+    }
     let finished = current.as_ref().is_some_and(|status| {
         status.id == replay.id
             && (status.state == states::COMPLETED || status.state == states::FAILED)
@@ -126,15 +142,21 @@ pub(super) async fn step(pipeline: &Pipeline, context: &Context) -> ReplayProgre
             format!("replay {}: {message}", replay.id),
         )
         .await;
+    let status = ReplayStatus {
+        id: replay.id.clone(),
+        state: state.to_string(),
+        message,
+        started_at: Some(started_at),
+        finished_at: Some(now),
+    };
+    context
+        .finished_replays
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(uid, status.clone());
     ReplayProgress {
         hold_processors: false,
-        status: Some(ReplayStatus {
-            id: replay.id.clone(),
-            state: state.to_string(),
-            message,
-            started_at: Some(started_at),
-            finished_at: Some(now),
-        }),
+        status: Some(status),
     }
 }
 
