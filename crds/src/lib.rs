@@ -3,6 +3,7 @@
 
 pub mod manifest;
 pub mod pipeline;
+pub mod progress;
 pub mod template;
 pub mod validation;
 
@@ -10,6 +11,7 @@ pub mod validation;
 pub use k8s_openapi::jiff;
 pub use manifest::{ManifestError, load_pipeline, parse_pipeline};
 pub use pipeline::*;
+pub use progress::CommittedProgress;
 pub use validation::{FieldError, validate};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{

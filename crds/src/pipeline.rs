@@ -93,6 +93,20 @@ pub const CRON_PATTERN: &str = concat!(
         description = "How old the newest stored record is"
     ),
     printcolumn(
+        name = "Written",
+        type_ = "integer",
+        json_path = ".status.freshness.records.written",
+        priority = 1,
+        description = "Records written to every table, up to the committed offsets"
+    ),
+    printcolumn(
+        name = "Dead-Lettered",
+        type_ = "integer",
+        json_path = ".status.freshness.records.deadLettered",
+        priority = 1,
+        description = "Records sent to the dead-letter topic, up to the committed offsets"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -1238,10 +1252,33 @@ pub struct FreshnessStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_stored_record_time: Option<String>,
 
+    /// The records the processors finished, by outcome, up to their committed offsets.
+    /// Counted by the processors and committed with each offset (so exact at that offset, and
+    /// kept across restarts and rebalances); records a replay processes again count again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<RecordCounts>,
+
     /// Why the last measurement failed, if it did (the other fields are then from the last
     /// one that worked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// Records by what became of them.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordCounts {
+    /// Written to every table (Cassandra acknowledged each row).
+    #[serde(default)]
+    pub written: i64,
+
+    /// Sent to the dead-letter topic with the reason.
+    #[serde(default)]
+    pub dead_lettered: i64,
+
+    /// Dropped by `spec.schema.filter`.
+    #[serde(default)]
+    pub filtered: i64,
 }
 
 /// The condition types a Pipeline's status reports.

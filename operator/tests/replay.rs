@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::pods::start_pod;
 use common::{TestWorld, cassandra};
 use k8s_openapi::api::apps::v1::Deployment;
-use rtdp_crds::Pipeline;
+use rtdp_crds::{Pipeline, RecordCounts};
 use rtdp_provisioning::kafka::{client_config, read_group_lag};
 use rtdp_test_support::process::Process;
 use rtdp_test_support::{eventually, kafka_bootstrap_servers};
@@ -62,6 +62,29 @@ async fn caught_up(pipeline: &Pipeline) {
     .await;
 }
 
+/// Waits until `status.freshness.records` says `written` records were written, none
+/// dead-lettered or filtered (the generator's listings are all valid and pass the filter).
+async fn records_in_status(world: &TestWorld, name: &str, written: i64) {
+    world
+        .wait_for(
+            name,
+            &format!("{written} records written in status.freshness.records"),
+            Duration::from_secs(60),
+            |pipeline| {
+                pipeline
+                    .status
+                    .as_ref()
+                    .and_then(|status| status.freshness.as_ref())
+                    .and_then(|freshness| freshness.records)
+                    == Some(RecordCounts {
+                        written,
+                        ..RecordCounts::default()
+                    })
+            },
+        )
+        .await;
+}
+
 fn replay_state(pipeline: &Pipeline) -> Option<(String, String)> {
     let replay = pipeline.status.as_ref()?.replay.as_ref()?;
     Some((replay.id.clone(), replay.state.clone()))
@@ -69,7 +92,8 @@ fn replay_state(pipeline: &Pipeline) -> Option<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replay_rebuilds_the_tables_as_a_clean_run_left_them() {
-    let (world, _operator) = TestWorld::with_operator("op-replay", &[]).await;
+    let (world, _operator) =
+        TestWorld::with_operator("op-replay", &["--freshness-period-seconds", "1"]).await;
     let name = "replayed";
     let mut pipeline = world.pipeline(name);
     if let Some(generator) = pipeline
@@ -110,6 +134,8 @@ async fn a_replay_rebuilds_the_tables_as_a_clean_run_left_them() {
     caught_up(&provisioned).await;
     let clean = rows(&table).await;
     assert_eq!(clean.len(), 100, "one row per distinct key");
+    // Every record counted once in the status, from the progress committed with the offsets.
+    records_in_status(&world, name, RECORDS).await;
 
     // A replay while the processor runs: it waits for the processor to stop.
     cassandra()
@@ -189,6 +215,8 @@ async fn a_replay_rebuilds_the_tables_as_a_clean_run_left_them() {
         clean,
         "the replayed table equals the clean run's"
     );
+    // The rewind kept the counts: the replayed records count again.
+    records_in_status(&world, name, 2 * RECORDS).await;
 
     scenario.delete_and_wait_gone(Duration::from_secs(60)).await;
     world

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use rtdp_crds::{CqlType, Pipeline};
+use rtdp_crds::{CqlType, Pipeline, RecordCounts};
 use rtdp_test_support::eventually;
 use rtdp_test_support::listings_api::{Listings, ListingsApi};
 use scylla::value::CqlValue;
@@ -200,6 +200,14 @@ async fn http_round_trip_fills_both_tables_dead_letters_defects_and_replays_iden
         .collect();
     assert_eq!(found, wanted, "dead letters by zpid: (reason, field)");
     assert_offsets_at_end(&pipeline);
+    // What became of every record, committed with the offsets: exact, not sampled.
+    let counted = RecordCounts {
+        written: expected.len() as i64,
+        dead_lettered: dead.len() as i64,
+        filtered: (listings.all().count() - expected.len() - dead.len()) as i64,
+    };
+    assert!(counted.filtered > 0, "the data set has zero-price listings");
+    assert_eq!(records_finished(&pipeline), counted);
 
     // Replay: the group back to the beginning, process again, tables identical.
     let before_by_id = read_rows(&session, &by_id).await;
@@ -214,6 +222,8 @@ async fn http_round_trip_fills_both_tables_dead_letters_defects_and_replays_iden
         read_rows(&session, &format!("{keyspace}.listings_by_city")).await,
         before_by_city
     );
+    // The reset committed no progress, so the counts started again and ended where they did.
+    assert_eq!(records_finished(&pipeline), counted);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -345,5 +355,17 @@ async fn ten_sigkills_mid_stream_lose_nothing_and_keep_the_latest_value() {
     assert!(
         !log.contains("dead-lettering"),
         "no valid record is dead-lettered by a crash; log:\n{log}"
+    );
+    // Re-delivered records were counted once: the counts travel with the committed offsets.
+    let produced: i64 = committed_and_end(&pipeline)
+        .iter()
+        .map(|(_, _, end)| end)
+        .sum();
+    assert_eq!(
+        records_finished(&pipeline),
+        RecordCounts {
+            written: produced,
+            ..RecordCounts::default()
+        }
     );
 }

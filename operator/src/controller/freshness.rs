@@ -315,6 +315,7 @@ pub fn freshness_of(lag: &GroupLag, now: Timestamp) -> FreshnessStatus {
             .last_stored_millis()
             .and_then(|millis| Timestamp::from_millisecond(millis).ok())
             .map(|time| time.to_string()),
+        records: Some(lag.records_finished()),
         error: None,
     }
 }
@@ -388,6 +389,7 @@ pub fn verdict(slo: &SloSpec, freshness: &FreshnessStatus, now: Timestamp) -> De
 
 #[cfg(test)]
 mod tests {
+    use rtdp_crds::RecordCounts;
     use rtdp_provisioning::kafka::PartitionPosition;
 
     use super::*;
@@ -405,6 +407,11 @@ mod tests {
                 committed: Some(if waiting_since.is_some() { 7 } else { 10 }),
                 last_stored_millis: stored_at.map(|seconds| at(seconds).as_millisecond()),
                 oldest_waiting_millis: waiting_since.map(|seconds| at(seconds).as_millisecond()),
+                records: RecordCounts {
+                    written: 5,
+                    dead_lettered: 1,
+                    filtered: 1,
+                },
             }],
         }
     }
@@ -417,6 +424,13 @@ mod tests {
         assert_eq!(
             freshness.last_stored_record_time.as_deref(),
             Some("2023-11-14T22:14:50Z")
+        );
+        assert_eq!(
+            freshness
+                .records
+                .map(|records| records.written + records.dead_lettered + records.filtered),
+            Some(7),
+            "the records before the committed offset"
         );
         let caught_up = freshness_of(&lag(None, Some(90)), at(130));
         assert_eq!((caught_up.lag_records, caught_up.lag_seconds), (0, 0));

@@ -28,8 +28,8 @@ use crate::record::{RecordError, RecordParser};
 use crate::retry;
 use crate::telemetry::{Health, KindLabel, Metrics};
 use crate::transform::{Outcome, Transforms};
-use offsets::OffsetTracker;
-use partitions::{pause_while_cassandra_is_down, reached, resume_clock, store_offsets};
+use offsets::{Finished, OffsetTracker};
+use partitions::{pause_while_cassandra_is_down, reached, resume, store_offsets};
 use writer::{TableWriter, WriteFailure, error_kind};
 
 /// How long in-flight writes may take to finish after SIGTERM before the runner gives up on
@@ -180,8 +180,8 @@ pub async fn run(pipeline: &Pipeline, options: ProcessOptions) -> Result<(), Run
                     metrics.records_consumed.inc();
                     let partition = message.partition();
                     if !tracker.is_tracking(partition) {
-                        let clock = resume_clock(&consumer, &topic, partition, message.offset());
-                        tracker.start(partition, clock);
+                        let (clock, counts) = resume(&consumer, &topic, partition, message.offset());
+                        tracker.start(partition, clock, counts);
                     }
                     let write_time =
                         tracker.dispatched(partition, message.offset(), kafka_millis(&message));
@@ -448,11 +448,15 @@ async fn dead_letter(
 }
 
 fn finish(tracker: &mut OffsetTracker, metrics: &Metrics, partition: i32, offset: i64, done: Done) {
-    match done {
-        Done::Filtered => metrics.records_filtered.inc(),
+    let outcome = match done {
+        Done::Written => Finished::Written,
+        Done::DeadLettered => Finished::DeadLettered,
+        Done::Filtered => {
+            metrics.records_filtered.inc();
+            Finished::Filtered
+        }
         // Never stored: the partition stops advancing there, and a restart re-delivers it.
         Done::Abandoned => return,
-        Done::Written | Done::DeadLettered => 0,
     };
-    tracker.finished(partition, offset);
+    tracker.finished(partition, offset, outcome);
 }

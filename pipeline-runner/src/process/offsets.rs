@@ -1,32 +1,69 @@
 //! Which offsets may be stored: per partition, only up to the first record whose writes are
 //! still in flight. Records finish out of order (writes run concurrently); an offset is
 //! stored only when its record and every earlier one of its partition are done, so a crash
-//! re-delivers, never skips. Each partition also carries its [`WriteClock`], and an offset is
-//! stored together with the clock as it stood before that offset, so whoever resumes there
-//! continues the same chain of write times.
+//! re-delivers, never skips. Each offset is stored with the partition's progress as it stood
+//! just before it (see [`CommittedProgress`]): the [`WriteClock`], so whoever resumes there
+//! continues the same chain of write times, and the records written, dead-lettered and
+//! filtered so far, so the counts are exact at every committed offset.
 
 use std::collections::{BTreeMap, HashMap};
 
+use rtdp_crds::{CommittedProgress, RecordCounts};
+
 use super::writer::WriteClock;
+
+/// What became of a record whose work finished.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finished {
+    /// Written to every table.
+    Written,
+    /// Sent to the dead-letter topic.
+    DeadLettered,
+    /// Dropped by the filter.
+    Filtered,
+}
+
+impl Finished {
+    fn count(self) -> RecordCounts {
+        let mut counts = RecordCounts::default();
+        match self {
+            Self::Written => counts.written = 1,
+            Self::DeadLettered => counts.dead_lettered = 1,
+            Self::Filtered => counts.filtered = 1,
+        }
+        counts
+    }
+}
+
+/// A dispatched record: the clock as it stood before it, and its outcome once finished.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    clock_before: WriteClock,
+    finished: Option<Finished>,
+}
 
 /// The in-flight offsets of one partition.
 #[derive(Debug, Default, Clone)]
 pub struct PartitionOffsets {
-    /// In-flight offsets, each with the clock as it stood before its record.
-    in_flight: BTreeMap<i64, WriteClock>,
+    /// Dispatched offsets from the first unfinished one on (later ones may have finished).
+    in_flight: BTreeMap<i64, InFlight>,
     /// The highest offset dispatched so far.
     highest_dispatched: Option<i64>,
     /// The clock after the highest dispatched record.
     clock: WriteClock,
+    /// The records before the first in-flight one, by outcome.
+    settled: RecordCounts,
     /// The last offset handed to Kafka to store (the next offset to consume).
     stored: Option<i64>,
 }
 
 impl PartitionOffsets {
-    /// A partition whose chain of write times resumes at `clock`.
-    pub fn resuming(clock: WriteClock) -> Self {
+    /// A partition resuming from a committed offset: its chain of write times continues at
+    /// `clock` and its counts at `counts`.
+    pub fn resuming(clock: WriteClock, counts: RecordCounts) -> Self {
         Self {
             clock,
+            settled: counts,
             ..Self::default()
         }
     }
@@ -35,30 +72,57 @@ impl PartitionOffsets {
     pub fn dispatched(&mut self, offset: i64, kafka_timestamp_millis: i64) -> i64 {
         // Before anything finishes, the position to store is the first record's own offset.
         self.stored.get_or_insert(offset);
-        self.in_flight.insert(offset, self.clock);
+        self.in_flight.insert(
+            offset,
+            InFlight {
+                clock_before: self.clock,
+                finished: None,
+            },
+        );
         self.highest_dispatched = Some(self.highest_dispatched.map_or(offset, |h| h.max(offset)));
         self.clock.next(kafka_timestamp_millis)
     }
 
-    /// A record's work finished (written, dead-lettered or filtered). Returns the offset to
-    /// store (the next one to consume) and the clock before it, when it moved forward.
-    pub fn finished(&mut self, offset: i64) -> Option<(i64, WriteClock)> {
+    /// A record's work finished. Returns the offset to store (the next one to consume) and
+    /// the progress before it, when it moved forward.
+    pub fn finished(&mut self, offset: i64, outcome: Finished) -> Option<(i64, CommittedProgress)> {
         // Not ours when absent (dispatched before a rebalance took the partition away).
-        self.in_flight.remove(&offset)?;
+        let record = self.in_flight.get_mut(&offset)?;
+        if record.finished.is_some() {
+            return None;
+        }
+        record.finished = Some(outcome);
+        // Everything finished from the front on is settled: counted, and no longer in flight.
+        while let Some(entry) = self.in_flight.first_entry() {
+            let Some(finished) = entry.get().finished else {
+                break;
+            };
+            entry.remove();
+            self.settled = self.settled.plus(finished.count());
+        }
         let (next, clock) = match self.in_flight.first_key_value() {
-            Some((lowest, clock)) => (*lowest, *clock),
+            Some((lowest, record)) => (*lowest, record.clock_before),
             None => (self.highest_dispatched? + 1, self.clock),
         };
         if self.stored.is_some_and(|stored| stored >= next) {
             return None;
         }
         self.stored = Some(next);
-        Some((next, clock))
+        Some((
+            next,
+            CommittedProgress {
+                write_time_micros: Some(clock.last_micros()),
+                records: self.settled,
+            },
+        ))
     }
 
-    /// Records still in flight.
+    /// Records still in flight (dispatched and not finished).
     pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.in_flight
+            .values()
+            .filter(|record| record.finished.is_none())
+            .count()
     }
 }
 
@@ -66,8 +130,8 @@ impl PartitionOffsets {
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
     partitions: HashMap<i32, PartitionOffsets>,
-    /// Offsets (and clocks) that moved since the last [`OffsetTracker::take_to_store`].
-    to_store: HashMap<i32, (i64, WriteClock)>,
+    /// Offsets (and progress) that moved since the last [`OffsetTracker::take_to_store`].
+    to_store: HashMap<i32, (i64, CommittedProgress)>,
 }
 
 impl OffsetTracker {
@@ -76,10 +140,10 @@ impl OffsetTracker {
         self.partitions.contains_key(&partition)
     }
 
-    /// Starts tracking a partition whose chain of write times resumes at `clock`.
-    pub fn start(&mut self, partition: i32, clock: WriteClock) {
+    /// Starts tracking a partition resuming at `clock` and `counts`.
+    pub fn start(&mut self, partition: i32, clock: WriteClock, counts: RecordCounts) {
         self.partitions
-            .insert(partition, PartitionOffsets::resuming(clock));
+            .insert(partition, PartitionOffsets::resuming(clock, counts));
     }
 
     /// A record was dispatched; returns its write time.
@@ -91,15 +155,18 @@ impl OffsetTracker {
     }
 
     /// A record finished; the offset to store for its partition, if it moved.
-    pub fn finished(&mut self, partition: i32, offset: i64) -> Option<i64> {
-        let (next, clock) = self.partitions.get_mut(&partition)?.finished(offset)?;
-        self.to_store.insert(partition, (next, clock));
+    pub fn finished(&mut self, partition: i32, offset: i64, outcome: Finished) -> Option<i64> {
+        let (next, progress) = self
+            .partitions
+            .get_mut(&partition)?
+            .finished(offset, outcome)?;
+        self.to_store.insert(partition, (next, progress));
         Some(next)
     }
 
-    /// The offsets to hand to Kafka now, with the clock to commit beside each (one store
+    /// The offsets to hand to Kafka now, with the progress to commit beside each (one store
     /// call per turn, not one per record).
-    pub fn take_to_store(&mut self) -> HashMap<i32, (i64, WriteClock)> {
+    pub fn take_to_store(&mut self) -> HashMap<i32, (i64, CommittedProgress)> {
         std::mem::take(&mut self.to_store)
     }
 
@@ -123,7 +190,13 @@ impl OffsetTracker {
 mod tests {
     use super::*;
 
-    fn next_offset(result: Option<(i64, WriteClock)>) -> Option<i64> {
+    use Finished::Written;
+
+    fn resumed_clock(progress: CommittedProgress) -> WriteClock {
+        WriteClock::resumed_at(progress.write_time_micros.expect("the clock is committed"))
+    }
+
+    fn next_offset(result: Option<(i64, CommittedProgress)>) -> Option<i64> {
         result.map(|(next, _)| next)
     }
 
@@ -132,8 +205,8 @@ mod tests {
         let mut offsets = PartitionOffsets::default();
         offsets.dispatched(10, 1);
         offsets.dispatched(11, 1);
-        assert_eq!(next_offset(offsets.finished(10)), Some(11));
-        assert_eq!(next_offset(offsets.finished(11)), Some(12));
+        assert_eq!(next_offset(offsets.finished(10, Written)), Some(11));
+        assert_eq!(next_offset(offsets.finished(11, Written)), Some(12));
     }
 
     #[test]
@@ -142,11 +215,15 @@ mod tests {
         for offset in 0..4 {
             offsets.dispatched(offset, 1);
         }
-        assert_eq!(offsets.finished(2), None, "0 and 1 are still in flight");
-        assert_eq!(offsets.finished(3), None);
-        assert_eq!(offsets.finished(1), None, "0 is still in flight");
         assert_eq!(
-            next_offset(offsets.finished(0)),
+            offsets.finished(2, Written),
+            None,
+            "0 and 1 are still in flight"
+        );
+        assert_eq!(offsets.finished(3, Written), None);
+        assert_eq!(offsets.finished(1, Written), None, "0 is still in flight");
+        assert_eq!(
+            next_offset(offsets.finished(0, Written)),
             Some(4),
             "everything up to 3 is done"
         );
@@ -159,15 +236,15 @@ mod tests {
         let second = offsets.dispatched(1, 7);
         offsets.dispatched(2, 7);
         // Offset 1 is still in flight: resuming at 1 must continue after offset 0's time.
-        let (next, clock) = offsets.finished(0).expect("moved");
+        let (next, progress) = offsets.finished(0, Written).expect("moved");
         assert_eq!(next, 1);
-        let mut resumed = clock;
+        let mut resumed = resumed_clock(progress);
         assert_eq!(resumed.next(7), second);
         assert!(second > first);
-        offsets.finished(2);
-        let (next, clock) = offsets.finished(1).expect("moved");
+        offsets.finished(2, Written);
+        let (next, progress) = offsets.finished(1, Written).expect("moved");
         assert_eq!(next, 3);
-        let mut resumed = clock;
+        let mut resumed = resumed_clock(progress);
         assert!(
             resumed.next(7) > second + 1,
             "resumes after offset 2's time"
@@ -180,8 +257,8 @@ mod tests {
         let mut offsets = PartitionOffsets::default();
         offsets.dispatched(5, 1);
         offsets.dispatched(9, 1);
-        assert_eq!(offsets.finished(9), None);
-        assert_eq!(next_offset(offsets.finished(5)), Some(10));
+        assert_eq!(offsets.finished(9, Written), None);
+        assert_eq!(next_offset(offsets.finished(5, Written)), Some(10));
     }
 
     #[test]
@@ -191,8 +268,8 @@ mod tests {
         tracker.dispatched(1, 1, 1);
         tracker.revoke(0);
         assert!(!tracker.is_tracking(0));
-        assert_eq!(tracker.finished(0, 1), None);
-        assert_eq!(tracker.finished(1, 1), Some(2));
+        assert_eq!(tracker.finished(0, 1, Written), None);
+        assert_eq!(tracker.finished(1, 1, Written), Some(2));
         assert_eq!(tracker.in_flight(), 0);
         let stored: Vec<(i32, i64)> = tracker
             .take_to_store()
@@ -206,14 +283,17 @@ mod tests {
     #[test]
     fn a_resumed_partition_continues_its_chain() {
         let mut tracker = OffsetTracker::default();
-        let clock = WriteClock::from_metadata("rtdp.write-time=5000123").expect("parses");
-        tracker.start(3, clock);
+        tracker.start(
+            3,
+            WriteClock::resumed_at(5_000_123),
+            RecordCounts::default(),
+        );
         assert_eq!(tracker.dispatched(3, 40, 5), 5_000_124);
     }
 
     #[test]
     fn a_finish_without_dispatch_stores_nothing() {
         let mut offsets = PartitionOffsets::default();
-        assert_eq!(offsets.finished(3), None);
+        assert_eq!(offsets.finished(3, Written), None);
     }
 }

@@ -1,4 +1,4 @@
-//! The consumer's partitions: their write-time chain when assigned, the offsets handed to
+//! The consumer's partitions: their progress when assigned, the offsets handed to
 //! librdkafka as records finish, pausing while Cassandra fails, and whether a bounded run
 //! reached its end offsets.
 
@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
+use rtdp_crds::RecordCounts;
+use rtdp_provisioning::kafka::committed_progress;
 
 use super::EndOffsets;
 use super::offsets::OffsetTracker;
@@ -13,15 +15,16 @@ use super::writer::WriteClock;
 use crate::kafka::ConsumerCallbacks;
 use crate::telemetry::Health;
 
-/// The write-time chain of a partition that was just assigned: resumed from the committed
-/// offset's metadata when consumption starts exactly there, restarted from the Kafka
-/// timestamps otherwise (a replay or reset: see [`WriteClock`]).
-pub(super) fn resume_clock(
+/// Where a partition that was just assigned resumes: its counts from the committed offset's
+/// progress, and its write-time chain from there too when consumption starts exactly at that
+/// offset (restarted from the Kafka timestamps otherwise: a replay or reset, see
+/// [`WriteClock`]).
+pub(super) fn resume(
     consumer: &StreamConsumer<ConsumerCallbacks>,
     topic: &str,
     partition: i32,
     first_offset: i64,
-) -> WriteClock {
+) -> (WriteClock, RecordCounts) {
     let mut wanted = TopicPartitionList::new();
     wanted.add_partition(topic, partition);
     let committed =
@@ -29,23 +32,21 @@ pub(super) fn resume_clock(
     let committed = match committed {
         Ok(committed) => committed,
         Err(error) => {
-            tracing::warn!(%error, partition, "reading the committed offset's write time failed; restarting the chain from the Kafka timestamps");
-            return WriteClock::default();
+            tracing::warn!(%error, partition, "reading the committed offset's progress failed; restarting the write-time chain from the Kafka timestamps and the counts from 0");
+            return (WriteClock::default(), RecordCounts::default());
         }
     };
     let Some(element) = committed.find_partition(topic, partition) else {
-        return WriteClock::default();
+        return (WriteClock::default(), RecordCounts::default());
     };
-    if element.offset() != Offset::Offset(first_offset) {
-        return WriteClock::default();
-    }
-    // rdkafka panics on metadata that is not UTF-8 (another tool may have committed any
-    // bytes); such metadata is simply not ours.
-    let metadata = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        element.metadata().to_string()
-    }))
-    .unwrap_or_default();
-    WriteClock::from_metadata(&metadata).unwrap_or_default()
+    let progress = committed_progress(&element);
+    let clock = match progress.write_time_micros {
+        Some(micros) if element.offset() == Offset::Offset(first_offset) => {
+            WriteClock::resumed_at(micros)
+        }
+        _ => WriteClock::default(),
+    };
+    (clock, progress.records)
 }
 
 /// Hands the offsets that moved to librdkafka (committed by its auto-commit every second, and
@@ -61,16 +62,16 @@ pub(super) fn store_offsets(
         return;
     }
     let mut positions = TopicPartitionList::with_capacity(moved.len());
-    for (partition, (next, clock)) in &moved {
+    for (partition, (next, progress)) in &moved {
         if let Err(error) = positions.add_partition_offset(topic, *partition, Offset::Offset(*next))
         {
             tracing::warn!(%error, partition, next, "an offset could not be recorded");
             continue;
         }
-        // The write-time chain travels with the offset (committed as its metadata).
+        // The progress travels with the offset (committed as its metadata).
         let mut element = positions.find_partition(topic, *partition);
         if let Some(element) = element.as_mut() {
-            element.set_metadata(clock.metadata());
+            element.set_metadata(progress.encode());
         }
     }
     if let Err(error) = consumer.store_offsets(&positions) {

@@ -223,7 +223,7 @@ pub fn rejection_message(error: &ExecutionError) -> Option<String> {
 /// share a millisecond and whatever the clocks did.
 ///
 /// The chain is carried across restarts and rebalances in the committed offset's metadata
-/// (see [`WriteClock::metadata`]); a consumer starting anywhere else (a replay, a reset)
+/// (see [`rtdp_crds::CommittedProgress`]); a consumer starting anywhere else (a replay, a reset)
 /// restarts it from the Kafka timestamps, which can only give equal or earlier write times
 /// than the first run: a replay never overwrites a newer value.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -233,21 +233,15 @@ pub struct WriteClock {
 }
 
 impl WriteClock {
-    /// The prefix of the offset-commit metadata that carries the clock.
-    const METADATA_PREFIX: &'static str = "rtdp.write-time=";
-
-    /// The clock as it stood before the record at the committed offset, if `metadata` (the
-    /// committed offset's metadata) carries one.
-    pub fn from_metadata(metadata: &str) -> Option<Self> {
-        let micros = metadata.strip_prefix(Self::METADATA_PREFIX)?.parse().ok()?;
-        Some(Self {
-            last_micros: micros,
-        })
+    /// The chain resumed where a committed offset left it: `last_micros` is the write time of
+    /// the record just before that offset (see [`rtdp_crds::CommittedProgress`]).
+    pub fn resumed_at(last_micros: i64) -> Self {
+        Self { last_micros }
     }
 
-    /// The metadata to commit with an offset, so the next owner resumes the chain.
-    pub fn metadata(self) -> String {
-        format!("{}{}", Self::METADATA_PREFIX, self.last_micros)
+    /// The write time of the last record given one, to commit with the next offset.
+    pub fn last_micros(self) -> i64 {
+        self.last_micros
     }
 
     /// The write time of the next record of the partition, whose Kafka timestamp is
@@ -297,9 +291,13 @@ mod tests {
         let mut clock = WriteClock::default();
         clock.next(1_000);
         let before_restart = clock.next(1_000);
-        let mut resumed = WriteClock::from_metadata(&clock.metadata()).expect("metadata parses");
+        let committed = rtdp_crds::CommittedProgress {
+            write_time_micros: Some(clock.last_micros()),
+            ..Default::default()
+        };
+        let parsed = rtdp_crds::CommittedProgress::parse(&committed.encode());
+        let mut resumed =
+            WriteClock::resumed_at(parsed.write_time_micros.expect("the clock is committed"));
         assert!(resumed.next(1_000) > before_restart);
-        assert_eq!(WriteClock::from_metadata(""), None);
-        assert_eq!(WriteClock::from_metadata("rtdp.write-time=x"), None);
     }
 }

@@ -12,7 +12,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use rtdp_crds::{Pipeline, parse_pipeline};
+use rtdp_crds::{Pipeline, RecordCounts, parse_pipeline};
 use rtdp_test_support::process::Process;
 use rtdp_test_support::{
     cassandra_contact_points, cassandra_session, eventually, kafka_bootstrap_servers,
@@ -314,6 +314,28 @@ pub(crate) fn assert_offsets_at_end(pipeline: &Pipeline) {
             "partition {partition}: committed offset should be the end offset"
         );
     }
+}
+
+/// The records the processors finished, by outcome, summed from the progress they committed
+/// with each partition's offset (what the operator reports as `status.freshness.records`).
+pub(crate) fn records_finished(pipeline: &Pipeline) -> RecordCounts {
+    let topic = pipeline.topic_name();
+    let consumer: BaseConsumer = kafka_config(pipeline)
+        .set("group.id", pipeline.consumer_group())
+        .create()
+        .expect("a consumer");
+    let mut partitions = TopicPartitionList::new();
+    for partition in 0..pipeline.spec.topic.partitions {
+        partitions.add_partition(&topic, partition);
+    }
+    let committed = consumer
+        .committed_offsets(partitions, Duration::from_secs(10))
+        .expect("reading committed offsets");
+    committed
+        .elements()
+        .iter()
+        .map(|element| rtdp_provisioning::kafka::committed_progress(element).records)
+        .fold(RecordCounts::default(), RecordCounts::plus)
 }
 
 /// Moves the group back to the beginning of every partition (the group must be empty).

@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::TopicPartitionListElem;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rtdp_crds::{CommittedProgress, RecordCounts};
 
 use crate::ProvisionError;
 
@@ -30,6 +32,9 @@ pub struct PartitionPosition {
     pub last_stored_millis: Option<i64>,
     /// The timestamp (ms) of the oldest record waiting, the one at the committed offset.
     pub oldest_waiting_millis: Option<i64>,
+    /// The records before the committed offset by outcome, as the processors committed them
+    /// (zero where they committed none).
+    pub records: RecordCounts,
 }
 
 impl PartitionPosition {
@@ -75,6 +80,15 @@ impl GroupLag {
     pub fn lag_seconds(&self, now_millis: i64) -> i64 {
         self.oldest_waiting_millis()
             .map_or(0, |oldest| (now_millis - oldest).max(0) / 1000)
+    }
+
+    /// The records the processors finished, by outcome, over all partitions.
+    pub fn records_finished(&self) -> RecordCounts {
+        self.partitions
+            .iter()
+            .fold(RecordCounts::default(), |total, position| {
+                total.plus(position.records)
+            })
     }
 
     /// The timestamp (ms) of the newest record stored, over all partitions.
@@ -167,17 +181,22 @@ impl GroupView {
             let (low, high) = consumer
                 .fetch_watermarks(topic, partition, timeout)
                 .map_err(|error| reading("reading the watermarks", error))?;
-            let committed = committed
-                .find_partition(topic, partition)
-                .and_then(|element| match element.offset() {
-                    Offset::Offset(offset) => Some(offset),
-                    _ => None,
-                });
+            let element = committed.find_partition(topic, partition);
+            let records = element
+                .as_ref()
+                .map(committed_progress)
+                .unwrap_or_default()
+                .records;
+            let committed = element.and_then(|element| match element.offset() {
+                Offset::Offset(offset) => Some(offset),
+                _ => None,
+            });
             positions.push(PartitionPosition {
                 partition,
                 low,
                 high,
                 committed,
+                records,
                 ..PartitionPosition::default()
             });
         }
@@ -186,6 +205,16 @@ impl GroupView {
             positions,
         })
     }
+}
+
+/// The progress the processors committed with an offset. rdkafka panics on metadata that is
+/// not UTF-8 (another tool may have committed any bytes); such metadata is not ours.
+pub fn committed_progress(element: &TopicPartitionListElem<'_>) -> CommittedProgress {
+    let metadata = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        element.metadata().to_string()
+    }))
+    .unwrap_or_default();
+    CommittedProgress::parse(&metadata)
 }
 
 /// Fills in the timestamps of the last stored and the oldest waiting record of each

@@ -11,7 +11,7 @@ mod topics;
 
 pub use access::{AccessError, Refusal, ServerOutcome, ServerProbe, check_access};
 pub use client::{Pem, SaslLogin, SecurityProtocol, TlsMaterial, client_config, client_properties};
-pub use lag::{GroupLag, PartitionPosition, read_group_lag};
+pub use lag::{GroupLag, PartitionPosition, committed_progress, read_group_lag};
 pub use rewind::{RewindTo, Rewound, rewind_group};
 pub use topics::*;
 

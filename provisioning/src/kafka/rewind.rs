@@ -9,6 +9,8 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+use rtdp_crds::CommittedProgress;
+
 use super::lag::GroupView;
 use crate::ProvisionError;
 
@@ -100,6 +102,15 @@ fn rewind_blocking(
         target
             .add_partition_offset(topic, position.partition, Offset::Offset(offset))
             .map_err(|error| failed("preparing the commit", error))?;
+        // The counts go on (replayed records count again); the write-time chain restarts
+        // from the Kafka timestamps, so the replay never writes newer than the first run.
+        let progress = CommittedProgress {
+            write_time_micros: None,
+            records: position.records,
+        };
+        if let Some(mut element) = target.find_partition(topic, position.partition) {
+            element.set_metadata(progress.encode());
+        }
         rewound.push(Rewound {
             partition: position.partition,
             from: position.committed,
