@@ -98,8 +98,14 @@ async fn lag_scales_the_processors_up_within_bounds_and_down_after_the_window() 
     scenario.expect_events(&["ScaledDown"]).await;
 
     // 25 records waiting, targetLag 10: 3 replicas, at once (no scale-up window).
+    let burst = std::time::Instant::now();
     produce(&topic, 25).await;
     replicas(3).await;
+    // A reaction time to report (never asserted: machines are noisy), with a 1 s period.
+    eprintln!(
+        "measured: burst produced → 3 replicas in {:.1} s (freshness period 1 s, no scale-up window)",
+        burst.elapsed().as_secs_f64()
+    );
     scenario.expect_events(&["ScaledUp"]).await;
     let scaled = world
         .wait_for(
@@ -167,7 +173,12 @@ async fn lag_scales_the_processors_up_within_bounds_and_down_after_the_window() 
     consumer
         .commit(&offsets, CommitMode::Sync)
         .expect("committing");
+    let drained = std::time::Instant::now();
     replicas(1).await;
+    eprintln!(
+        "measured: drained → 1 replica in {:.1} s (freshness period 1 s, scale-down window 3 s)",
+        drained.elapsed().as_secs_f64()
+    );
 
     scenario.delete_and_wait_gone(Duration::from_secs(60)).await;
     world.drop_topics_and_keyspace(&topic, &keyspace).await;
