@@ -1,8 +1,10 @@
-# etcd, kube-apiserver, kubectl and helm, built from their Go modules into the cache.
+# etcd, kube-apiserver, kubectl and helm, built from their Go modules into the cache; promtool
+# (for the chart's alert rules), unpacked from Debian's prometheus package.
 
 KUBE_DIR="$RTDP_CACHE/kubernetes-$KUBERNETES_VERSION"
 ETCD_DIR="$RTDP_CACHE/etcd-$ETCD_VERSION"
 HELM_DIR="$RTDP_CACHE/helm-$HELM_VERSION"
+PROMTOOL_DIR="$RTDP_CACHE/promtool-$PROMETHEUS_DEBIAN_VERSION"
 KUBE_STATE="$RTDP_STATE/kube"
 export KUBECONFIG_PATH="$KUBE_STATE/admin.kubeconfig"
 
@@ -72,6 +74,24 @@ _build_helm() {
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" || die "building helm failed (see the go output above)"
 }
 
+# promtool alone, from the Debian package (the package would also install and start a
+# Prometheus server); apt's package lists are refreshed once if they do not know the version.
+_fetch_promtool() {
+  local work="$PROMTOOL_DIR/download"
+  require_command apt-get "promtool comes from Debian's prometheus package; elsewhere put a promtool 2.42 or later at $PROMTOOL_DIR/bin/promtool"
+  log "fetching promtool from Debian's prometheus $PROMETHEUS_DEBIAN_VERSION (cached in $PROMTOOL_DIR)"
+  rm -rf "$work" && mkdir -p "$work"
+  if ! (cd "$work" && apt-get download -q "prometheus=$PROMETHEUS_DEBIAN_VERSION" >/dev/null 2>&1); then
+    apt-get update -q >/dev/null 2>&1 || true
+    (cd "$work" && apt-get download -q "prometheus=$PROMETHEUS_DEBIAN_VERSION") ||
+      die "apt-get download prometheus=$PROMETHEUS_DEBIAN_VERSION failed (apt-cache policy prometheus shows what this machine's Debian offers; set PROMETHEUS_DEBIAN_VERSION in dev/versions.env)"
+  fi
+  dpkg-deb -x "$work"/prometheus_*.deb "$work/unpacked" || die "unpacking the prometheus package failed"
+  mkdir -p "$PROMTOOL_DIR/bin"
+  mv "$work/unpacked/usr/bin/promtool" "$PROMTOOL_DIR/bin/promtool"
+  rm -rf "$work"
+}
+
 kube_build() {
   require_command go "install Go 1.24+ (https://go.dev/doc/install) and put it on PATH"
   require_command openssl "apt-get install openssl"
@@ -79,6 +99,7 @@ kube_build() {
   # kubectl is built last, so its presence means the whole set is there.
   build_once "$KUBE_DIR" "$KUBE_DIR/bin/kubectl" _build_kubernetes
   build_once "$HELM_DIR" "$HELM_DIR/bin/helm" _build_helm
+  build_once "$PROMTOOL_DIR" "$PROMTOOL_DIR/bin/promtool" _fetch_promtool
 }
 
 # A CA, the API server's serving certificate, an admin client certificate (system:masters)

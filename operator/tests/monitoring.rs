@@ -8,9 +8,13 @@
 //! dashboard and the alerts name is one the operator or the runner registers (read from their
 //! sources), or one of the operator's per-Pipeline gauges (`OPERATOR_PIPELINE_GAUGES`).
 //!
-//! Needs `helm` on PATH (`eval "$(dev/stack env)"` sets it), no cluster. `promtool` is not
-//! available on these machines: the PromQL is checked by this file's own reading (metric names,
-//! selectors, parentheses), never parsed by Prometheus itself.
+//! Prometheus itself judges the PromQL: `promtool check rules` parses the rendered alert rules
+//! and every dashboard query, and `promtool test rules` runs the alerts' unit tests
+//! (`operator/tests/promtool/alerts.test.yaml`: each alert fires for what it should, after its
+//! `for`, with its labels and annotations, and stays quiet for a healthy neighbour).
+//!
+//! Needs `helm` and `promtool` on PATH (`dev/stack build` fetches promtool, `eval "$(dev/stack
+//! env)"` puts both there), no cluster.
 
 mod common;
 
@@ -1281,4 +1285,92 @@ fn dashboard_and_alerts_name_only_metrics_that_exist() {
             known.keys().collect::<Vec<_>>()
         );
     }
+}
+
+/// A fresh scratch directory for promtool's files.
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    // Left over from an earlier run, or absent: either way it is rebuilt below.
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|error| panic!("creating {dir:?}: {error}"));
+    dir
+}
+
+/// Writes a Prometheus rules file (`groups: ...`) and checks it with `promtool check rules`;
+/// returns promtool's report.
+fn promtool_check_rules(path: &Path, groups: &Value) -> String {
+    let text = serde_yaml_ng::to_string(&serde_json::json!({ "groups": groups }))
+        .expect("the groups as YAML");
+    std::fs::write(path, text).unwrap_or_else(|error| panic!("writing {path:?}: {error}"));
+    run_ok(
+        "promtool",
+        &["check", "rules", path.to_str().expect("a UTF-8 path")],
+        None,
+    )
+}
+
+#[test]
+fn alert_rules_pass_promtool_check_and_their_unit_tests() {
+    let objects = render(&["--set", "prometheusRule.enabled=true"]);
+    let rule = the(&objects, "PrometheusRule");
+    let dir = scratch("promtool-alerts");
+    let report = promtool_check_rules(&dir.join("rules.yaml"), &rule["spec"]["groups"]);
+    assert!(
+        report.contains(&format!("SUCCESS: {} rules found", ALERTS.len())),
+        "{report}"
+    );
+
+    // The unit tests name `rules.yaml`, resolved next to themselves.
+    let tests = read("operator/tests/promtool/alerts.test.yaml");
+    for alert in ALERTS {
+        assert!(
+            tests.contains(&format!("alertname: {alert}")),
+            "alerts.test.yaml has no case for {alert}"
+        );
+    }
+    let test_file = dir.join("alerts.test.yaml");
+    std::fs::write(&test_file, tests).expect("writing the unit tests");
+    let output = run_ok(
+        "promtool",
+        &["test", "rules", test_file.to_str().expect("a UTF-8 path")],
+        None,
+    );
+    assert!(output.contains("SUCCESS"), "{output}");
+}
+
+/// A dashboard query as PromQL: Grafana's variables replaced by values of their kind, and
+/// `label_values(SELECTOR, LABEL)` (a Grafana function) reduced to its selector.
+fn as_promql(query: &str) -> String {
+    let query = query
+        .replace("$__rate_interval", "5m")
+        .replace("${datasource}", "prometheus")
+        .replace("$namespace", "shop")
+        .replace("$pipeline", "orders");
+    match query
+        .strip_prefix("label_values(")
+        .and_then(|rest| rest.rsplit_once(','))
+    {
+        Some((selector, _label)) => selector.trim().to_string(),
+        None => query,
+    }
+}
+
+#[test]
+fn every_dashboard_query_parses_as_promql() {
+    let queries = dashboard_queries(&dashboard_file());
+    assert!(queries.len() > 10, "the dashboard's queries: {queries:?}");
+    // Each query as a recording rule, so promtool parses it as Prometheus would.
+    let rules: Vec<Value> = queries
+        .iter()
+        .enumerate()
+        .map(|(index, query)| {
+            serde_json::json!({"record": format!("dashboard_query_{index}"), "expr": as_promql(query)})
+        })
+        .collect();
+    let groups = serde_json::json!([{ "name": "dashboard", "rules": rules }]);
+    let report = promtool_check_rules(&scratch("promtool-dashboard").join("rules.yaml"), &groups);
+    assert!(
+        report.contains(&format!("SUCCESS: {} rules found", queries.len())),
+        "{report}"
+    );
 }
