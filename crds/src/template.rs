@@ -29,6 +29,9 @@ pub const VARIABLES: [(&str, &str); 6] = [
     ("interval.endEpoch", "the end in seconds since the epoch"),
 ];
 
+/// The most intervals one backfill runs (a year of hourly runs is 8 760: split it).
+pub const MAX_BACKFILL_RUNS: usize = 1_000;
+
 /// A run's logical interval, [start, end).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Interval {
@@ -36,6 +39,13 @@ pub struct Interval {
     pub start: Timestamp,
     /// The end, excluded.
     pub end: Timestamp,
+}
+
+impl std::fmt::Display for Interval {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = |time: Timestamp| time.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+        write!(formatter, "{}..{}", text(self.start), text(self.end))
+    }
 }
 
 impl Interval {
@@ -74,6 +84,45 @@ impl Interval {
             start: start.timestamp(),
             end: end.timestamp(),
         })
+    }
+
+    /// The schedule intervals that lie within `range`, in order, as a backfill runs them:
+    /// between each two consecutive schedule times from the first at or after its start to
+    /// the last at or before its end (Airflow's data intervals). At most [`MAX_BACKFILL_RUNS`];
+    /// an error when none fits or too many would.
+    pub fn scheduled_within(schedule: &str, range: Interval) -> Result<Vec<Self>, String> {
+        let cron = crate::validation::parse_cron(schedule)?;
+        let from = range.start.to_zoned(TimeZone::UTC);
+        let mut time = cron
+            .find_next_occurrence(&from, true)
+            .map_err(|error| format!("no schedule time of {schedule:?} after {from}: {error}"))?;
+        let mut intervals = Vec::new();
+        loop {
+            let next = cron.find_next_occurrence(&time, false).map_err(|error| {
+                format!("no schedule time of {schedule:?} after {time}: {error}")
+            })?;
+            if next.timestamp() > range.end {
+                break;
+            }
+            if intervals.len() == MAX_BACKFILL_RUNS {
+                return Err(format!(
+                    "{}..{} holds more than {MAX_BACKFILL_RUNS} intervals of schedule {schedule:?}; backfill a shorter range at a time",
+                    range.start, range.end
+                ));
+            }
+            intervals.push(Self {
+                start: time.timestamp(),
+                end: next.timestamp(),
+            });
+            time = next;
+        }
+        if intervals.is_empty() {
+            return Err(format!(
+                "{}..{} holds no whole interval of schedule {schedule:?} (two schedule times within it)",
+                range.start, range.end
+            ));
+        }
+        Ok(intervals)
     }
 
     /// The value of a template variable; `None` for an unknown one.
@@ -221,6 +270,40 @@ mod tests {
             render("no variables", &day()).as_deref(),
             Ok("no variables")
         );
+    }
+
+    #[test]
+    fn a_backfill_runs_each_schedule_interval_within_the_range_in_order() {
+        let week =
+            Interval::parse("2026-11-20T00:00:00Z..2026-11-27T00:00:00Z").expect("an interval");
+        let days = Interval::scheduled_within("0 0 * * *", week).expect("intervals");
+        assert_eq!(days.len(), 7);
+        assert_eq!(
+            days[0].to_string(),
+            "2026-11-20T00:00:00Z..2026-11-21T00:00:00Z"
+        );
+        assert_eq!(days[6], day());
+        assert!(days.windows(2).all(|pair| pair[0].end == pair[1].start));
+        // A range that does not start on a tick begins at the first tick inside it, and a
+        // partial interval at the end is left out.
+        let ragged =
+            Interval::parse("2026-11-20T09:00:00Z..2026-11-23T12:00:00Z").expect("an interval");
+        let days = Interval::scheduled_within("@daily", ragged).expect("intervals");
+        assert_eq!(
+            days.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "2026-11-21T00:00:00Z..2026-11-22T00:00:00Z",
+                "2026-11-22T00:00:00Z..2026-11-23T00:00:00Z",
+            ]
+        );
+        let hour =
+            Interval::parse("2026-11-20T09:00:00Z..2026-11-20T10:00:00Z").expect("an interval");
+        let none = Interval::scheduled_within("@daily", hour).expect_err("no whole day");
+        assert!(none.contains("no whole interval"), "{none}");
+        let years =
+            Interval::parse("2024-01-01T00:00:00Z..2026-01-01T00:00:00Z").expect("an interval");
+        let many = Interval::scheduled_within("@hourly", years).expect_err("too many");
+        assert!(many.contains("more than 1000 intervals"), "{many}");
     }
 
     #[test]

@@ -186,6 +186,12 @@ struct PassArgs {
     /// interval, a polling source's time since its previous pass.
     #[arg(long, value_parser = parse_interval)]
     interval: Option<Interval>,
+    /// Runs each interval of the source's schedule within `FROM..TO` (RFC 3339), one pass
+    /// each, in order, then exits (implies --once): Airflow's backfill. A failed interval is
+    /// reported and the next one runs; exit 3 when any failed. Re-running an interval stores
+    /// the same rows (keys and record timestamps make the writes idempotent).
+    #[arg(long, value_parser = parse_interval, conflicts_with = "interval")]
+    backfill: Option<Interval>,
 }
 
 /// `--interval FROM..TO`.
@@ -261,15 +267,22 @@ async fn run_role(command: Command) -> Result<ExitCode, RunnerError> {
         Command::Validate { .. } | Command::Query { .. } => Ok(ExitCode::SUCCESS),
         Command::Ingest {
             run,
-            pass: PassArgs { once, interval },
+            pass:
+                PassArgs {
+                    once,
+                    interval,
+                    backfill,
+                },
         } => {
             let started = start(&run).await?;
+            let intervals = ingest::planned_intervals(&started.pipeline, interval, backfill)?;
+            let several = intervals.len() > 1;
             let report = ingest::run(
                 &started.pipeline,
                 IngestOptions {
                     overrides: started.overrides,
-                    once,
-                    interval,
+                    once: once || !intervals.is_empty(),
+                    intervals,
                     shutdown: started.shutdown,
                     metrics: started.metrics,
                     health: started.health,
@@ -282,6 +295,12 @@ async fn run_role(command: Command) -> Result<ExitCode, RunnerError> {
                 failures = report.failures,
                 "ingest finished"
             );
+            if several {
+                // The backfill's run history, one line per interval.
+                for run in &report.runs {
+                    println!("{run}");
+                }
+            }
             if report.is_partial() {
                 eprintln!(
                     "pipeline-runner: ingest finished with {} failures: {}",
@@ -310,16 +329,22 @@ async fn run_role(command: Command) -> Result<ExitCode, RunnerError> {
         }
         Command::Standalone {
             run,
-            pass: PassArgs { once, interval },
+            pass:
+                PassArgs {
+                    once,
+                    interval,
+                    backfill,
+                },
             no_progress,
         } => {
             let started = start(&run).await?;
+            let intervals = ingest::planned_intervals(&started.pipeline, interval, backfill)?;
             let report = standalone::run(
                 &started.pipeline,
                 StandaloneOptions {
                     progress: !no_progress,
-                    once,
-                    interval,
+                    once: once || !intervals.is_empty(),
+                    intervals,
                     overrides: started.overrides,
                     shutdown: started.shutdown,
                     metrics: started.metrics,

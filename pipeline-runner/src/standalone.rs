@@ -30,8 +30,8 @@ pub struct StandaloneOptions {
     pub overrides: EndpointOverrides,
     /// Ingest once, process everything ingested, then stop.
     pub once: bool,
-    /// The request templates' interval, when given (`--interval`).
-    pub interval: Option<Interval>,
+    /// The intervals to run, one pass each (`--interval`, `--backfill`); empty: the pass's own.
+    pub intervals: Vec<Interval>,
     /// Show the progress line (on a terminal).
     pub progress: bool,
     /// Flips to true on SIGTERM/SIGINT.
@@ -75,6 +75,12 @@ impl std::fmt::Display for StandaloneReport {
                     String::new()
                 }
             )?;
+            // A run per interval when several ran (a backfill): its history.
+            if ingest.runs.len() > 1 {
+                for run in &ingest.runs {
+                    writeln!(formatter, "  {run}")?;
+                }
+            }
         }
         writeln!(formatter, "consumed       {:>9}", self.consumed)?;
         writeln!(
@@ -112,7 +118,7 @@ pub async fn run(
     let StandaloneOptions {
         overrides,
         once,
-        interval,
+        intervals,
         progress,
         shutdown,
         metrics,
@@ -145,7 +151,7 @@ pub async fn run(
                     IngestOptions {
                         overrides: overrides.clone(),
                         once,
-                        interval,
+                        intervals: intervals.clone(),
                         shutdown: shutdown.clone(),
                         metrics: Arc::clone(&metrics),
                         health: Arc::clone(&health),

@@ -77,6 +77,8 @@ pub struct Metrics {
     pub records_produced: Counter,
     /// HTTP source requests by outcome.
     pub source_requests: Family<OutcomeLabel, Counter>,
+    /// Source runs (one pass over one interval) by outcome: `succeeded`, `partial`, `failed`.
+    pub source_runs: Family<OutcomeLabel, Counter>,
     /// Every end-to-end latency in microseconds, for exact percentiles in reports
     /// (standalone, bench): recording is a constant-time bucket increment.
     latency_microseconds: Mutex<LatencyHistogram<u64>>,
@@ -103,6 +105,7 @@ impl Metrics {
         let cassandra_errors = Family::<KindLabel, Counter>::default();
         let records_produced = Counter::default();
         let source_requests = Family::<OutcomeLabel, Counter>::default();
+        let source_runs = Family::<OutcomeLabel, Counter>::default();
         for reason in RejectReason::ALL {
             let _ = records_dead_lettered.get_or_create(&ReasonLabel {
                 reason: reason.as_str().to_string(),
@@ -158,6 +161,11 @@ impl Metrics {
             "HTTP source requests by outcome",
             source_requests.clone(),
         );
+        registry.register(
+            "source_runs",
+            "Source runs (one pass over one interval) by outcome: succeeded, partial (some pages failed after their retries) or failed (no page)",
+            source_runs.clone(),
+        );
         Self {
             registry,
             records_consumed,
@@ -170,6 +178,7 @@ impl Metrics {
             cassandra_errors,
             records_produced,
             source_requests,
+            source_runs,
             latency_microseconds: Mutex::new(new_latency_histogram()),
         }
     }

@@ -214,7 +214,7 @@ async fn ingest(
         IngestOptions {
             overrides: EndpointOverrides::default(),
             once,
-            interval: None,
+            intervals: Vec::new(),
             shutdown,
             metrics: Arc::new(Metrics::new("tests/sources")),
             health: Arc::new(Health::default()),
@@ -835,7 +835,7 @@ async fn ingest_interval(pipeline: &Pipeline, interval: Interval) -> IngestRepor
         IngestOptions {
             overrides: EndpointOverrides::default(),
             once: true,
-            interval: Some(interval),
+            intervals: vec![interval],
             shutdown,
             metrics: Arc::new(Metrics::new("tests/sources")),
             health: Arc::new(Health::default()),

@@ -1,23 +1,31 @@
 //! A local listings API shaped like the seed's Zillow search endpoint: paginated JSON pages
 //! (`{"results": [...], "totalPages": N}`), a required API-key header, and a few malformed
-//! records on purpose. Used by the runner's tests and by `make demo` (the
+//! records on purpose; listings carry a `datePosted` and `postedSince`/`postedBefore` filter
+//! them (what a scheduled run's interval asks for). Used by the runner's tests and by `make demo` (the
 //! `rtdp-listings-api` binary); deterministic, so tests know every expected row.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use k8s_openapi::jiff::SignedDuration;
+use k8s_openapi::jiff::civil::Date;
 use serde_json::{Value as Json, json};
 use tokio::net::TcpListener;
 
 /// The header the API requires (as RapidAPI does).
 pub const API_KEY_HEADER: &str = "x-rapidapi-key";
+
+/// The query parameter that keeps listings posted on or after a date (`YYYY-MM-DD`).
+pub const POSTED_SINCE: &str = "postedSince";
+/// The query parameter that keeps listings posted before a date (`YYYY-MM-DD`).
+pub const POSTED_BEFORE: &str = "postedBefore";
 
 /// What a malformed record should be dead-lettered for, and for which field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,6 +108,31 @@ impl Listings {
             })
             .collect();
         Self { pages, defects }
+    }
+
+    /// Dates the listings (field `datePosted`, `YYYY-MM-DD`): the k-th was posted `k % days`
+    /// days before `last_day`, so each of the `days` days up to `last_day` has listings.
+    pub fn posted_over(mut self, days: i64, last_day: Date) -> Self {
+        for (index, record) in (0_i64..).zip(self.pages.iter_mut().flatten()) {
+            let posted = last_day
+                .checked_sub(SignedDuration::from_hours(24 * (index % days.max(1))))
+                .unwrap_or(last_day);
+            record["datePosted"] = json!(posted.to_string());
+        }
+        self
+    }
+
+    /// The records posted in [`since`, `before`) (dates `YYYY-MM-DD`; either may be absent),
+    /// in serving order: what the API serves for `postedSince`/`postedBefore`.
+    pub fn posted_within<'a>(
+        &'a self,
+        since: Option<&'a str>,
+        before: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a Json> {
+        self.all().filter(move |record| {
+            let posted = record["datePosted"].as_str().unwrap_or_default();
+            since.is_none_or(|since| posted >= since) && before.is_none_or(|before| posted < before)
+        })
     }
 
     /// Every record, in serving order.
@@ -185,6 +218,7 @@ pub struct ListingsApi {
     /// The search URL, e.g. `http://127.0.0.1:41234/search`.
     pub url: String,
     requests: Arc<AtomicU64>,
+    queries: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -199,6 +233,8 @@ impl ListingsApi {
         let listener = TcpListener::bind(address).await?;
         let local = listener.local_addr()?;
         let requests = Arc::new(AtomicU64::new(0));
+        let queries = Arc::new(Mutex::new(Vec::new()));
+        let query_log = Arc::clone(&queries);
         let failed_once = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let listings = Arc::new(listings);
         let counter = Arc::clone(&requests);
@@ -210,9 +246,14 @@ impl ListingsApi {
                 let listings = Arc::clone(&listings);
                 let counter = Arc::clone(&counter);
                 let failed_once = Arc::clone(&failed_once);
+                let query_log = Arc::clone(&query_log);
                 tokio::spawn(async move {
                     let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                         counter.fetch_add(1, Ordering::Relaxed);
+                        query_log
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push(request.uri().query().unwrap_or_default().to_string());
                         let response = answer(
                             &request,
                             &listings,
@@ -230,6 +271,7 @@ impl ListingsApi {
         Ok(Self {
             url: format!("http://{local}/search"),
             requests,
+            queries,
             task,
         })
     }
@@ -237,6 +279,14 @@ impl ListingsApi {
     /// Requests answered so far.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// The query string of every request answered so far, in order.
+    pub fn queries(&self) -> Vec<String> {
+        self.queries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -265,12 +315,13 @@ fn answer(
             json!({"message": "You are not subscribed to this API."}),
         );
     }
-    let page: usize = request
-        .uri()
-        .query()
-        .unwrap_or_default()
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("page="))
+    let query = request.uri().query().unwrap_or_default();
+    let parameter = |name: &str| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+    };
+    let page: usize = parameter("page")
         .and_then(|value| value.parse().ok())
         .unwrap_or(1);
     if fail_first_request_of_page == Some(page) && !failed_once.swap(true, Ordering::Relaxed) {
@@ -279,18 +330,28 @@ fn answer(
             json!({"message": "try again"}),
         );
     }
+    // Without a date filter, the pages as generated; with one, the matching listings paged
+    // anew at the same page size.
+    let per_page = listings.pages.first().map_or(0, Vec::len).max(1);
+    let (since, before) = (parameter(POSTED_SINCE), parameter(POSTED_BEFORE));
+    let pages: Vec<Vec<Json>> = if since.is_some() || before.is_some() {
+        let matching: Vec<Json> = listings.posted_within(since, before).cloned().collect();
+        matching.chunks(per_page).map(<[Json]>::to_vec).collect()
+    } else {
+        listings.pages.clone()
+    };
     let results = page
         .checked_sub(1)
-        .and_then(|index| listings.pages.get(index))
+        .and_then(|index| pages.get(index))
         .cloned()
         .unwrap_or_default();
-    let total: usize = listings.pages.iter().map(Vec::len).sum();
+    let total: usize = pages.iter().map(Vec::len).sum();
     respond(
         StatusCode::OK,
         json!({
             "results": results,
-            "resultsPerPage": listings.pages.first().map_or(0, Vec::len),
-            "totalPages": listings.pages.len(),
+            "resultsPerPage": per_page,
+            "totalPages": pages.len(),
             "totalResultCount": total,
         }),
     )
@@ -309,6 +370,23 @@ fn respond(status: StatusCode, body: Json) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listings_are_posted_over_the_days_and_filtered_by_them() {
+        let last_day: Date = "2026-11-26".parse().expect("a date");
+        let listings = Listings::generate(2, 10, 0).posted_over(7, last_day);
+        let one_day: Vec<&Json> = listings
+            .posted_within(Some("2026-11-26"), Some("2026-11-27"))
+            .collect();
+        assert_eq!(one_day.len(), 3, "listings 0, 7 and 14");
+        assert_eq!(
+            listings
+                .posted_within(Some("2026-11-20"), Some("2026-11-27"))
+                .count(),
+            20
+        );
+        assert_eq!(listings.posted_within(Some("2026-11-27"), None).count(), 0);
+    }
 
     #[test]
     fn defects_rotate_and_are_tracked() {

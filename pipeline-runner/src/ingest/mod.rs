@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use crate::connect::{EndpointOverrides, kafka_client_config};
 use crate::error::RunnerError;
 use crate::kafka::{ProducerCallbacks, producer};
-use crate::telemetry::{Health, Metrics};
+use crate::telemetry::{Health, Metrics, OutcomeLabel};
 use http::HttpIngest;
 use sink::Sink;
 
@@ -26,9 +26,9 @@ pub struct IngestOptions {
     pub overrides: EndpointOverrides,
     /// One pass (an HTTP source) or `totalRecords` (a generator), then return.
     pub once: bool,
-    /// The logical interval of the request templates, when given (`--interval`); otherwise
-    /// each pass's own (`pass_interval`).
-    pub interval: Option<Interval>,
+    /// The logical intervals to run, one pass each, in order (`--interval`, `--backfill`);
+    /// empty: each pass covers its own interval (`pass_interval`).
+    pub intervals: Vec<Interval>,
     /// Flips to true on SIGTERM/SIGINT.
     pub shutdown: watch::Receiver<bool>,
     /// Metrics to update.
@@ -48,6 +48,8 @@ pub struct IngestReport {
     pub failures: u64,
     /// The first failure.
     pub first_error: Option<String>,
+    /// Each run of an HTTP source (one pass over one interval), in order.
+    pub runs: Vec<RunReport>,
 }
 
 impl IngestReport {
@@ -55,6 +57,75 @@ impl IngestReport {
     pub fn is_partial(&self) -> bool {
         self.failures > 0
     }
+}
+
+/// One run: one pass of an HTTP source over one logical interval.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunReport {
+    /// The interval its request templates were filled in with.
+    pub interval: Interval,
+    /// Pages fetched and produced.
+    pub pages: u64,
+    /// Records handed to Kafka.
+    pub records: u64,
+    /// Pages that failed after their retries.
+    pub failed_pages: u64,
+    /// The first failure.
+    pub error: Option<String>,
+}
+
+impl RunReport {
+    /// `succeeded`, `partial` (some pages failed after their retries) or `failed` (no page).
+    pub fn outcome(&self) -> &'static str {
+        match (self.pages, self.failed_pages) {
+            (_, 0) => "succeeded",
+            (0, _) => "failed",
+            _ => "partial",
+        }
+    }
+}
+
+impl std::fmt::Display for RunReport {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "{}  {:<9} {:>3} pages {:>6} records",
+            self.interval,
+            self.outcome(),
+            self.pages,
+            self.records
+        )?;
+        if let Some(error) = &self.error {
+            write!(formatter, "  ({error})")?;
+        }
+        Ok(())
+    }
+}
+
+/// The intervals a run of `pipeline` covers: `interval` alone (`--interval`), or each
+/// schedule interval within `backfill` (`--backfill`); none for each pass's own.
+pub fn planned_intervals(
+    pipeline: &Pipeline,
+    interval: Option<Interval>,
+    backfill: Option<Interval>,
+) -> Result<Vec<Interval>, RunnerError> {
+    if let Some(range) = backfill {
+        let schedule = pipeline
+            .spec
+            .source
+            .as_ref()
+            .and_then(|source| source.http.as_ref())
+            .and_then(|http| http.schedule.as_deref())
+            .ok_or_else(|| {
+                RunnerError::Config(
+                    "--backfill runs the intervals of spec.source.http.schedule, and this Pipeline's source has no schedule"
+                        .to_string(),
+                )
+            })?;
+        return Interval::scheduled_within(schedule, range)
+            .map_err(|error| RunnerError::Config(format!("--backfill: {error}")));
+    }
+    Ok(interval.into_iter().collect())
 }
 
 /// The logical interval of a pass starting at `now`: a scheduled source's latest schedule
@@ -101,7 +172,7 @@ pub async fn run(pipeline: &Pipeline, options: IngestOptions) -> Result<IngestRe
     let IngestOptions {
         overrides,
         once,
-        interval: given_interval,
+        intervals: planned,
         mut shutdown,
         metrics,
         health,
@@ -134,11 +205,17 @@ pub async fn run(pipeline: &Pipeline, options: IngestOptions) -> Result<IngestRe
             .map(parse_duration)
             .transpose()?;
         let mut previous_pass: Option<Timestamp> = None;
+        let given = !planned.is_empty();
+        let mut planned = planned.into_iter();
         loop {
             let started = Timestamp::now();
-            let window = match given_interval {
-                Some(given) => given,
-                None => pass_interval(source, previous_pass, started)?,
+            let window = if given {
+                match planned.next() {
+                    Some(window) => window,
+                    None => break,
+                }
+            } else {
+                pass_interval(source, previous_pass, started)?
             };
             previous_pass = Some(started);
             let rendered = ingest.for_interval(&window).map_err(|error| {
@@ -159,10 +236,34 @@ pub async fn run(pipeline: &Pipeline, options: IngestOptions) -> Result<IngestRe
                 %topic,
                 "pass finished"
             );
+            let run = RunReport {
+                interval: window,
+                pages: pass.pages,
+                records: pass.records,
+                failed_pages: pass.failed_pages,
+                error: pass.first_error.clone(),
+            };
+            metrics
+                .source_runs
+                .get_or_create(&OutcomeLabel {
+                    outcome: run.outcome().to_string(),
+                })
+                .inc();
+            if run.failed_pages > 0 {
+                tracing::warn!(interval = %run.interval, outcome = run.outcome(), error = run.error.as_deref().unwrap_or_default(), "run finished with failures");
+            }
+            report.runs.push(run);
             report.pages += pass.pages;
             report.failures += pass.failed_pages;
             if report.first_error.is_none() {
                 report.first_error = pass.first_error;
+            }
+            if given {
+                // A failed interval is reported and the next one runs, as a backfill should.
+                if *shutdown.borrow() {
+                    break;
+                }
+                continue;
             }
             if pass.pages == 0 && pass.failed_pages > 0 && once {
                 return Err(RunnerError::Source(
@@ -183,6 +284,13 @@ pub async fn run(pipeline: &Pipeline, options: IngestOptions) -> Result<IngestRe
                 _ = tokio::time::sleep(interval) => {}
                 _ = shutdown.changed() => break,
             }
+        }
+        if given && report.runs.iter().all(|run| run.outcome() == "failed") {
+            return Err(RunnerError::Source(
+                report
+                    .first_error
+                    .unwrap_or_else(|| "the first page failed".to_string()),
+            ));
         }
     } else {
         return Err(RunnerError::Config(
@@ -247,6 +355,37 @@ mod tests {
             (next.start, next.end),
             (at("2026-11-27T10:00:00Z"), at("2026-11-27T10:05:02Z"))
         );
+    }
+
+    #[test]
+    fn a_backfill_needs_a_schedule_and_runs_its_intervals() {
+        let mut pipeline = rtdp_crds::parse_pipeline(
+            include_str!("../../../examples/listings-by-day.yaml"),
+            "listings-by-day.yaml",
+        )
+        .expect("the example parses");
+        let week = Interval::parse("2026-11-20T00:00:00Z..2026-11-27T00:00:00Z").expect("a week");
+        let days = planned_intervals(&pipeline, None, Some(week)).expect("intervals");
+        assert_eq!(days.len(), 7);
+        assert_eq!(
+            planned_intervals(&pipeline, Some(week), None).expect("one interval"),
+            vec![week]
+        );
+        assert!(
+            planned_intervals(&pipeline, None, None)
+                .expect("none")
+                .is_empty()
+        );
+        if let Some(http) = pipeline
+            .spec
+            .source
+            .as_mut()
+            .and_then(|source| source.http.as_mut())
+        {
+            http.schedule = None;
+        }
+        let refused = planned_intervals(&pipeline, None, Some(week)).expect_err("no schedule");
+        assert!(refused.to_string().contains("has no schedule"), "{refused}");
     }
 
     #[test]
