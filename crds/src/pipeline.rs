@@ -184,6 +184,14 @@ pub struct PipelineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay: Option<ReplaySpec>,
 
+    /// Backfill the source's schedule intervals within a range: set a new `id` to start one.
+    /// The operator runs one Job per interval (`pipeline-runner ingest --once --interval`), in
+    /// order, at most `parallelism` at a time; `status.backfill` reports its progress. Removing
+    /// it, or a new `id`, cancels a backfill still running (its Jobs are deleted). Needs
+    /// `source.http.schedule`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<BackfillSpec>,
+
     /// Freshness objectives: the `Fresh` condition says whether the stored data meets them
     /// (measured every freshness period from Kafka; see `status.freshness`). Omit for no
     /// objective and no `Fresh` condition.
@@ -207,6 +215,74 @@ pub struct ReplaySpec {
         pattern = r"^(earliest|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2}))$"
     ))]
     pub from: String,
+}
+
+/// A one-shot backfill, identified by `id` (as a replay is): each new `id` runs once.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackfillSpec {
+    /// This backfill's name, e.g. `november`; a different one starts a new backfill. A DNS
+    /// label: it names the backfill's Jobs' label.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub id: String,
+
+    /// The range's start (RFC 3339): the first interval starts at the first schedule time at
+    /// or after it.
+    #[schemars(regex(
+        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
+    ))]
+    pub from: String,
+
+    /// The range's end (RFC 3339): the last interval ends at the last schedule time at or
+    /// before it. At most 1 000 intervals.
+    #[schemars(regex(
+        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
+    ))]
+    pub to: String,
+
+    /// How many intervals run at once (Jobs in flight), started in order.
+    #[serde(default = "default_backfill_parallelism")]
+    #[schemars(range(min = 1, max = 20))]
+    pub parallelism: i32,
+}
+
+fn default_backfill_parallelism() -> i32 {
+    1
+}
+
+/// A backfill's progress.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BackfillStatus {
+    /// The backfill's `id`.
+    pub id: String,
+
+    /// `Running`, `Completed` (every interval's Job succeeded), `Failed` (every Job finished,
+    /// some failed after their retries) or `Cancelled`.
+    pub state: String,
+
+    /// The intervals in the range.
+    #[serde(default)]
+    pub intervals: i32,
+
+    /// Intervals whose Job succeeded.
+    #[serde(default)]
+    pub succeeded: i32,
+
+    /// Intervals whose Job failed after its retries.
+    #[serde(default)]
+    pub failed: i32,
+
+    /// Intervals whose Job is running.
+    #[serde(default)]
+    pub running: i32,
+
+    /// What stands out: the failed intervals, or why it cannot run.
+    #[serde(default)]
+    pub message: String,
 }
 
 /// Freshness objectives for the stored data.
@@ -1183,6 +1259,10 @@ pub struct PipelineStatus {
     /// The last replay: its id, state and outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay: Option<ReplayStatus>,
+
+    /// The last backfill: its id, state and how many intervals succeeded, failed and run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<BackfillStatus>,
 
     /// The autoscaler's last decision (with `spec.runner.autoscaling`; written by the
     /// freshness loop).

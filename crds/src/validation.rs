@@ -55,6 +55,9 @@ pub fn validate(pipeline: &Pipeline) -> Vec<FieldError> {
     names(pipeline, &mut errors);
     topics(pipeline, &mut errors);
     source(pipeline, &mut errors);
+    if let Err(error) = backfill_intervals(pipeline) {
+        errors.push(error);
+    }
     schema(pipeline, &mut errors);
     tables(pipeline, &mut errors);
     reserved_words(pipeline, &mut errors);
@@ -118,6 +121,46 @@ const CREDENTIAL_HEADERS: [&str; 7] = [
     "api-key",
     "x-auth-token",
 ];
+
+/// The intervals `spec.backfill` covers, in order (none without a backfill): each interval of
+/// the source's schedule within `from`..`to`.
+pub fn backfill_intervals(pipeline: &Pipeline) -> Result<Vec<template::Interval>, FieldError> {
+    let Some(backfill) = &pipeline.spec.backfill else {
+        return Ok(Vec::new());
+    };
+    let schedule = pipeline
+        .spec
+        .source
+        .as_ref()
+        .and_then(|source| source.http.as_ref())
+        .and_then(|http| http.schedule.as_deref())
+        .ok_or_else(|| {
+            FieldError::new(
+                "spec.backfill",
+                "runs the intervals of spec.source.http.schedule, and the source has no schedule",
+            )
+        })?;
+    let time = |field: &str, text: &str| {
+        text.parse::<Timestamp>().map_err(|error| {
+            FieldError::new(
+                format!("spec.backfill.{field}"),
+                format!("{text:?} is not an RFC 3339 time: {error}"),
+            )
+        })
+    };
+    let range = template::Interval {
+        start: time("from", &backfill.from)?,
+        end: time("to", &backfill.to)?,
+    };
+    if range.start >= range.end {
+        return Err(FieldError::new(
+            "spec.backfill.to",
+            format!("{} is not after from ({})", backfill.to, backfill.from),
+        ));
+    }
+    template::Interval::scheduled_within(schedule, range)
+        .map_err(|message| FieldError::new("spec.backfill", message))
+}
 
 fn source(pipeline: &Pipeline, errors: &mut Vec<FieldError>) {
     let Some(http) = pipeline

@@ -149,6 +149,33 @@ fn invalid_cases(name: &str) -> Vec<InvalidCase> {
     let valid = || valid_pipeline(name);
     vec![
         InvalidCase {
+            what: "a backfill id that is not a DNS label",
+            manifest: set(
+                valid(),
+                "/spec/backfill",
+                json!({"id": "Week 47", "from": "2026-11-20T00:00:00Z", "to": "2026-11-27T00:00:00Z"}),
+            ),
+            expected: &["spec.backfill.id", "should match"],
+        },
+        InvalidCase {
+            what: "a backfill with no parallelism",
+            manifest: set(
+                valid(),
+                "/spec/backfill",
+                json!({"id": "week-47", "from": "2026-11-20T00:00:00Z", "to": "2026-11-27T00:00:00Z", "parallelism": 0}),
+            ),
+            expected: &["spec.backfill.parallelism", "greater than or equal to 1"],
+        },
+        InvalidCase {
+            what: "a backfill from a date without a time",
+            manifest: set(
+                valid(),
+                "/spec/backfill",
+                json!({"id": "week-47", "from": "2026-11-20", "to": "2026-11-27T00:00:00Z"}),
+            ),
+            expected: &["spec.backfill.from", "should match"],
+        },
+        InvalidCase {
             what: "zero partitions",
             manifest: set(valid(), "/spec/topic/partitions", json!(0)),
             expected: &["spec.topic.partitions", "greater than or equal to 1"],

@@ -71,6 +71,8 @@ pub struct Observed {
     pub desired_replicas: i32,
     /// `status.replay`: the replay step's report (or the last one, unchanged).
     pub replay: Option<rtdp_crds::ReplayStatus>,
+    /// `status.backfill`: the backfill step's report (or the last one, unchanged).
+    pub backfill: Option<rtdp_crds::BackfillStatus>,
     /// Processor replicas the Deployment reports as ready.
     pub ready_replicas: i32,
     /// Whether every processor pod runs the current pod template (no rollout under way).
@@ -257,6 +259,7 @@ pub fn desired_status(pipeline: &Pipeline, observed: &Observed, now: Timestamp) 
         ready_replicas: Some(observed.ready_replicas),
         message,
         replay: observed.replay.clone(),
+        backfill: observed.backfill.clone(),
         // The freshness loop's own (see `reconcile_owned`).
         freshness: None,
         autoscaling: None,

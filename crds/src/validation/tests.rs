@@ -38,6 +38,10 @@ fn the_examples_are_valid() {
             "web-events",
             include_str!("../../../examples/web-events.yaml"),
         ),
+        (
+            "listings-by-day",
+            include_str!("../../../examples/listings-by-day.yaml"),
+        ),
     ] {
         let pipeline = parse_pipeline(text, name).expect("parses");
         assert_eq!(validate(&pipeline), Vec::new(), "{name}");
@@ -216,4 +220,38 @@ fn templates_name_known_variables_and_need_an_interval() {
             .message
             .contains("needs a schedule or a pollInterval")
     );
+}
+
+#[test]
+fn a_backfill_needs_a_schedule_and_a_range_of_whole_intervals() {
+    let mut pipeline = listings();
+    let backfill = |from: &str, to: &str| crate::BackfillSpec {
+        id: "week".into(),
+        from: from.into(),
+        to: to.into(),
+        parallelism: 1,
+    };
+    pipeline.spec.backfill = Some(backfill("2026-11-20T00:00:00Z", "2026-11-27T00:00:00Z"));
+    assert!(validate(&pipeline).is_empty());
+    assert_eq!(backfill_intervals(&pipeline).map(|days| days.len()), Ok(7));
+
+    pipeline.spec.backfill = Some(backfill("2026-11-27T00:00:00Z", "2026-11-20T00:00:00Z"));
+    let errors = validate(&pipeline);
+    assert_eq!(fields_of(&errors), ["spec.backfill.to"], "{errors:?}");
+
+    // Less than one day: no whole interval of @daily.
+    pipeline.spec.backfill = Some(backfill("2026-11-20T01:00:00Z", "2026-11-20T23:00:00Z"));
+    let errors = validate(&pipeline);
+    assert_eq!(fields_of(&errors), ["spec.backfill"], "{errors:?}");
+    assert!(
+        errors[0].message.contains("no whole interval"),
+        "{errors:?}"
+    );
+
+    pipeline.spec.backfill = Some(backfill("2026-11-20T00:00:00Z", "2026-11-27T00:00:00Z"));
+    http(&mut pipeline).schedule = None;
+    http(&mut pipeline).poll_interval = Some("5m".into());
+    let errors = validate(&pipeline);
+    assert_eq!(fields_of(&errors), ["spec.backfill"], "{errors:?}");
+    assert!(errors[0].message.contains("no schedule"), "{errors:?}");
 }

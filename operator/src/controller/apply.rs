@@ -58,7 +58,7 @@ pub(super) struct ProcessorReplicas {
     pub(super) total: i32,
 }
 
-async fn apply<K>(context: &Context, namespace: &str, object: &K) -> Result<K>
+pub(super) async fn apply<K>(context: &Context, namespace: &str, object: &K) -> Result<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone

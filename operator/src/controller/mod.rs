@@ -10,6 +10,7 @@
 //! - [`cleanup`]: the finalizer and deletion;
 //! - [`freshness`]: the loop that measures each Pipeline's lag into its status;
 //! - [`replay`]: `spec.replay`, holding the processors while the group's offsets move back;
+//! - [`backfill`]: `spec.backfill`, one Job per schedule interval, started in order;
 //! - [`autoscaler`]: the lag-based replica decisions the freshness loop makes and the
 //!   reconcile applies.
 //!
@@ -23,6 +24,7 @@
 
 mod apply;
 pub mod autoscaler;
+mod backfill;
 mod cleanup;
 mod external_checks;
 pub mod freshness;
@@ -45,7 +47,7 @@ use std::time::{Duration, Instant};
 use backon::BackoffBuilder;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{Api, PatchParams};
 use kube::core::DeserializeGuard;
@@ -258,6 +260,7 @@ pub async fn run(
                 .owns(api::<ConfigMap>(&client, namespace), owned())
                 .owns(api::<Deployment>(&client, namespace), owned())
                 .owns(api::<CronJob>(&client, namespace), owned())
+                .owns(api::<Job>(&client, namespace), owned())
                 .owns(api::<Service>(&client, namespace), owned())
                 .reconcile_on(triggered)
                 .with_config(ControllerConfig::default().concurrency(context.settings.concurrency))

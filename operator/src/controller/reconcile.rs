@@ -10,8 +10,8 @@ use rtdp_provisioning::cassandra::SchemaReport;
 use rtdp_provisioning::kafka::TopicReport;
 
 use super::{
-    Context, Step, apply, autoscaler, cleanup, replay, runner_health, status_update, test_hooks,
-    validate,
+    Context, Step, apply, autoscaler, backfill, cleanup, replay, runner_health, status_update,
+    test_hooks, validate,
 };
 use crate::error::{Error, Result};
 use crate::events::Change;
@@ -65,6 +65,7 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
                 workloads: failed,
                 desired_replicas,
                 replay: replay.status,
+                backfill: current_backfill(pipeline),
                 ready_replicas: 0,
                 rollout_complete: false,
                 runner_problem: None,
@@ -117,6 +118,7 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
     };
     test_hooks::pause_after(context, Step::Schema).await;
     let mut replicas = apply::ProcessorReplicas::default();
+    let backfill_jobs = desired.backfill.clone();
     let workloads = match apply::apply_objects(pipeline, context, desired).await {
         Ok(observed) => {
             replicas = observed;
@@ -128,9 +130,19 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
         Err(error) => steps.failed("ApplyWorkloads", error).await,
     };
     test_hooks::pause_after(context, Step::Workloads).await;
-    if matches!(workloads, StepOutcome::Done { .. }) {
+    let (backfill, backfill_running) = if matches!(workloads, StepOutcome::Done { .. }) {
         suspension_events(pipeline, context).await;
-    }
+        // The backfill's Jobs mount the runner's ConfigMap: started once it is applied.
+        match backfill::step(pipeline, context, backfill_jobs.as_ref()).await {
+            Ok(progress) => progress,
+            Err(error) => {
+                steps.failed("Backfill", error).await;
+                (current_backfill(pipeline), false)
+            }
+        }
+    } else {
+        (current_backfill(pipeline), false)
+    };
     // As `kubectl rollout status` judges it: every pod on the current template, and enough
     // of them ready. Pods of an old template still running mean the rollout is not done.
     let all_ready = replicas.ready >= desired_replicas
@@ -160,6 +172,7 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
         workloads,
         desired_replicas,
         replay: replay.status,
+        backfill,
         ready_replicas: replicas.ready,
         rollout_complete: replicas.updated >= desired_replicas
             && replicas.total <= replicas.updated,
@@ -174,10 +187,20 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
         None if !errors.is_empty() => Err(errors.swap_remove(0)),
         // A replay waits for the processors to stop: look again soon.
         None if hold_processors => Ok(Action::requeue(replay::POLL)),
+        // Backfill Jobs in flight: their changes trigger a reconcile; this is the safety net.
+        None if backfill_running => Ok(Action::requeue(backfill::POLL)),
         // Pods are not watched: while replicas are missing, look again soon.
         None if !all_ready => Ok(Action::requeue(runner_health::RUNNER_NOT_READY_POLL)),
         None => Ok(Action::requeue(context.settings.resync)),
     }
+}
+
+/// `status.backfill` as it stands, for steps that do not advance the backfill.
+fn current_backfill(pipeline: &Pipeline) -> Option<rtdp_crds::BackfillStatus> {
+    pipeline
+        .status
+        .as_ref()
+        .and_then(|status| status.backfill.clone())
 }
 
 /// The topic step's outcome when the topics exist as declared.

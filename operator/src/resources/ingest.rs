@@ -71,30 +71,34 @@ fn cron_job(workload: &Workload<'_>, schedule: &str) -> CronJob {
                     labels: Some(job_labels),
                     ..Default::default()
                 }),
-                spec: Some(JobSpec {
-                    backoff_limit: Some(BACKOFF_LIMIT),
-                    // Bad configuration fails the Job at once instead of retrying.
-                    pod_failure_policy: Some(PodFailurePolicy {
-                        rules: vec![PodFailurePolicyRule {
-                            action: "FailJob".into(),
-                            on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
-                                container_name: Some(CONTAINER_NAME.into()),
-                                operator: "In".into(),
-                                values: vec![EXIT_BAD_CONFIGURATION],
-                            }),
-                            ..Default::default()
-                        }],
-                    }),
-                    template: workload.pod_template(
-                        Role::Ingest,
-                        &["ingest", "--once", "--file", CONFIG_PATH],
-                        "Never",
-                    ),
-                    ..Default::default()
-                }),
+                spec: Some(job_spec(
+                    workload,
+                    &["ingest", "--once", "--file", CONFIG_PATH],
+                )),
             },
             ..Default::default()
         }),
+        ..Default::default()
+    }
+}
+
+/// A Job running one ingest pass with `args`: retried [`BACKOFF_LIMIT`] times, and failed at
+/// once on bad configuration (retrying cannot help). The scheduled runs' and the backfill's.
+pub(super) fn job_spec(workload: &Workload<'_>, args: &[&str]) -> JobSpec {
+    JobSpec {
+        backoff_limit: Some(BACKOFF_LIMIT),
+        pod_failure_policy: Some(PodFailurePolicy {
+            rules: vec![PodFailurePolicyRule {
+                action: "FailJob".into(),
+                on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                    container_name: Some(CONTAINER_NAME.into()),
+                    operator: "In".into(),
+                    values: vec![EXIT_BAD_CONFIGURATION],
+                }),
+                ..Default::default()
+            }],
+        }),
+        template: workload.pod_template(Role::Ingest, args, "Never"),
         ..Default::default()
     }
 }

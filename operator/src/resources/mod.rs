@@ -3,6 +3,7 @@
 //! here talks to a server; `desired_objects` is what the reconcile applies, and what the unit
 //! tests check against docs/runner-contract.md.
 
+pub mod backfill;
 pub mod config_map;
 pub mod ingest;
 mod pod;
@@ -59,6 +60,8 @@ pub struct DesiredObjects {
     pub ingest: Option<Ingest>,
     /// `<pipeline>-metrics`: the runner pods' metrics port.
     pub service: Service,
+    /// The Jobs of `spec.backfill`, when declared.
+    pub backfill: Option<backfill::BackfillJobs>,
 }
 
 /// The ingest workload: scheduled or continuous.
@@ -107,7 +110,10 @@ pub fn desired_objects(
         config_hash: &config_hash,
         processor_replicas,
     };
+    let intervals = rtdp_crds::validation::backfill_intervals(pipeline)
+        .map_err(|error| Error::InvalidSpec(error.to_string()))?;
     Ok(DesiredObjects {
+        backfill: backfill::build(&workload, intervals),
         processor: processor::build(&workload),
         ingest: ingest::build(&workload),
         service: service::build(pipeline, &owner),

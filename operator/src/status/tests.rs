@@ -17,6 +17,7 @@ fn observed() -> Observed {
         workloads: done("WorkloadsApplied"),
         desired_replicas: 1,
         replay: None,
+        backfill: None,
         ready_replicas: 0,
         rollout_complete: true,
         runner_problem: None,

@@ -1,0 +1,251 @@
+//! A backfill on the real local stack, its Jobs run as processes (the local stack has no
+//! kubelet and no Job controller: this test plays both, running each Job's pod template as the
+//! real runner and then marking the Job complete as the Job controller would).
+//! `examples/listings-by-day.yaml` with a week's `spec.backfill` and `parallelism: 2` gets one
+//! Job per day, never more than two unfinished at once, started in order; each Job asks the
+//! listings API for exactly its day; `status.backfill` counts them to `Completed`. A new `id`
+//! replaces the finished backfill's Jobs, and removing it cancels a running one.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::TestWorld;
+use common::pods::start_pod;
+use k8s_openapi::api::batch::v1::Job;
+use kube::ResourceExt;
+use kube::api::{ListParams, Patch, PatchParams};
+use rtdp_crds::{BackfillSpec, Pipeline, parse_pipeline};
+use rtdp_test_support::listings_api::{Listings, ListingsApi, POSTED_BEFORE, POSTED_SINCE};
+use rtdp_test_support::{cassandra_contact_points, kafka_bootstrap_servers, unique_cql_identifier};
+use serde_json::json;
+
+const DAYS: [&str; 8] = [
+    "2026-11-20",
+    "2026-11-21",
+    "2026-11-22",
+    "2026-11-23",
+    "2026-11-24",
+    "2026-11-25",
+    "2026-11-26",
+    "2026-11-27",
+];
+
+fn backfill_status(pipeline: &Pipeline) -> Option<rtdp_crds::BackfillStatus> {
+    pipeline.status.as_ref()?.backfill.clone()
+}
+
+/// The Jobs of backfill `id`, by their interval's index.
+async fn jobs_of(world: &TestWorld, id: &str) -> Vec<Job> {
+    let mut jobs = world
+        .api::<Job>()
+        .list(&ListParams::default().labels(&format!("rtdp.dev/backfill={id}")))
+        .await
+        .expect("listing the backfill Jobs")
+        .items;
+    jobs.sort_by_key(|job| {
+        job.annotations()
+            .get("rtdp.dev/interval-index")
+            .and_then(|index| index.parse::<usize>().ok())
+    });
+    jobs
+}
+
+fn finished(job: &Job) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|status| status.conditions.as_ref())
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|condition| condition.type_ == "Complete")
+        })
+}
+
+/// What the Job controller writes when a Job's pod succeeded.
+async fn mark_complete(world: &TestWorld, job: &Job) {
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let condition = |type_: &str| json!({"type": type_, "status": "True", "lastProbeTime": now, "lastTransitionTime": now});
+    world
+        .api::<Job>()
+        .patch_status(
+            &job.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "startTime": now,
+                "completionTime": now,
+                "succeeded": 1,
+                "conditions": [condition("SuccessCriteriaMet"), condition("Complete")],
+            }})),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("marking Job {} complete: {error}", job.name_any()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backfill_runs_one_job_per_day_in_order_within_its_parallelism() {
+    let (world, _operator) = TestWorld::with_operator("op-backfill", &[]).await;
+    let last_day = DAYS[6].parse().expect("a date");
+    let api = ListingsApi::start(
+        "127.0.0.1:0".parse().expect("an address"),
+        Listings::generate(4, 25, 0).posted_over(7, last_day),
+        None,
+    )
+    .await
+    .expect("starting the listings API");
+    world
+        .create_secret("listings-api", &[("api-key", "test-key")])
+        .await;
+    let name = "by-day";
+    let mut pipeline = parse_pipeline(
+        include_str!("../../examples/listings-by-day.yaml"),
+        "listings-by-day.yaml",
+    )
+    .expect("the example parses");
+    pipeline.metadata.name = Some(name.into());
+    pipeline.metadata.namespace = Some(world.namespace.clone());
+    pipeline.spec.kafka.bootstrap_servers = vec![kafka_bootstrap_servers()];
+    pipeline.spec.cassandra.contact_points = cassandra_contact_points();
+    pipeline.spec.cassandra.keyspace.name = unique_cql_identifier("op");
+    pipeline.spec.deletion_policy = rtdp_crds::DeletionPolicy::Delete;
+    if let Some(http) = pipeline
+        .spec
+        .source
+        .as_mut()
+        .and_then(|source| source.http.as_mut())
+    {
+        http.url = api.url.clone();
+    }
+    pipeline.spec.backfill = Some(BackfillSpec {
+        id: "week".into(),
+        from: format!("{}T00:00:00Z", DAYS[0]),
+        to: format!("{}T00:00:00Z", DAYS[7]),
+        parallelism: 2,
+    });
+    let keyspace = pipeline.spec.cassandra.keyspace.name.clone();
+    let scenario = world.scenario(name);
+    world.create(&pipeline).await;
+    let provisioned = scenario.until_provisioned().await;
+    let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(&world.namespace);
+
+    // Play the kubelet and the Job controller: run each Job's pod, in order, then complete it.
+    let mut ran: BTreeSet<String> = BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    while ran.len() < 7 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of the 7 Jobs appeared in time: {ran:?}",
+            ran.len()
+        );
+        let jobs = jobs_of(&world, "week").await;
+        let unfinished: Vec<&Job> = jobs.iter().filter(|job| !finished(job)).collect();
+        assert!(
+            unfinished.len() <= 2,
+            "parallelism 2, yet {} Jobs unfinished",
+            unfinished.len()
+        );
+        let Some(job) = unfinished.first() else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let template = job.spec.clone().expect("a Job spec").template;
+        let mut pod = start_pod(&world, &template, &work, &job.name_any()).await;
+        assert!(
+            pod.wait(Duration::from_secs(60)).success(),
+            "Job {}'s pass failed",
+            job.name_any()
+        );
+        mark_complete(&world, job).await;
+        ran.insert(job.name_any());
+    }
+    let completed = world
+        .wait_for(
+            name,
+            "the backfill completed",
+            Duration::from_secs(60),
+            |pipeline| backfill_status(pipeline).is_some_and(|status| status.state == "Completed"),
+        )
+        .await;
+    let status = backfill_status(&completed).expect("status.backfill");
+    assert_eq!(
+        (
+            status.intervals,
+            status.succeeded,
+            status.failed,
+            status.running
+        ),
+        (7, 7, 0, 0),
+        "{status:?}"
+    );
+    // Each Job asked for its own day, in order.
+    let requested: Vec<(String, String)> = api
+        .queries()
+        .iter()
+        .map(|query| {
+            let value = |name: &str| {
+                query
+                    .split('&')
+                    .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            (value(POSTED_SINCE), value(POSTED_BEFORE))
+        })
+        .collect();
+    let days: Vec<(String, String)> = DAYS
+        .windows(2)
+        .map(|pair| (pair[0].to_string(), pair[1].to_string()))
+        .collect();
+    assert_eq!(requested, days);
+    scenario
+        .expect_events(&["BackfillStarted", "BackfillCompleted"])
+        .await;
+
+    // A new id: the finished backfill's Jobs go, the new one starts (parallelism 1).
+    scenario
+        .patch(json!({"backfill": {"id": "again", "from": "2026-11-20T00:00:00Z", "to": "2026-11-27T00:00:00Z", "parallelism": 1}}))
+        .await;
+    world
+        .wait_for(
+            name,
+            "the second backfill running",
+            Duration::from_secs(60),
+            |pipeline| {
+                backfill_status(pipeline)
+                    .is_some_and(|status| status.id == "again" && status.running == 1)
+            },
+        )
+        .await;
+    assert_eq!(jobs_of(&world, "again").await.len(), 1, "parallelism 1");
+    // Removed while it runs: cancelled, its Job deleted.
+    scenario.patch(json!({"backfill": null})).await;
+    let cancelled = world
+        .wait_for(
+            name,
+            "the backfill cancelled",
+            Duration::from_secs(60),
+            |pipeline| backfill_status(pipeline).is_some_and(|status| status.state == "Cancelled"),
+        )
+        .await;
+    assert_eq!(
+        backfill_status(&cancelled).map(|status| status.id),
+        Some("again".into())
+    );
+    rtdp_test_support::eventually("the backfill Jobs deleted", Duration::from_secs(30), || {
+        let world = &world;
+        async move {
+            (jobs_of(world, "again").await.is_empty() && jobs_of(world, "week").await.is_empty())
+                .then_some(())
+        }
+    })
+    .await;
+    scenario.expect_events(&["BackfillCancelled"]).await;
+
+    scenario.delete_and_wait_gone(Duration::from_secs(60)).await;
+    world
+        .drop_topics_and_keyspace(&provisioned.topic_name(), &keyspace)
+        .await;
+    world.cleanup().await;
+}
