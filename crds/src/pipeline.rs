@@ -771,6 +771,8 @@ pub struct CassandraSpec {
     pub contact_points: Vec<String>,
 
     /// The datacenter the runner treats as local for load balancing and LOCAL_* consistency.
+    /// It must be one of the datacenters the cluster reports: another name is refused by the
+    /// operator (`UnknownDatacenter`) and by the runner when they connect.
     #[serde(default = "default_local_datacenter")]
     #[schemars(length(min = 1, max = 128))]
     pub local_datacenter: String,
