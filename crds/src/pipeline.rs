@@ -712,9 +712,10 @@ pub enum CqlType {
     Float,
     /// 64-bit floating point.
     Double,
-    /// Arbitrary-precision decimal. Exact from a numeric string (any precision) or a JSON
-    /// integer; a JSON number with a fraction is read as a double first (15-17 significant
-    /// digits), so send exact amounts as strings. Derived: from a CEL string or integer.
+    /// Arbitrary-precision decimal, every digit kept: from a JSON number (read from the
+    /// record's text, never through a double), a numeric string or an integer. A JSON number
+    /// beyond a double's range (such as 1e400) is refused as malformed JSON: send it as a
+    /// string. Derived: from a CEL string or integer.
     Decimal,
     /// Milliseconds since the epoch, from an RFC 3339 string or epoch milliseconds.
     Timestamp,
