@@ -802,9 +802,10 @@ pub enum CqlType {
     Float,
     /// 64-bit floating point.
     Double,
-    /// Arbitrary-precision decimal. Exact from a numeric string (any precision) or a JSON
-    /// integer; a JSON number with a fraction is read as a double first (15-17 significant
-    /// digits), so send exact amounts as strings. Derived: from a CEL string or integer.
+    /// Arbitrary-precision decimal, every digit kept: from a JSON number (read from the
+    /// record's text, never through a double), a numeric string or an integer. A JSON number
+    /// beyond a double's range (such as 1e400) is refused as malformed JSON: send it as a
+    /// string. Derived: from a CEL string or integer.
     Decimal,
     /// Milliseconds since the epoch, from an RFC 3339 string or epoch milliseconds.
     Timestamp,
@@ -861,6 +862,8 @@ pub struct CassandraSpec {
     pub contact_points: Vec<String>,
 
     /// The datacenter the runner treats as local for load balancing and LOCAL_* consistency.
+    /// It must be one of the datacenters the cluster reports: another name is refused by the
+    /// operator (`UnknownDatacenter`) and by the runner when they connect.
     #[serde(default = "default_local_datacenter")]
     #[schemars(length(min = 1, max = 128))]
     pub local_datacenter: String,

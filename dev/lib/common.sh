@@ -15,9 +15,11 @@ CASSANDRA_STORAGE_PORT=${CASSANDRA_STORAGE_PORT:-7000}
 ETCD_PORT=${ETCD_PORT:-2379}
 ETCD_PEER_PORT=${ETCD_PEER_PORT:-2380}
 APISERVER_PORT=${APISERVER_PORT:-6443}
-# The secured endpoints (dev/lib/secured.sh): Kafka's SASL_SSL listener on the one broker and
+# The secured endpoints (dev/lib/secured.sh): Kafka's SASL_SSL and mTLS listeners on the one broker and
 # a second Cassandra with PasswordAuthenticator, started only by the tests that need it.
 KAFKA_SECURE_PORT=${KAFKA_SECURE_PORT:-9094}
+# Kafka's mutual-TLS listener (SSL, client certificate required), on the same broker.
+KAFKA_MTLS_PORT=${KAFKA_MTLS_PORT:-9095}
 CASSANDRA_SECURED_PORT=${CASSANDRA_SECURED_PORT:-9142}
 CASSANDRA_SECURED_STORAGE_PORT=${CASSANDRA_SECURED_STORAGE_PORT:-7100}
 CASSANDRA_SECURED_JMX_PORT=${CASSANDRA_SECURED_JMX_PORT:-7299}

@@ -63,9 +63,12 @@ impl CassandraSessions {
         Ok(self.sessions.get_or_connect(key, connect).await?)
     }
 
-    /// Creates the keyspace and tables and adds new columns; refuses incompatible changes.
+    /// Checks that `localDatacenter` is one of the cluster's datacenters (refused, before any
+    /// DDL, when it is not), then creates the keyspace and tables and adds new columns;
+    /// refuses incompatible changes.
     pub async fn ensure(&self, client: &Client, pipeline: &Pipeline) -> Result<SchemaReport> {
         let session = self.session(client, pipeline).await?;
+        cassandra::check_local_datacenter(&session, &pipeline.spec.cassandra)?;
         Ok(cassandra::ensure_schema(&session, &pipeline.spec).await?)
     }
 

@@ -666,6 +666,49 @@ async fn an_invalid_spec_waits_for_the_next_change() {
     world.cleanup().await;
 }
 
+/// A `localDatacenter` the Cassandra cluster does not have is refused at reconcile, naming the
+/// field and the cluster's datacenters, before any keyspace or table is created (a permanent
+/// error: it waits for the spec to change); the cluster's own datacenter then provisions.
+#[tokio::test]
+async fn a_local_datacenter_the_cluster_lacks_is_refused_before_any_table() {
+    let (world, _operator) = TestWorld::with_operator("op-datacenter", &[]).await;
+    let name = "datacenter";
+    let mut pipeline = world.pipeline(name);
+    pipeline.spec.cassandra.local_datacenter = "no-such-datacenter".into();
+    let keyspace = pipeline.spec.cassandra.keyspace.name.clone();
+    let scenario = world.scenario(name);
+    world.create(&pipeline).await;
+    scenario
+        .until_refused(
+            "Ready",
+            "UnknownDatacenter",
+            "spec.cassandra.localDatacenter \"no-such-datacenter\" is not a datacenter of the \
+             Cassandra cluster, whose datacenters are: datacenter1",
+        )
+        .await;
+    scenario.expect_events(&["UnknownDatacenter"]).await;
+    let session = cassandra().await;
+    let table = read_table(&session, &keyspace, "listings_by_id")
+        .await
+        .expect("system_schema.columns");
+    assert!(table.is_empty(), "no table while refused: {table:?}");
+
+    scenario
+        .patch(serde_json::json!({"cassandra": {"localDatacenter": "datacenter1"}}))
+        .await;
+    scenario.until_provisioned().await;
+    let table = read_table(&session, &keyspace, "listings_by_id")
+        .await
+        .expect("system_schema.columns");
+    assert_eq!(table["zpid"].kind, "partition_key");
+
+    scenario.delete_and_wait_gone(Duration::from_secs(30)).await;
+    world
+        .drop_topics_and_keyspace(&format!("{}.{name}", world.namespace), &keyspace)
+        .await;
+    world.cleanup().await;
+}
+
 fn http_source(schedule: Option<&str>, poll_interval: Option<&str>) -> HttpSource {
     serde_json::from_value(serde_json::json!({
         "url": "http://127.0.0.1:1/search",

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rtdp_crds::{CassandraSpec, KafkaSpec};
+use rtdp_provisioning::cassandra::check_local_datacenter;
 use rtdp_provisioning::kafka::{self, Pem, SaslLogin, TlsMaterial};
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
@@ -119,7 +120,10 @@ pub fn cassandra_contact_points(
 }
 
 /// Connects to Cassandra: token-aware, local datacenter first, with a request timeout so an
-/// outage is noticed (and retried) rather than waited on.
+/// outage is noticed (and retried) rather than waited on. A reachable cluster without
+/// `spec.cassandra.localDatacenter` among its datacenters is a configuration error
+/// ([`RunnerError::Config`]: not retried, exit 2), refused before anything is written; an
+/// unreachable one stays [`RunnerError::CassandraUnavailable`] (retried).
 pub async fn cassandra_session(
     spec: &CassandraSpec,
     overrides: &EndpointOverrides,
@@ -128,8 +132,8 @@ pub async fn cassandra_session(
     let policy = DefaultPolicy::builder()
         .prefer_datacenter(spec.local_datacenter.clone())
         .token_aware(true)
-        // With one datacenter (or SimpleStrategy) failover is moot; it keeps query plans
-        // non-empty when the local datacenter's name is wrong.
+        // The name is checked against the cluster below; failover lets requests reach another
+        // datacenter when the local one is down (moot with one datacenter).
         .permit_dc_failover(true)
         .build();
     let profile = ExecutionProfile::builder()
@@ -153,11 +157,19 @@ pub async fn cassandra_session(
             )?,
         );
     }
-    builder
+    let session = builder
         .build()
         .await
         .map_err(|error| RunnerError::CassandraUnavailable {
             context: format!("connecting to Cassandra at {}", contact_points.join(",")),
             message: error.to_string(),
-        })
+        })?;
+    match check_local_datacenter(&session, spec) {
+        Ok(()) => Ok(session),
+        Err(error) if error.is_permanent() => Err(RunnerError::Config(error.to_string())),
+        Err(error) => Err(RunnerError::CassandraUnavailable {
+            context: format!("connecting to Cassandra at {}", contact_points.join(",")),
+            message: error.to_string(),
+        }),
+    }
 }

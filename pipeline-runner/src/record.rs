@@ -15,6 +15,7 @@ use serde_json::Value as Json;
 use convert::{convert, json_kind};
 
 mod convert;
+pub(crate) mod raw;
 
 /// The longest record accepted, in bytes; larger ones are dead-lettered.
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
@@ -260,11 +261,23 @@ impl RecordParser {
         let document: Json = serde_json::from_str(text).map_err(|error| {
             RecordError::record(RejectReason::MalformedJson, format!("not JSON: {error}"))
         })?;
-        self.parse_value(&document)
+        self.parse_document(&document, Some(text))
     }
 
-    /// Validates an already-decoded JSON document (the HTTP source checks records this way).
+    /// Validates an already-decoded JSON document. Its numbers are what serde_json kept: a
+    /// `decimal` field given a number with a fraction or an exponent keeps about 17
+    /// significant digits (an f64); [`RecordParser::parse`] reads such numbers from the text.
     pub fn parse_value(&self, document: &Json) -> Result<ParsedRecord, RecordError> {
+        self.parse_document(document, None)
+    }
+
+    /// Validates `document`, decoded from `text` when given: a `decimal` field's number that
+    /// serde_json holds as an f64 is then taken as written in `text`, every digit kept.
+    fn parse_document(
+        &self,
+        document: &Json,
+        text: Option<&str>,
+    ) -> Result<ParsedRecord, RecordError> {
         let Json::Object(members) = document else {
             return Err(RecordError::record(
                 RejectReason::NotAnObject,
@@ -282,26 +295,47 @@ impl RecordParser {
         }
         let mut values = Vec::with_capacity(self.fields.len());
         for field in &self.fields {
-            let value =
-                match document.pointer(&field.pointer) {
-                    None | Some(Json::Null) => match (&field.default, field.required) {
-                        (Some(default), _) => Some(default.clone()),
-                        (None, true) => {
-                            return Err(RecordError::field(
-                                RejectReason::MissingRequiredField,
-                                &field.name,
-                                format!("required value at {} is missing or null", field.pointer),
-                            ));
-                        }
-                        (None, false) => None,
-                    },
-                    Some(json) => Some(convert(json, field.cql_type, field.max_length).map_err(
-                        |(reason, detail)| RecordError::field(reason, &field.name, detail),
-                    )?),
-                };
+            let value = match document.pointer(&field.pointer) {
+                None | Some(Json::Null) => match (&field.default, field.required) {
+                    (Some(default), _) => Some(default.clone()),
+                    (None, true) => {
+                        return Err(RecordError::field(
+                            RejectReason::MissingRequiredField,
+                            &field.name,
+                            format!("required value at {} is missing or null", field.pointer),
+                        ));
+                    }
+                    (None, false) => None,
+                },
+                Some(json) => {
+                    let exact = exact_decimal(json, field, text);
+                    Some(
+                        convert(
+                            exact.as_ref().unwrap_or(json),
+                            field.cql_type,
+                            field.max_length,
+                        )
+                        .map_err(|(reason, detail)| {
+                            RecordError::field(reason, &field.name, detail)
+                        })?,
+                    )
+                }
+            };
             values.push(value);
         }
         Ok(ParsedRecord { values })
+    }
+}
+
+/// For a `decimal` field holding a number serde_json keeps as an f64 (a fraction or an
+/// exponent), the number as written in `text`, as a JSON string (which `convert` reads with
+/// every digit); `None` otherwise (integers are exact already).
+fn exact_decimal(json: &Json, field: &CompiledField, text: Option<&str>) -> Option<Json> {
+    match (field.cql_type, json, text) {
+        (CqlType::Decimal, Json::Number(number), Some(text)) if number.is_f64() => {
+            raw::raw_value_at(text, &field.pointer).map(|raw| Json::String(raw.to_string()))
+        }
+        _ => None,
     }
 }
 

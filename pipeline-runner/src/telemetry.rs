@@ -71,6 +71,9 @@ pub struct Metrics {
     pub end_to_end_latency: Histogram,
     /// Consumer lag per partition (from librdkafka's statistics).
     pub consumer_lag: Family<PartitionLabel, Gauge>,
+    /// Records the process role took from the consumer at once (at most
+    /// `runner.batch.maxRecords`), one observation per batch.
+    pub consumer_batch_records: Histogram,
     /// Cassandra write errors by kind (each one retried).
     pub cassandra_errors: Family<KindLabel, Counter>,
     /// Records produced to the topic by the ingest role.
@@ -102,6 +105,8 @@ impl Metrics {
         // Fine buckets (25 % apart, 1 ms to ~7 s): p99 targets are read from this histogram.
         let end_to_end_latency = Histogram::new(exponential_buckets(0.001, 1.25, 40));
         let consumer_lag = Family::<PartitionLabel, Gauge>::default();
+        // 1, 2, 4, ... 16384: maxRecords is at most 10 000 (the CRD's bound).
+        let consumer_batch_records = Histogram::new(exponential_buckets(1.0, 2.0, 15));
         let cassandra_errors = Family::<KindLabel, Counter>::default();
         let records_produced = Counter::default();
         let source_requests = Family::<OutcomeLabel, Counter>::default();
@@ -147,6 +152,11 @@ impl Metrics {
             consumer_lag.clone(),
         );
         registry.register(
+            "consumer_batch_records",
+            "Records the process role took from the consumer at once, at most runner.batch.maxRecords",
+            consumer_batch_records.clone(),
+        );
+        registry.register(
             "cassandra_errors",
             "Cassandra write errors by kind; each is retried, none loses a record",
             cassandra_errors.clone(),
@@ -175,6 +185,7 @@ impl Metrics {
             write_latency,
             end_to_end_latency,
             consumer_lag,
+            consumer_batch_records,
             cassandra_errors,
             records_produced,
             source_requests,

@@ -1,6 +1,8 @@
 //! What the runner says about its endpoints: an unreachable Kafka names each bootstrap server
-//! tried and why (DNS, refused), and the telemetry server answers its routes and reports a
-//! port in use clearly. Real servers only: the local stack's Kafka and Cassandra.
+//! tried and why (DNS, refused), a `localDatacenter` the Cassandra cluster does not have is
+//! refused naming the field and the cluster's datacenters, and the telemetry server answers
+//! its routes and reports a port in use clearly. Real servers only: the local stack's Kafka
+//! and Cassandra.
 
 mod common;
 
@@ -63,6 +65,79 @@ async fn an_unreachable_kafka_names_each_server_tried_and_why() {
             && line.contains(&format!("{closed} (connection refused by {closed})")),
         "{line}"
     );
+}
+
+/// The datacenter of the local Cassandra, as it reports itself in `system.local`.
+async fn local_stack_datacenter() -> String {
+    let session = cassandra().await;
+    let (datacenter,) = session
+        .query_unpaged("SELECT data_center FROM system.local", ())
+        .await
+        .expect("reading system.local")
+        .into_rows_result()
+        .expect("a rows result")
+        .single_row::<(String,)>()
+        .expect("one row of system.local");
+    datacenter
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_datacenter_the_cluster_lacks_is_refused_and_the_right_one_writes() {
+    let datacenter = local_stack_datacenter().await;
+    let mut pipeline = listings_pipeline("datacenter");
+    provision(&pipeline).await;
+    let by_id = format!(
+        "{}.{}",
+        pipeline.spec.cassandra.keyspace.name, pipeline.spec.cassandra.tables[0].name
+    );
+    let producer = producer(&pipeline);
+    let records = 20;
+    for index in 0..records {
+        let (key, payload) = listing_with_price(index, 100_000);
+        produce(
+            &producer,
+            &pipeline.topic_name(),
+            &key,
+            Some(payload.as_bytes()),
+        )
+        .await;
+    }
+
+    // A name the cluster does not have: a configuration error (exit 2, not retried), before
+    // anything is consumed or written.
+    let wrong = "no-such-datacenter";
+    pipeline.spec.cassandra.local_datacenter = wrong.into();
+    let (status, log) = run_to_the_end(&["process"], &write_manifest(&pipeline), &[]);
+    assert_eq!(status.code(), Some(2), "log:\n{log}");
+    let expected = format!(
+        "spec.cassandra.localDatacenter \"{wrong}\" is not a datacenter of the Cassandra \
+         cluster, whose datacenters are: {datacenter}"
+    );
+    let line = log
+        .lines()
+        .find(|line| line.contains(&expected))
+        .unwrap_or_else(|| panic!("no line says {expected:?}; log:\n{log}"));
+    eprintln!("{line}");
+    let session = cassandra().await;
+    assert_eq!(
+        read_rows(&session, &by_id).await.len(),
+        0,
+        "nothing written"
+    );
+    assert!(
+        committed_and_end(&pipeline)
+            .iter()
+            .all(|(_, committed, _)| committed.is_none()),
+        "nothing consumed: {:?}",
+        committed_and_end(&pipeline)
+    );
+
+    // The cluster's own datacenter, named explicitly: every record is written.
+    pipeline.spec.cassandra.local_datacenter = datacenter;
+    let process = Runner::start(&["process"], &write_manifest(&pipeline), &[]);
+    wait_for_rows(&session, &by_id, records, Duration::from_secs(60)).await;
+    let status = process.terminate(Duration::from_secs(30));
+    assert!(status.success(), "process exit: {status}");
 }
 
 /// GETs `path` on the runner's telemetry port: status, content type and body.

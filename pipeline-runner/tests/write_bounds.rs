@@ -2,7 +2,8 @@
 //! process role talks to the local stack's Cassandra through a CQL proxy of the test, which
 //! holds each write's response a while (so writes pile up to whatever bound there is) and
 //! counts the INSERTs (EXECUTE requests of a statement prepared from an INSERT) awaiting
-//! their response.
+//! their response. And `runner.batch.maxRecords` bounds the records the process role takes
+//! from the consumer at once, read from its `rtdp_consumer_batch_records` histogram.
 
 mod common;
 
@@ -273,6 +274,128 @@ async fn concurrency_bounds_the_cassandra_writes_in_flight() {
             .len(),
         records
     );
+    session
+        .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
+        .await
+        .expect("dropping the test keyspace");
+}
+
+/// Processes every record of the pipeline's topic in this process with `max_records`, in a
+/// fresh consumer group, stopping at the topic's end offsets: the batches taken from the
+/// consumer, from the `rtdp_consumer_batch_records` histogram, as (upper bound, batches
+/// at most that large) per bucket, the number of batches and the records in them.
+async fn consumer_batches(
+    pipeline: &rtdp_crds::Pipeline,
+    max_records: i32,
+) -> (Vec<(f64, u64)>, u64, f64) {
+    use pipeline_runner::connect::EndpointOverrides;
+    use pipeline_runner::process::{ProcessOptions, run};
+    use pipeline_runner::telemetry::{Health, Metrics};
+    use tokio::sync::watch;
+
+    let mut run_spec = pipeline.clone();
+    run_spec.metadata.name = Some(unique_name("batch-run"));
+    run_spec.spec.runner.batch.max_records = max_records;
+    let end = pipeline_runner::standalone::end_offsets(&run_spec, &EndpointOverrides::default())
+        .await
+        .expect("the topic's end offsets");
+    let (_running, shutdown) = watch::channel(false);
+    let (_stop, stop_at) = watch::channel(Some(end));
+    let metrics = Arc::new(Metrics::new("tests/batch"));
+    let options = ProcessOptions {
+        overrides: EndpointOverrides::default(),
+        shutdown,
+        stop_at,
+        metrics: Arc::clone(&metrics),
+        health: Arc::new(Health::default()),
+    };
+    tokio::time::timeout(Duration::from_secs(120), run(&run_spec, options))
+        .await
+        .expect("the process role reaches the end offsets within 120 s")
+        .expect("the process role succeeds");
+    let text = metrics.encode();
+    let value = |line: &str| -> f64 {
+        line.rsplit(' ')
+            .next()
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("no value in {line}"))
+    };
+    let mut buckets = Vec::new();
+    let (mut count, mut sum) = (None, None);
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("rtdp_consumer_batch_records_bucket{") {
+            let bound = rest
+                .split("le=\"")
+                .nth(1)
+                .and_then(|after| after.split('"').next())
+                .unwrap_or_else(|| panic!("no le label in {line}"));
+            let bound = if bound == "+Inf" {
+                f64::INFINITY
+            } else {
+                bound
+                    .parse()
+                    .unwrap_or_else(|_| panic!("le {bound} in {line}"))
+            };
+            buckets.push((bound, value(line) as u64));
+        } else if line.starts_with("rtdp_consumer_batch_records_count") {
+            count = Some(value(line) as u64);
+        } else if line.starts_with("rtdp_consumer_batch_records_sum") {
+            sum = Some(value(line));
+        }
+    }
+    let (Some(count), Some(sum)) = (count, sum) else {
+        panic!("no rtdp_consumer_batch_records histogram in:\n{text}");
+    };
+    (buckets, count, sum)
+}
+
+/// Batches at most `bound` large, from the histogram's buckets.
+fn at_most(buckets: &[(f64, u64)], bound: f64) -> u64 {
+    buckets
+        .iter()
+        .find(|(le, _)| *le == bound)
+        .map(|(_, batches)| *batches)
+        .unwrap_or_else(|| panic!("no bucket le={bound} in {buckets:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_consumer_takes_at_most_max_records_at_once() {
+    let pipeline = listings_pipeline("consumer-batch");
+    provision(&pipeline).await;
+    let producer = producer(&pipeline);
+    let topic = pipeline.topic_name();
+    let records = 300;
+    for index in 0..records {
+        let (zpid, payload) = listing_with_price(index, 100_000 + index as i64);
+        produce(&producer, &topic, &zpid, Some(payload.as_bytes())).await;
+    }
+
+    // Every record is already in the topic, so fetches bring many at once; the default
+    // concurrency leaves more write slots than 4 records.
+    let (buckets, batches, taken) = consumer_batches(&pipeline, 4).await;
+    eprintln!("maxRecords 4: {batches} batches of {taken} records; buckets {buckets:?}");
+    assert_eq!(taken, records as f64, "every record taken once");
+    assert_eq!(
+        at_most(&buckets, 4.0),
+        batches,
+        "with maxRecords 4, no batch holds more than 4"
+    );
+    assert!(
+        at_most(&buckets, 2.0) < batches,
+        "with maxRecords 4 and everything fetched, some batches hold more than 2: {buckets:?}"
+    );
+
+    let (buckets, batches, taken) = consumer_batches(&pipeline, 500).await;
+    eprintln!("maxRecords 500: {batches} batches of {taken} records; buckets {buckets:?}");
+    assert_eq!(taken, records as f64, "every record taken once");
+    assert!(
+        at_most(&buckets, 4.0) < batches,
+        "with maxRecords 500, some batches hold more than 4 (so 4 was the bound at work): \
+         {buckets:?}"
+    );
+
+    let session = cassandra().await;
+    let keyspace = &pipeline.spec.cassandra.keyspace.name;
     session
         .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
         .await

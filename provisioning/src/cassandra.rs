@@ -11,8 +11,10 @@ use rtdp_crds::{
 };
 
 mod apply;
+mod datacenter;
 
 pub use apply::{SchemaReport, drop_tables, ensure_schema, plan_schema, read_table};
+pub use datacenter::{check_datacenter, check_local_datacenter, cluster_datacenters};
 
 /// A column of a table and its CQL type.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -38,6 +38,17 @@ pub enum ProvisionError {
     /// The tables need a change that would lose data or break readers; nothing was altered.
     #[error("incompatible schema change refused, nothing altered: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     IncompatibleSchema(Vec<cassandra::IncompatibleChange>),
+    /// `spec.cassandra.localDatacenter` names no datacenter of the (reachable) cluster.
+    #[error(
+        "spec.cassandra.localDatacenter {name:?} is not a datacenter of the Cassandra cluster, \
+         whose datacenters are: {}", known.join(", ")
+    )]
+    UnknownDatacenter {
+        /// The name the Pipeline gives.
+        name: String,
+        /// The datacenters the cluster reports.
+        known: Vec<String>,
+    },
     /// A bug or a runtime failure of ours.
     #[error("internal error: {0}")]
     Internal(String),
@@ -65,6 +76,7 @@ impl ProvisionError {
             ProvisionError::Cassandra { .. } => "CassandraUnavailable",
             ProvisionError::TopicNotSupported { .. } => "NotSupported",
             ProvisionError::IncompatibleSchema(_) => "IncompatibleSchemaChange",
+            ProvisionError::UnknownDatacenter { .. } => "UnknownDatacenter",
             ProvisionError::Internal(_) => "InternalError",
         }
     }
@@ -73,7 +85,9 @@ impl ProvisionError {
     pub fn is_permanent(&self) -> bool {
         matches!(
             self,
-            ProvisionError::TopicNotSupported { .. } | ProvisionError::IncompatibleSchema(_)
+            ProvisionError::TopicNotSupported { .. }
+                | ProvisionError::IncompatibleSchema(_)
+                | ProvisionError::UnknownDatacenter { .. }
         )
     }
 }

@@ -1,11 +1,18 @@
 //! The shared Kafka access check against real things: a host name that does not resolve, a
-//! local port nothing listens on, and the stack's SASL_SSL listener with a wrong and a right
-//! password. Each failure must name the server tried and the cause.
+//! local port nothing listens on, the stack's SASL_SSL listener with a wrong and a right
+//! password, and its mutual-TLS listener with and without the client certificate. Each
+//! failure must name the server tried and the cause.
 
 use std::time::Duration;
 
-use rtdp_provisioning::kafka::{AccessError, Refusal, ServerOutcome, check_access, client_config};
-use rtdp_test_support::{kafka_ca_file, kafka_sasl_credentials, kafka_secure_bootstrap_servers};
+use rtdp_provisioning::kafka::{
+    AccessError, Pem, Refusal, ServerOutcome, TlsMaterial, check_access, client_config,
+    client_properties,
+};
+use rtdp_test_support::{
+    kafka_ca_file, kafka_client_certificate_files, kafka_mtls_bootstrap_servers,
+    kafka_sasl_credentials, kafka_secure_bootstrap_servers, unique_name,
+};
 
 /// Long enough for a reachable broker to answer; a failing check waits for all of it.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -145,6 +152,128 @@ async fn a_listener_of_another_protocol_is_named_as_listening_but_not_answering(
         message.contains(&format!(
             "{server} (accepts TCP connections but did not answer as Kafka"
         )),
+        "{message}"
+    );
+}
+
+/// A Pipeline's `spec.kafka` for the stack's mutual-TLS listener: TLS with a client
+/// certificate Secret, no SASL.
+fn mtls_spec() -> rtdp_crds::KafkaSpec {
+    rtdp_crds::KafkaSpec {
+        bootstrap_servers: vec![kafka_mtls_bootstrap_servers()],
+        tls: Some(rtdp_crds::KafkaTls {
+            ca_secret_ref: None,
+            client_certificate_secret_ref: Some(rtdp_crds::SecretReference {
+                name: "kafka-client".into(),
+            }),
+        }),
+        sasl: None,
+    }
+}
+
+/// The client settings for the mutual-TLS listener, mapped from [`mtls_spec`] as the operator
+/// (`Pem::Text`, read from the Secret) or the runner (`Pem::File`, mounted) does, with the
+/// stack's CA and, when `with_certificate`, its client certificate and key.
+fn mtls(with_certificate: bool, as_text: bool) -> rdkafka::ClientConfig {
+    let pem = |path: String| {
+        if as_text {
+            Pem::Text(
+                std::fs::read_to_string(&path)
+                    .unwrap_or_else(|error| panic!("reading {path}: {error}")),
+            )
+        } else {
+            Pem::File(path)
+        }
+    };
+    let (certificate, key) = kafka_client_certificate_files();
+    let tls = TlsMaterial {
+        ca: Some(pem(kafka_ca_file())),
+        certificate: with_certificate.then(|| pem(certificate)),
+        key: with_certificate.then(|| pem(key)),
+    };
+    let spec = mtls_spec();
+    client_config(
+        &spec.bootstrap_servers.join(","),
+        &client_properties(&spec, &tls, None),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mutual_tls_with_the_client_certificate_administers_produces_and_consumes() {
+    use rdkafka::Message;
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    // The operator's way: the certificate and key as PEM text, read from its Secret.
+    let operator = mtls(true, true);
+    check_access(&operator, CHECK_TIMEOUT)
+        .await
+        .expect("the mutual-TLS listener accepts the stack's client certificate");
+    let admin: AdminClient<_> = operator.create().expect("an admin client over mutual TLS");
+    let topic = unique_name("mtls");
+    let created = admin
+        .create_topics(
+            &[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await
+        .expect("creating a topic over mutual TLS");
+    for result in created {
+        result.unwrap_or_else(|(name, code)| panic!("creating {name}: {code}"));
+    }
+
+    // The runner's way: the certificate and key as mounted files.
+    let runner = mtls(true, false);
+    let producer: FutureProducer = runner.create().expect("a producer over mutual TLS");
+    producer
+        .send(
+            FutureRecord::to(&topic).key("k").payload("over mutual TLS"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap_or_else(|(error, _)| panic!("producing over mutual TLS: {error}"));
+    let mut consumer_config = runner.clone();
+    consumer_config
+        .set("group.id", format!("{topic}-reader"))
+        .set("auto.offset.reset", "earliest");
+    let consumer: StreamConsumer = consumer_config
+        .create()
+        .expect("a consumer over mutual TLS");
+    consumer.subscribe(&[&topic]).expect("subscribing");
+    let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+        .await
+        .expect("a record within 60 s over mutual TLS")
+        .expect("consuming over mutual TLS");
+    assert_eq!(message.payload(), Some(&b"over mutual TLS"[..]));
+
+    let deleted = admin
+        .delete_topics(&[&topic], &AdminOptions::new())
+        .await
+        .expect("deleting the topic");
+    for result in deleted {
+        result.unwrap_or_else(|(name, code)| panic!("deleting {name}: {code}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mutual_tls_without_the_client_certificate_is_a_client_certificate_refusal() {
+    let error = refused_access(&mtls(false, false), "no client certificate").await;
+    assert!(
+        matches!(
+            error,
+            AccessError::Refused {
+                refusal: Refusal::ClientCertificate,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains(&kafka_mtls_bootstrap_servers())
+            && message.contains("the broker refused the client certificate")
+            && message.contains("spec.kafka.tls.clientCertificateSecretRef"),
         "{message}"
     );
 }

@@ -161,6 +161,35 @@ pub fn kafka_ca_file() -> String {
     path
 }
 
+/// Kafka's mutual-TLS listener of the local stack (SSL, a client certificate signed by the
+/// stack's CA required), checked to be reachable.
+pub fn kafka_mtls_bootstrap_servers() -> String {
+    let servers = required_env("KAFKA_MTLS_BOOTSTRAP_SERVERS");
+    for server in servers.split(',') {
+        require_reachable(
+            "Kafka's mutual-TLS listener (restart an older Kafka with `dev/stack down kafka && dev/stack up kafka`)",
+            server.trim(),
+        );
+    }
+    servers
+}
+
+/// The client certificate and its key (PEM files) that the local Kafka's mutual-TLS listener
+/// accepts: (certificate, key).
+pub fn kafka_client_certificate_files() -> (String, String) {
+    let files = (
+        required_env("KAFKA_CLIENT_CERTIFICATE_FILE"),
+        required_env("KAFKA_CLIENT_KEY_FILE"),
+    );
+    for path in [&files.0, &files.1] {
+        assert!(
+            std::path::Path::new(path).is_file(),
+            "{path} (the local Kafka's client certificate) does not exist; {HOW_TO_START}"
+        );
+    }
+    files
+}
+
 /// The local Kafka's log directory (its `log.dirs`: one directory of segment files per
 /// partition), for tests that read what the broker stored, batch by batch.
 pub fn kafka_log_dir() -> std::path::PathBuf {

@@ -243,3 +243,65 @@ fn suspend_stops_every_workload_and_keeps_the_rest() {
     continuous.spec.suspend = false;
     assert_eq!(replicas(continuous_ingest_of(&continuous)), Some(1));
 }
+
+#[test]
+fn the_client_certificate_is_mounted_where_the_runner_reads_it() {
+    let mut pipeline = listings();
+    pipeline.spec.kafka.tls = Some(rtdp_crds::KafkaTls {
+        ca_secret_ref: None,
+        client_certificate_secret_ref: Some(rtdp_crds::SecretReference {
+            name: "kafka-client-cert".into(),
+        }),
+    });
+    let processor = objects_of(&pipeline)
+        .processor
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod spec");
+    let ingest = cron_job_of(&pipeline)
+        .spec
+        .expect("spec")
+        .job_template
+        .spec
+        .expect("job spec")
+        .template
+        .spec
+        .expect("pod spec");
+    for pod in [processor, ingest] {
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|volume| volume.name == "kafka-client")
+            .unwrap_or_else(|| panic!("no kafka-client volume in {:?}", pod.volumes));
+        let secret = volume.secret.as_ref().expect("a Secret volume");
+        assert_eq!(secret.secret_name.as_deref(), Some("kafka-client-cert"));
+        // All its keys, so `tls.crt` and `tls.key` (a kubernetes.io/tls Secret's) are files.
+        assert_eq!(secret.items, None);
+        let container = &pod.containers[0];
+        let mount = container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|mount| mount.name == "kafka-client")
+            .expect("the kafka-client volume is mounted");
+        assert_eq!(mount.read_only, Some(true));
+        let env: BTreeMap<&str, Option<&str>> = container
+            .env
+            .iter()
+            .flatten()
+            .map(|var| (var.name.as_str(), var.value.as_deref()))
+            .collect();
+        let certificate = format!("{}/tls.crt", mount.mount_path);
+        let key = format!("{}/tls.key", mount.mount_path);
+        assert_eq!(
+            env.get("RTDP_KAFKA_CERTIFICATE_FILE"),
+            Some(&Some(certificate.as_str()))
+        );
+        assert_eq!(env.get("RTDP_KAFKA_KEY_FILE"), Some(&Some(key.as_str())));
+        // No CA Secret: the system trust store, no CA file.
+        assert!(!env.contains_key("RTDP_KAFKA_CA_FILE"), "{env:?}");
+    }
+}

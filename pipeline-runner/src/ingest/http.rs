@@ -16,6 +16,7 @@ use serde_json::Value as Json;
 use crate::connect::secret_from_env;
 use crate::error::RunnerError;
 use crate::ingest::sink::Sink;
+use crate::record::raw::raw_items_at;
 use crate::telemetry::{Metrics, OutcomeLabel};
 
 /// The longest a single backoff waits, whatever Retry-After says.
@@ -151,8 +152,8 @@ impl HttpIngest {
         while requested < max_pages {
             requested += 1;
             let url = self.page_url(page_number, cursor.as_deref(), next_url.as_ref());
-            let document = match self.fetch(url.clone(), metrics).await {
-                Ok(document) => document,
+            let (document, text) = match self.fetch(url.clone(), metrics).await {
+                Ok(page) => page,
                 Err(error) => {
                     report.failed_pages += 1;
                     tracing::error!(%url, %error, "page failed after its retries");
@@ -181,13 +182,20 @@ impl HttpIngest {
             };
             report.pages += 1;
             let count = records.len();
-            for record in records {
+            // Each record as the API wrote it: serde_json's Value keeps a number with a
+            // fraction as an f64, and a decimal field wants every digit.
+            let written = raw_items_at(&text, &self.source.records_pointer)
+                .filter(|written| written.len() == count);
+            for (index, record) in records.iter().enumerate() {
                 let key = self
                     .source
                     .key_field
                     .as_deref()
                     .and_then(|pointer| key_of(record, pointer));
-                let payload = serde_json::to_vec(record).unwrap_or_default();
+                let payload = match written.as_ref().and_then(|written| written.get(index)) {
+                    Some(written) => written.get().as_bytes().to_vec(),
+                    None => serde_json::to_vec(record).unwrap_or_default(),
+                };
                 sink.send(key.as_deref().map(str::as_bytes), &payload).await;
                 report.records += 1;
             }
@@ -276,8 +284,8 @@ impl HttpIngest {
 
     /// One page, with retries and exponential backoff (backon) on connection errors,
     /// timeouts, 429 and 5xx, a server's Retry-After replacing the computed wait. Other
-    /// statuses fail at once: retrying cannot help.
-    async fn fetch(&self, url: Url, metrics: &Metrics) -> Result<Json, String> {
+    /// statuses fail at once: retrying cannot help. The decoded document and its text.
+    async fn fetch(&self, url: Url, metrics: &Metrics) -> Result<(Json, String), String> {
         let max_retries = usize::try_from(self.source.max_retries).unwrap_or(0);
         let policy = ExponentialBuilder::default()
             .with_min_delay(self.base_backoff)
@@ -316,7 +324,11 @@ impl HttpIngest {
     }
 
     /// One request of a page.
-    async fn fetch_once(&self, url: &Url, metrics: &Metrics) -> Result<Json, FetchFailure> {
+    async fn fetch_once(
+        &self,
+        url: &Url,
+        metrics: &Metrics,
+    ) -> Result<(Json, String), FetchFailure> {
         let request = match self.source.method {
             HttpMethod::Get => self.client.get(url.clone()),
             HttpMethod::Post => self
@@ -352,11 +364,13 @@ impl HttpIngest {
                 self.describe(&error)
             ))
         })?;
-        let document = serde_json::from_slice::<Json>(&body).map_err(|error| {
+        let not_json = |error: &dyn std::fmt::Display| {
             FetchFailure::retryable(format!("the response of {url} is not JSON: {error}"))
-        })?;
+        };
+        let text = String::from_utf8(body.to_vec()).map_err(|error| not_json(&error))?;
+        let document = serde_json::from_str::<Json>(&text).map_err(|error| not_json(&error))?;
         count(metrics, "ok");
-        Ok(document)
+        Ok((document, text))
     }
 
     /// A request error with its causes; a timeout also names the limit (reqwest says only

@@ -2,6 +2,7 @@
 //! to every table, dead-letter what cannot be written, and store each partition's offset
 //! only once every earlier record of it is safely done.
 
+mod batch;
 pub mod dead_letter;
 pub mod offsets;
 mod partitions;
@@ -168,14 +169,15 @@ pub async fn run(pipeline: &Pipeline, options: ProcessOptions) -> Result<(), Run
                         continue;
                     }
                 };
-                let mut batch = vec![message];
-                // Take what is already fetched, up to a batch, without waiting.
-                while batch.len() < max_batch.min(capacity) {
+                // Take what is already fetched, up to a batch and the free write slots,
+                // without waiting.
+                let batch = batch::take_fetched(message, max_batch.min(capacity), || {
                     match consumer.recv().now_or_never() {
-                        Some(Ok(message)) => batch.push(message.detach()),
-                        _ => break,
+                        Some(Ok(message)) => Some(message.detach()),
+                        _ => None,
                     }
-                }
+                });
+                metrics.consumer_batch_records.observe(batch.len() as f64);
                 for message in batch {
                     metrics.records_consumed.inc();
                     let partition = message.partition();

@@ -324,3 +324,76 @@ fn a_default_that_does_not_fit_its_type_is_a_schema_error() {
     let error = RecordParser::new(&schema(vec![bad])).expect_err("bad default");
     assert!(error.to_string().contains("bedrooms"), "{error}");
 }
+
+/// The unscaled digits and the scale of a parsed decimal.
+fn digits_and_scale(value: &Option<CqlValue>) -> (String, i32) {
+    let Some(CqlValue::Decimal(decimal)) = value else {
+        panic!("expected a decimal, got {value:?}");
+    };
+    let (bytes, scale) = decimal.as_signed_be_bytes_slice_and_exponent();
+    (
+        bigdecimal::num_bigint::BigInt::from_signed_bytes_be(bytes).to_string(),
+        scale,
+    )
+}
+
+#[test]
+fn decimal_numbers_and_strings_keep_every_digit_from_the_record_text() {
+    let mut nested = field("nested", CqlType::Decimal);
+    nested.path = Some("/amounts/1".to_string());
+    let parser = RecordParser::new(&schema(vec![
+        field("number", CqlType::Decimal),
+        field("string", CqlType::Decimal),
+        field("exponent", CqlType::Decimal),
+        nested,
+        field("integer", CqlType::Decimal),
+    ]))
+    .expect("a valid schema");
+    // 30 significant digits: an f64 keeps about 17.
+    let payload = br#"{"number": 1234567890.12345678901234567890,
+        "string": "1234567890.12345678901234567890",
+        "exponent": 1.00000000000000000001E+3,
+        "amounts": [0, -0.100000000000000000000000000001],
+        "integer": 123456789012345678901234567890}"#;
+    let parsed = parser.parse(Some(payload)).expect("valid");
+    let thirty = ("123456789012345678901234567890".to_string(), 20);
+    assert_eq!(digits_and_scale(&parsed.values[0]), thirty, "a number");
+    assert_eq!(digits_and_scale(&parsed.values[1]), thirty, "a string");
+    assert_eq!(
+        digits_and_scale(&parsed.values[2]),
+        ("100000000000000000001".to_string(), 17)
+    );
+    assert_eq!(
+        digits_and_scale(&parsed.values[3]),
+        ("-100000000000000000000000000001".to_string(), 30)
+    );
+    assert_eq!(
+        digits_and_scale(&parsed.values[4]),
+        ("123456789012345678901234567890".to_string(), 0),
+        "an integer too long for any machine integer"
+    );
+
+    // An already-decoded document has only what serde_json kept: an f64's digits.
+    let document: serde_json::Value = serde_json::from_slice(payload).expect("JSON");
+    let decoded = parser.parse_value(&document).expect("valid");
+    assert_eq!(
+        digits_and_scale(&decoded.values[0]),
+        ("12345678901234567".to_string(), 7),
+        "parse_value: 17 significant digits"
+    );
+    assert_eq!(
+        digits_and_scale(&decoded.values[1]),
+        thirty,
+        "a string stays exact"
+    );
+
+    // Beyond a double's range, serde_json refuses the number: the record is malformed JSON.
+    let error = parser
+        .parse(Some(br#"{"number": 1e400}"#))
+        .expect_err("out of a double's range");
+    assert_eq!(error.reason, RejectReason::MalformedJson, "{error}");
+    let parsed = parser
+        .parse(Some(br#"{"number": "1e400"}"#))
+        .expect("as a string");
+    assert_eq!(digits_and_scale(&parsed.values[0]), ("1".to_string(), -400));
+}

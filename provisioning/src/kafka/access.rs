@@ -24,6 +24,9 @@ pub enum Refusal {
     Authentication,
     /// The TLS handshake failed (an untrusted certificate, a TLS client on a plaintext port).
     Tls,
+    /// The broker ended the TLS handshake with an alert: it wants a client certificate that
+    /// was not presented, or does not trust the one that was (mutual TLS).
+    ClientCertificate,
 }
 
 impl fmt::Display for Refusal {
@@ -31,6 +34,11 @@ impl fmt::Display for Refusal {
         formatter.write_str(match self {
             Refusal::Authentication => "SASL authentication failed",
             Refusal::Tls => "TLS authentication failed (certificate or handshake)",
+            Refusal::ClientCertificate => {
+                "TLS authentication failed: the broker refused the client certificate, \
+                 spec.kafka.tls.clientCertificateSecretRef (it requires one and none was \
+                 presented, or it does not trust the one presented)"
+            }
         })
     }
 }
@@ -152,6 +160,23 @@ pub fn unreachable_message(servers: &[ServerProbe], source: &KafkaError) -> Stri
     message
 }
 
+/// Whether an error librdkafka reports is Kafka turning the client away, and how. A TLS alert
+/// the broker sends (OpenSSL's `... alert bad certificate`, `... alert certificate required`,
+/// `... alert unknown ca`) reaches the client as a transport failure while receiving: the
+/// broker refused the client's side of the handshake, its certificate. Pure.
+pub fn refusal_of(code: Option<RDKafkaErrorCode>, reason: &str) -> Option<Refusal> {
+    match code {
+        Some(RDKafkaErrorCode::Authentication) => Some(Refusal::Authentication),
+        Some(RDKafkaErrorCode::SSL) => Some(Refusal::Tls),
+        Some(RDKafkaErrorCode::BrokerTransportFailure)
+            if reason.contains("SSL routines") && reason.contains(" alert ") =>
+        {
+            Some(Refusal::ClientCertificate)
+        }
+        _ => None,
+    }
+}
+
 /// Remembers the first authentication or TLS error librdkafka reports: it reports those only
 /// through this callback, while the request that failed just says "broker transport failure".
 #[derive(Default)]
@@ -161,10 +186,8 @@ struct RefusalRecorder {
 
 impl ClientContext for RefusalRecorder {
     fn error(&self, error: KafkaError, reason: &str) {
-        let refusal = match error.rdkafka_error_code() {
-            Some(RDKafkaErrorCode::Authentication) => Refusal::Authentication,
-            Some(RDKafkaErrorCode::SSL) => Refusal::Tls,
-            _ => return,
+        let Some(refusal) = refusal_of(error.rdkafka_error_code(), reason) else {
+            return;
         };
         if let Ok(mut first) = self.first.lock()
             && first.is_none()
@@ -345,6 +368,38 @@ mod tests {
             error.to_string(),
             "Kafka at k:9094 refused the connection: SASL authentication failed (check the \
              Pipeline's Kafka credentials and CA): SASL authentication error: Authentication failed"
+        );
+    }
+
+    #[test]
+    fn a_tls_alert_from_the_broker_is_a_client_certificate_refusal() {
+        // What librdkafka reports when a broker requiring client certificates gets none
+        // (seen against the local stack's mutual-TLS listener).
+        let alert = "ssl://127.0.0.1:9095/bootstrap: Receive failed: error:0A000412:SSL \
+                     routines::sslv3 alert bad certificate: SSL alert number 42 (after 0ms in \
+                     state APIVERSION_QUERY)";
+        assert_eq!(
+            refusal_of(Some(RDKafkaErrorCode::BrokerTransportFailure), alert),
+            Some(Refusal::ClientCertificate)
+        );
+        assert_eq!(
+            refusal_of(
+                Some(RDKafkaErrorCode::BrokerTransportFailure),
+                "127.0.0.1:9092/bootstrap: Connect to ipv4#127.0.0.1:9092 failed: Connection refused"
+            ),
+            None
+        );
+        assert_eq!(
+            refusal_of(Some(RDKafkaErrorCode::SSL), "certificate verify failed"),
+            Some(Refusal::Tls)
+        );
+        assert_eq!(
+            refusal_of(Some(RDKafkaErrorCode::Authentication), "SASL"),
+            Some(Refusal::Authentication)
+        );
+        assert_eq!(
+            refusal_of(Some(RDKafkaErrorCode::AllBrokersDown), alert),
+            None
         );
     }
 
