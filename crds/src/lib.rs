@@ -72,6 +72,16 @@ pub fn crd_yaml() -> Result<String, serde_yaml_ng::Error> {
 }
 
 impl Pipeline {
+    /// The cron schedule of an HTTP source pulled on a schedule (its runs, and a backfill's
+    /// intervals, follow it).
+    pub fn schedule(&self) -> Option<&str> {
+        self.spec
+            .source
+            .as_ref()
+            .and_then(|source| source.http.as_ref())
+            .and_then(|http| http.schedule.as_deref())
+    }
+
     /// The namespace the Pipeline lives in, `default` when it has none (standalone mode).
     pub fn namespace_or_default(&self) -> String {
         self.namespace()

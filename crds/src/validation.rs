@@ -128,18 +128,12 @@ pub fn backfill_intervals(pipeline: &Pipeline) -> Result<Vec<template::Interval>
     let Some(backfill) = &pipeline.spec.backfill else {
         return Ok(Vec::new());
     };
-    let schedule = pipeline
-        .spec
-        .source
-        .as_ref()
-        .and_then(|source| source.http.as_ref())
-        .and_then(|http| http.schedule.as_deref())
-        .ok_or_else(|| {
-            FieldError::new(
-                "spec.backfill",
-                "runs the intervals of spec.source.http.schedule, and the source has no schedule",
-            )
-        })?;
+    let schedule = pipeline.schedule().ok_or_else(|| {
+        FieldError::new(
+            "spec.backfill",
+            "runs the intervals of spec.source.http.schedule, and the source has no schedule",
+        )
+    })?;
     let time = |field: &str, text: &str| {
         text.parse::<Timestamp>().map_err(|error| {
             FieldError::new(

@@ -18,7 +18,7 @@ use k8s_openapi::api::batch::v1::Job;
 use kube::ResourceExt;
 use kube::api::{ListParams, Patch, PatchParams};
 use rtdp_crds::{BackfillSpec, Pipeline, parse_pipeline};
-use rtdp_test_support::listings_api::{Listings, ListingsApi, POSTED_BEFORE, POSTED_SINCE};
+use rtdp_test_support::listings_api::{Listings, ListingsApi};
 use rtdp_test_support::{cassandra_contact_points, kafka_bootstrap_servers, unique_cql_identifier};
 use serde_json::json;
 
@@ -180,20 +180,7 @@ async fn a_backfill_runs_one_job_per_day_in_order_within_its_parallelism() {
         "{status:?}"
     );
     // Each Job asked for its own day, in order.
-    let requested: Vec<(String, String)> = api
-        .queries()
-        .iter()
-        .map(|query| {
-            let value = |name: &str| {
-                query
-                    .split('&')
-                    .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            (value(POSTED_SINCE), value(POSTED_BEFORE))
-        })
-        .collect();
+    let requested = api.requested_dates();
     let days: Vec<(String, String)> = DAYS
         .windows(2)
         .map(|pair| (pair[0].to_string(), pair[1].to_string()))

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::*;
 use rtdp_crds::jiff::civil::Date;
 use rtdp_crds::{Pipeline, parse_pipeline};
-use rtdp_test_support::listings_api::{Listings, ListingsApi, POSTED_BEFORE, POSTED_SINCE};
+use rtdp_test_support::listings_api::{Listings, ListingsApi};
 use rtdp_test_support::{
     cassandra_contact_points, kafka_bootstrap_servers, unique_cql_identifier, unique_name,
 };
@@ -30,23 +30,6 @@ fn listings_by_day(prefix: &str) -> Pipeline {
     pipeline.spec.cassandra.contact_points = cassandra_contact_points();
     pipeline.spec.cassandra.keyspace.name = unique_cql_identifier(prefix);
     pipeline
-}
-
-/// The (postedSince, postedBefore) of each request, in order.
-fn requested_days(api: &ListingsApi) -> Vec<(String, String)> {
-    api.queries()
-        .iter()
-        .map(|query| {
-            let value = |name: &str| {
-                query
-                    .split('&')
-                    .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            (value(POSTED_SINCE), value(POSTED_BEFORE))
-        })
-        .collect()
 }
 
 /// The zpids stored under each day of the week.
@@ -129,7 +112,7 @@ async fn a_backfill_runs_each_day_once_and_running_it_again_changes_nothing() {
         );
 
         // Exactly the week's days, in order, once each per round.
-        let requested = requested_days(&api);
+        let requested = api.requested_dates();
         let expected_so_far: Vec<(String, String)> = (0..round)
             .flat_map(|_| expected_requests.iter().cloned())
             .collect();

@@ -281,6 +281,24 @@ impl ListingsApi {
         self.requests.load(Ordering::Relaxed)
     }
 
+    /// The (`postedSince`, `postedBefore`) of every request so far, in order (empty strings
+    /// where a request had none).
+    pub fn requested_dates(&self) -> Vec<(String, String)> {
+        self.queries()
+            .iter()
+            .map(|query| {
+                let value = |name: &str| {
+                    query
+                        .split('&')
+                        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                (value(POSTED_SINCE), value(POSTED_BEFORE))
+            })
+            .collect()
+    }
+
     /// The query string of every request answered so far, in order.
     pub fn queries(&self) -> Vec<String> {
         self.queries

@@ -29,16 +29,6 @@ pub fn name(pipeline: &Pipeline) -> String {
     child_name(pipeline, Role::Ingest.as_str())
 }
 
-/// The cron schedule, when the source is an HTTP API pulled on a schedule.
-pub fn schedule(pipeline: &Pipeline) -> Option<&str> {
-    pipeline
-        .spec
-        .source
-        .as_ref()
-        .and_then(|source| source.http.as_ref())
-        .and_then(|http| http.schedule.as_deref())
-}
-
 /// Builds the ingest workload, if the Pipeline has a source. Pure.
 pub fn build(workload: &Workload<'_>) -> Option<Ingest> {
     let pipeline = workload.pipeline;
@@ -46,7 +36,7 @@ pub fn build(workload: &Workload<'_>) -> Option<Ingest> {
     if source.http.is_none() && source.generator.is_none() {
         return None;
     }
-    Some(match schedule(pipeline) {
+    Some(match pipeline.schedule() {
         Some(schedule) => Ingest::Scheduled(Box::new(cron_job(workload, schedule))),
         None => Ingest::Continuous(Box::new(deployment(workload))),
     })

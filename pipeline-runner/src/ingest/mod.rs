@@ -110,13 +110,7 @@ pub fn planned_intervals(
     backfill: Option<Interval>,
 ) -> Result<Vec<Interval>, RunnerError> {
     if let Some(range) = backfill {
-        let schedule = pipeline
-            .spec
-            .source
-            .as_ref()
-            .and_then(|source| source.http.as_ref())
-            .and_then(|http| http.schedule.as_deref())
-            .ok_or_else(|| {
+        let schedule = pipeline.schedule().ok_or_else(|| {
                 RunnerError::Config(
                     "--backfill runs the intervals of spec.source.http.schedule, and this Pipeline's source has no schedule"
                         .to_string(),
