@@ -253,7 +253,8 @@ async fn scrape(port: u16) -> String {
 }
 
 fn start_process(pipeline: &Pipeline, port: u16) -> std::process::Child {
-    let manifest = std::env::temp_dir().join(format!("{}.yaml", pipeline.topic_name()));
+    let manifest = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{}.yaml", pipeline.topic_name()));
     std::fs::write(&manifest, serde_yaml_ng::to_string(pipeline).expect("yaml")).expect("manifest");
     Command::new(env!("CARGO_BIN_EXE_pipeline-runner"))
         .args(["process", "--file"])

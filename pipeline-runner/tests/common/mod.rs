@@ -48,7 +48,8 @@ pub(crate) fn kafka_config(pipeline: &Pipeline) -> ClientConfig {
 
 /// Writes the manifest where a runner process can read it.
 pub(crate) fn write_manifest(pipeline: &Pipeline) -> PathBuf {
-    let path = std::env::temp_dir().join(format!(
+    // Under the target directory (cargo cleans it), never loose in /tmp.
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "{}.yaml",
         pipeline.metadata.name.as_deref().unwrap_or("pipeline")
     ));
