@@ -190,6 +190,36 @@ async fn a_backfill_runs_one_job_per_day_in_order_within_its_parallelism() {
         .expect_events(&["BackfillStarted", "BackfillCompleted"])
         .await;
 
+    // Each id runs once: with its Jobs deleted, a later reconcile (a new generation, reported
+    // in the status) starts none again.
+    for job in jobs_of(&world, "week").await {
+        world
+            .api::<Job>()
+            .delete(&job.name_any(), &kube::api::DeleteParams::background())
+            .await
+            .expect("deleting a finished Job");
+    }
+    scenario.patch(json!({"runner": {"concurrency": 64}})).await;
+    world
+        .wait_for(
+            name,
+            "the new generation reconciled",
+            Duration::from_secs(60),
+            |pipeline| {
+                pipeline
+                    .status
+                    .as_ref()
+                    .and_then(|status| status.observed_generation)
+                    == pipeline.metadata.generation
+                    && backfill_status(pipeline).is_some_and(|status| status.state == "Completed")
+            },
+        )
+        .await;
+    assert!(
+        jobs_of(&world, "week").await.is_empty(),
+        "a finished backfill started its Jobs again"
+    );
+
     // A new id: the finished backfill's Jobs go, the new one starts (parallelism 1).
     scenario
         .patch(json!({"backfill": {"id": "again", "from": "2026-11-20T00:00:00Z", "to": "2026-11-27T00:00:00Z", "parallelism": 1}}))

@@ -182,6 +182,14 @@ pub(super) async fn step(
     let Some(backfill) = backfill else {
         return Ok((current, false));
     };
+    // Each id runs once: a finished backfill stays finished, even if its Jobs are deleted.
+    let finished_before = current.as_ref().filter(|status| {
+        status.id == backfill.id
+            && (status.state == states::COMPLETED || status.state == states::FAILED)
+    });
+    if let Some(finished) = finished_before {
+        return Ok((Some(finished.clone()), false));
+    }
 
     let total = backfill.intervals.len();
     let next = advance(total, backfill.parallelism, &jobs);
