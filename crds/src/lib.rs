@@ -4,6 +4,7 @@
 pub mod manifest;
 pub mod pipeline;
 pub mod progress;
+pub mod runs;
 pub mod template;
 pub mod validation;
 
@@ -105,6 +106,19 @@ impl Pipeline {
             .name
             .clone()
             .unwrap_or_else(|| format!("{}.dlq", self.topic_name()))
+    }
+
+    /// The run ledger's topic, `<topic>.runs`: a scheduled source's runs (see [`runs`]).
+    pub fn runs_topic_name(&self) -> String {
+        format!("{}.runs", self.topic_name())
+    }
+
+    /// The catch-up of a scheduled source (the defaults when it declares none); `None`
+    /// without a schedule.
+    pub fn catch_up(&self) -> Option<CatchUpSpec> {
+        let http = self.spec.source.as_ref()?.http.as_ref()?;
+        http.schedule.as_ref()?;
+        Some(http.catch_up.clone().unwrap_or_default())
     }
 
     /// The Kafka consumer group of the pipeline's process role.

@@ -471,6 +471,7 @@ pub struct SourceSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(validation = Rule::new("has(self.schedule) != has(self.pollInterval)").message("http source must set exactly one of schedule (cron) or pollInterval (continuous)"))]
 #[x_kube(validation = Rule::new("!has(self.body) || (has(self.method) && self.method == 'POST')").message("a body is sent only with method: POST").field_path(".body"))]
+#[x_kube(validation = Rule::new("!has(self.catchUp) || has(self.schedule)").message("catchUp is about the runs of a schedule: set schedule, or remove catchUp").field_path(".catchUp"))]
 #[serde(rename_all = "camelCase")]
 pub struct HttpSource {
     /// The URL to request, e.g. `https://api.example.com/search`.
@@ -518,6 +519,12 @@ pub struct HttpSource {
     #[schemars(regex(pattern = CRON_PATTERN), length(min = 1, max = 128))]
     pub schedule: Option<String>,
 
+    /// What a scheduled run does about the intervals missed since the last one (the cluster
+    /// or the source was down): by default it runs each of them, in order, before its own.
+    /// Only with schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<CatchUpSpec>,
+
     /// Poll continuously, waiting this long between passes, e.g. `30s` or `5m`. Mutually
     /// exclusive with schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -533,6 +540,50 @@ pub struct HttpSource {
     #[serde(default = "default_http_max_retries")]
     #[schemars(range(min = 0, max = 20))]
     pub max_retries: i32,
+}
+
+/// What a scheduled run does about missed intervals. Every run is recorded in the run ledger
+/// (the compacted topic `<topic>.runs`), which tells the next run where the schedule stopped.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CatchUpSpec {
+    /// `All`: run every missed interval, oldest first, then the latest (Airflow's catchup).
+    /// `Latest`: run only the latest interval, however late. `None`: run only a run started
+    /// within 5 minutes of its schedule time; missed runs are dropped.
+    #[serde(default)]
+    pub policy: CatchUpPolicy,
+
+    /// With `All`, the most missed intervals one run catches up (the newest ones); older ones
+    /// are recorded as `Skipped`, with the backfill that runs them.
+    #[serde(default = "default_catch_up_max_intervals")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_intervals: i32,
+}
+
+impl Default for CatchUpSpec {
+    fn default() -> Self {
+        Self {
+            policy: CatchUpPolicy::default(),
+            max_intervals: default_catch_up_max_intervals(),
+        }
+    }
+}
+
+fn default_catch_up_max_intervals() -> i32 {
+    100
+}
+
+/// Which missed intervals a scheduled run runs.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum CatchUpPolicy {
+    /// Every missed interval, in order, then the latest.
+    #[default]
+    All,
+    /// The latest interval only.
+    Latest,
+    /// The latest interval only, and only when its run starts within 5 minutes of the
+    /// schedule time.
+    None,
 }
 
 fn default_http_timeout_seconds() -> i32 {
@@ -1266,6 +1317,12 @@ pub struct PipelineStatus {
     /// The last backfill: its id, state and how many intervals succeeded, failed and run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backfill: Option<BackfillStatus>,
+
+    /// The scheduled source's runs, read from the run ledger every freshness period: the
+    /// last ones (interval, trigger, outcome, pages, records, error) and where the schedule
+    /// is covered to (written by the freshness loop).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs: Option<crate::runs::RunsStatus>,
 
     /// The autoscaler's last decision (with `spec.runner.autoscaling`; written by the
     /// freshness loop).

@@ -109,6 +109,26 @@ fn topics(pipeline: &Pipeline, errors: &mut Vec<FieldError>) {
             format!("is the main topic {topic:?}: dead letters would be read back as records"),
         ));
     }
+    if pipeline.schedule().is_some() && dead_letter == pipeline.runs_topic_name() {
+        errors.push(FieldError::new(
+            "spec.topic.deadLetter.name",
+            format!(
+                "is {dead_letter:?}, the run ledger of the scheduled source: choose another name"
+            ),
+        ));
+    }
+    let catch_up_without_schedule = pipeline
+        .spec
+        .source
+        .as_ref()
+        .and_then(|source| source.http.as_ref())
+        .is_some_and(|http| http.catch_up.is_some() && http.schedule.is_none());
+    if catch_up_without_schedule {
+        errors.push(FieldError::new(
+            "spec.source.http.catchUp",
+            "is about the runs of a schedule: set schedule, or remove catchUp",
+        ));
+    }
 }
 
 /// Header names that carry credentials: their value must come from a Secret.

@@ -263,6 +263,7 @@ pub fn desired_status(pipeline: &Pipeline, observed: &Observed, now: Timestamp) 
         // The freshness loop's own (see `reconcile_owned`).
         freshness: None,
         autoscaling: None,
+        runs: None,
     }
 }
 
@@ -360,6 +361,7 @@ pub fn is_healthy(condition: &Condition) -> bool {
 pub fn reconcile_owned(mut status: PipelineStatus) -> PipelineStatus {
     status.freshness = None;
     status.autoscaling = None;
+    status.runs = None;
     status
         .conditions
         .retain(|condition| ORDER.contains(&condition.type_.as_str()));

@@ -276,7 +276,6 @@ async fn run_role(command: Command) -> Result<ExitCode, RunnerError> {
         } => {
             let started = start(&run).await?;
             let intervals = ingest::planned_intervals(&started.pipeline, interval, backfill)?;
-            let several = intervals.len() > 1;
             let report = ingest::run(
                 &started.pipeline,
                 IngestOptions {
@@ -295,8 +294,8 @@ async fn run_role(command: Command) -> Result<ExitCode, RunnerError> {
                 failures = report.failures,
                 "ingest finished"
             );
-            if several {
-                // The backfill's run history, one line per interval.
+            if report.runs.len() > 1 {
+                // The runs of a backfill or a catch-up, one line per interval.
                 for run in &report.runs {
                     println!("{run}");
                 }

@@ -21,8 +21,10 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
+use rdkafka::ClientConfig;
+use rtdp_crds::runs::{self, RunRecord, RunsStatus};
 use rtdp_crds::{AutoscalingStatus, FreshnessStatus, Pipeline, SloSpec, condition_types};
-use rtdp_provisioning::kafka::{GroupLag, read_group_lag};
+use rtdp_provisioning::kafka::{GroupLag, read_group_lag, read_run_ledger};
 use serde_json::json;
 
 use super::{Context, Guarded, autoscaler};
@@ -115,7 +117,17 @@ async fn measure(context: &Context, pipeline: &Pipeline, triggers: &Triggers) {
         .status
         .as_ref()
         .and_then(|status| status.freshness.clone());
-    let lag = read_lag(context, pipeline).await;
+    let config = client_config_of(&context.client, pipeline)
+        .await
+        .map_err(|error| error.to_string());
+    let lag = match &config {
+        Ok(config) => read_lag(config, pipeline).await,
+        Err(error) => Err(error.clone()),
+    };
+    let runs = match pipeline.schedule() {
+        Some(_) => Some(read_runs(context, pipeline, config.as_ref()).await),
+        None => None,
+    };
     let autoscaling = autoscale(context, pipeline, lag.as_ref().ok(), now, triggers).await;
     let freshness = match lag {
         Ok(lag) => freshness_of(&lag, now),
@@ -189,6 +201,9 @@ async fn measure(context: &Context, pipeline: &Pipeline, triggers: &Triggers) {
     let mut status = json!({"freshness": freshness, "conditions": conditions});
     if let Some(autoscaling) = autoscaling {
         status["autoscaling"] = json!(autoscaling);
+    }
+    if let Some(runs) = runs {
+        status["runs"] = json!(runs);
     }
     let body = json!({
         "apiVersion": "rtdp.dev/v1alpha1",
@@ -291,18 +306,95 @@ async fn autoscale(
 }
 
 /// Reads the lag of the Pipeline's processors from its Kafka cluster.
-async fn read_lag(context: &Context, pipeline: &Pipeline) -> Result<GroupLag, String> {
-    let config = client_config_of(&context.client, pipeline)
-        .await
-        .map_err(|error| error.to_string())?;
+async fn read_lag(config: &ClientConfig, pipeline: &Pipeline) -> Result<GroupLag, String> {
     read_group_lag(
-        &config,
+        config,
         &pipeline.topic_name(),
         &pipeline.consumer_group(),
         READ_TIMEOUT,
     )
     .await
     .map_err(|error| error.to_string())
+}
+
+/// Reads a scheduled source's runs from its run ledger into `status.runs`, and publishes a
+/// Warning Event for each run that failed, was partial or was skipped since the last reading.
+/// When the ledger cannot be read, the last runs stay, with the error.
+async fn read_runs(
+    context: &Context,
+    pipeline: &Pipeline,
+    config: Result<&ClientConfig, &String>,
+) -> RunsStatus {
+    let previous = pipeline
+        .status
+        .as_ref()
+        .and_then(|status| status.runs.clone());
+    let read = match config {
+        Ok(config) => read_run_ledger(
+            config,
+            &pipeline.runs_topic_name(),
+            runs::LEDGER_TAIL,
+            READ_TIMEOUT,
+        )
+        .await
+        .map_err(|error| error.to_string()),
+        Err(error) => Err(error.clone()),
+    };
+    let tail = match read {
+        Ok(tail) => tail,
+        Err(error) => {
+            return RunsStatus {
+                error: Some(error),
+                ..previous.unwrap_or_default()
+            };
+        }
+    };
+    let status = runs::runs_status(&tail.entries);
+    for run in new_failures(previous.as_ref(), &status) {
+        let reason = match run.outcome.as_str() {
+            runs::outcomes::SKIPPED => "RunsSkipped",
+            runs::outcomes::PARTIAL => "RunPartial",
+            _ => "RunFailed",
+        };
+        context
+            .recorder
+            .publish_about(
+                pipeline,
+                EventType::Warning,
+                reason,
+                "ReadRuns",
+                format!(
+                    "{} run of {}: {}",
+                    run.trigger,
+                    run.interval,
+                    run.error.as_deref().unwrap_or(&run.outcome)
+                ),
+            )
+            .await;
+    }
+    status
+}
+
+/// The runs of `current` that need attention and were not in `previous` (a run of the same
+/// interval that ended at another time is another run). Pure.
+pub fn new_failures<'a>(
+    previous: Option<&RunsStatus>,
+    current: &'a RunsStatus,
+) -> Vec<&'a RunRecord> {
+    current
+        .recent
+        .iter()
+        .filter(|run| run.is_failure())
+        .filter(|run| {
+            previous.is_none_or(|previous| {
+                !previous.recent.iter().any(|seen| {
+                    seen.interval == run.interval
+                        && seen.finished_at == run.finished_at
+                        && seen.outcome == run.outcome
+                })
+            })
+        })
+        .collect()
 }
 
 /// The freshness a lag reading amounts to at `now`. Pure.
@@ -414,6 +506,36 @@ mod tests {
                 },
             }],
         }
+    }
+
+    #[test]
+    fn each_failed_run_is_announced_once() {
+        let run = |interval: &str, outcome: &str, finished: &str| RunRecord {
+            interval: interval.into(),
+            outcome: outcome.into(),
+            finished_at: Some(finished.into()),
+            ..RunRecord::default()
+        };
+        let before = RunsStatus {
+            recent: vec![run("a", runs::outcomes::FAILED, "1")],
+            ..RunsStatus::default()
+        };
+        let after = RunsStatus {
+            recent: vec![
+                // The retry of a, failed again later: a new failure.
+                run("a", runs::outcomes::FAILED, "2"),
+                run("b", runs::outcomes::SUCCEEDED, "2"),
+                run("c", runs::outcomes::SKIPPED, "2"),
+            ],
+            ..RunsStatus::default()
+        };
+        let announced: Vec<&str> = new_failures(Some(&before), &after)
+            .iter()
+            .map(|run| run.interval.as_str())
+            .collect();
+        assert_eq!(announced, vec!["a", "c"]);
+        assert!(new_failures(Some(&after), &after).is_empty());
+        assert_eq!(new_failures(None, &before).len(), 1);
     }
 
     #[test]

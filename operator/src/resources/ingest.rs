@@ -8,7 +8,7 @@ use k8s_openapi::api::batch::v1::{
     PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyRule,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use rtdp_crds::Pipeline;
+use rtdp_crds::{CatchUpPolicy, Pipeline};
 
 use super::{
     CONFIG_PATH, CONTAINER_NAME, Ingest, Role, Workload, child_name, common_labels, object_meta,
@@ -19,8 +19,10 @@ use super::{
 pub const HISTORY_LIMIT: i32 = 3;
 /// Retries of a failed ingest pass before the Job fails.
 pub const BACKOFF_LIMIT: i32 = 2;
-/// A run that could not start within this many seconds of its time is skipped.
-pub const STARTING_DEADLINE_SECONDS: i64 = 300;
+/// With `catchUp: None`, a run that could not start within this many seconds of its time is
+/// skipped. With `All` and `Latest` there is no deadline: after an outage the CronJob starts
+/// one run at once, and that run catches up from the run ledger.
+pub const STARTING_DEADLINE_SECONDS: i64 = rtdp_crds::runs::NONE_POLICY_DEADLINE_SECONDS;
 /// The runner's exit code for bad configuration: retrying cannot help.
 pub const EXIT_BAD_CONFIGURATION: i32 = 2;
 
@@ -53,7 +55,10 @@ fn cron_job(workload: &Workload<'_>, schedule: &str) -> CronJob {
             concurrency_policy: Some("Forbid".into()),
             successful_jobs_history_limit: Some(HISTORY_LIMIT),
             failed_jobs_history_limit: Some(HISTORY_LIMIT),
-            starting_deadline_seconds: Some(STARTING_DEADLINE_SECONDS),
+            starting_deadline_seconds: pipeline
+                .catch_up()
+                .filter(|catch_up| catch_up.policy == CatchUpPolicy::None)
+                .map(|_| STARTING_DEADLINE_SECONDS),
             // Suspended: no new runs; a run already started finishes its pass.
             suspend: Some(pipeline.spec.suspend),
             job_template: JobTemplateSpec {
@@ -127,6 +132,8 @@ mod tests {
         assert_eq!(spec.concurrency_policy.as_deref(), Some("Forbid"));
         assert_eq!(spec.successful_jobs_history_limit, Some(HISTORY_LIMIT));
         assert_eq!(spec.failed_jobs_history_limit, Some(HISTORY_LIMIT));
+        // catchUp All (the default): no starting deadline, the run catches up.
+        assert_eq!(spec.starting_deadline_seconds, None);
         let job = spec.job_template.spec.expect("job spec");
         assert_eq!(job.backoff_limit, Some(BACKOFF_LIMIT));
         let pod = job.template.spec.expect("pod spec");
@@ -154,6 +161,27 @@ mod tests {
         assert!(
             !env.iter()
                 .any(|var| var.name == "RTDP_HTTP_HEADER_X_RAPIDAPI_HOST")
+        );
+    }
+
+    #[test]
+    fn catch_up_none_keeps_the_starting_deadline() {
+        let mut pipeline = listings();
+        if let Some(http) = pipeline
+            .spec
+            .source
+            .as_mut()
+            .and_then(|source| source.http.as_mut())
+        {
+            http.catch_up = Some(rtdp_crds::CatchUpSpec {
+                policy: rtdp_crds::CatchUpPolicy::None,
+                ..Default::default()
+            });
+        }
+        let spec = cron_job_of(&pipeline).spec.expect("spec");
+        assert_eq!(
+            spec.starting_deadline_seconds,
+            Some(super::STARTING_DEADLINE_SECONDS)
         );
     }
 

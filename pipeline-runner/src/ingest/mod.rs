@@ -2,12 +2,15 @@
 
 pub mod generator;
 pub mod http;
+pub mod ledger;
 pub mod sink;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rtdp_crds::jiff::{SignedDuration, Timestamp};
+use rtdp_crds::runs::{RunRecord, outcomes, triggers};
 use rtdp_crds::template::{self, Interval};
 use rtdp_crds::{HttpSource, Pipeline};
 use tokio::sync::watch;
@@ -17,6 +20,7 @@ use crate::error::RunnerError;
 use crate::kafka::{ProducerCallbacks, producer};
 use crate::telemetry::{Health, Metrics, OutcomeLabel};
 use http::HttpIngest;
+use ledger::RunLedger;
 use sink::Sink;
 
 /// What the ingest role needs besides the manifest.
@@ -64,6 +68,8 @@ impl IngestReport {
 pub struct RunReport {
     /// The interval its request templates were filled in with.
     pub interval: Interval,
+    /// What started it: `Scheduled`, `CatchUp` or `Backfill` (`rtdp_crds::runs::triggers`).
+    pub trigger: &'static str,
     /// Pages fetched and produced.
     pub pages: u64,
     /// Records handed to Kafka.
@@ -85,12 +91,32 @@ impl RunReport {
     }
 }
 
+impl RunReport {
+    /// The run as the run ledger records it.
+    fn record(&self, started: Timestamp, finished: Timestamp) -> RunRecord {
+        let outcome = match self.outcome() {
+            "succeeded" => outcomes::SUCCEEDED,
+            "partial" => outcomes::PARTIAL,
+            _ => outcomes::FAILED,
+        };
+        RunRecord {
+            started_at: Some(started.to_string()),
+            finished_at: Some(finished.to_string()),
+            pages: i64::try_from(self.pages).unwrap_or(i64::MAX),
+            records: i64::try_from(self.records).unwrap_or(i64::MAX),
+            ..RunRecord::new(&self.interval, self.trigger, outcome)
+        }
+        .with_error(self.error.as_deref())
+    }
+}
+
 impl std::fmt::Display for RunReport {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             formatter,
-            "{}  {:<9} {:>3} pages {:>6} records",
+            "{}  {:<9} {:<9} {:>3} pages {:>6} records",
             self.interval,
+            self.trigger,
             self.outcome(),
             self.pages,
             self.records
@@ -199,17 +225,49 @@ pub async fn run(pipeline: &Pipeline, options: IngestOptions) -> Result<IngestRe
             .map(parse_duration)
             .transpose()?;
         let mut previous_pass: Option<Timestamp> = None;
-        let given = !planned.is_empty();
-        let mut planned = planned.into_iter();
+        // A scheduled source records each run in its run ledger, and its own run (no interval
+        // given) plans from the ledger: the intervals missed since the last run per
+        // `catchUp`, then the latest.
+        let mut ledger = match pipeline.schedule() {
+            Some(_) => Some(RunLedger::open(pipeline, &base, &producer).await),
+            None => None,
+        };
+        let mut runs: VecDeque<(Interval, &'static str)> = planned
+            .into_iter()
+            .map(|interval| (interval, triggers::BACKFILL))
+            .collect();
+        if runs.is_empty()
+            && let Some(ledger) = ledger.as_mut()
+        {
+            let plan = ledger
+                .plan(pipeline, Timestamp::now())
+                .map_err(RunnerError::Config)?;
+            if let Some(skipped) = &plan.skipped {
+                ledger.record_skipped(skipped).await;
+            }
+            if plan.runs.len() > 1 {
+                tracing::info!(
+                    missed = plan.runs.len() - 1,
+                    covered_through = ?ledger.covered(),
+                    "catching up the intervals missed since the last scheduled run"
+                );
+            }
+            runs.extend(plan.runs);
+        }
+        // A list of runs (scheduled, catch-up or backfill) rather than continuous polling.
+        let given = !runs.is_empty() || ledger.is_some();
         loop {
             let started = Timestamp::now();
-            let window = if given {
-                match planned.next() {
-                    Some(window) => window,
+            let (window, trigger) = if given {
+                match runs.pop_front() {
+                    Some(run) => run,
                     None => break,
                 }
             } else {
-                pass_interval(source, previous_pass, started)?
+                (
+                    pass_interval(source, previous_pass, started)?,
+                    triggers::SCHEDULED,
+                )
             };
             previous_pass = Some(started);
             let rendered = ingest.for_interval(&window).map_err(|error| {
@@ -222,6 +280,8 @@ pub async fn run(pipeline: &Pipeline, options: IngestOptions) -> Result<IngestRe
                     "requesting the interval"
                 );
             }
+            // Deliveries so far: this run's are counted from here (each run is flushed).
+            let (delivered, failed) = (sink.delivered, sink.failed);
             let pass = rendered.run_pass(&mut sink, &metrics).await;
             tracing::info!(
                 pages = pass.pages,
@@ -230,13 +290,26 @@ pub async fn run(pipeline: &Pipeline, options: IngestOptions) -> Result<IngestRe
                 %topic,
                 "pass finished"
             );
-            let run = RunReport {
+            let mut run = RunReport {
                 interval: window,
+                trigger,
                 pages: pass.pages,
                 records: pass.records,
                 failed_pages: pass.failed_pages,
                 error: pass.first_error.clone(),
             };
+            if let Some(ledger) = ledger.as_mut() {
+                // Recorded once Kafka acknowledged the run's records, with the count it did.
+                sink.flush().await;
+                run.records = sink.delivered - delivered;
+                if sink.failed > failed && run.error.is_none() {
+                    run.error = sink.last_error().map(str::to_string);
+                    run.failed_pages = run.failed_pages.max(1);
+                }
+                ledger
+                    .record(run.record(started, Timestamp::now()), &window)
+                    .await;
+            }
             metrics
                 .source_runs
                 .get_or_create(&OutcomeLabel {
@@ -279,7 +352,7 @@ pub async fn run(pipeline: &Pipeline, options: IngestOptions) -> Result<IngestRe
                 _ = shutdown.changed() => break,
             }
         }
-        if given && report.runs.iter().all(|run| run.outcome() == "failed") {
+        if !report.runs.is_empty() && report.runs.iter().all(|run| run.outcome() == "failed") {
             return Err(RunnerError::Source(
                 report
                     .first_error

@@ -45,7 +45,7 @@ pub const TIMESTAMP_TYPE: &str = "message.timestamp.type";
 /// otherwise: the runner writes each row with its record's Kafka time (made strictly
 /// increasing per partition), and with the broker's clock a producer whose clock is behind
 /// cannot make its newer updates lose to older ones.
-pub fn topic_definitions(pipeline: &Pipeline) -> [TopicDefinition; 2] {
+pub fn topic_definitions(pipeline: &Pipeline) -> Vec<TopicDefinition> {
     let topic = &pipeline.spec.topic;
     let mut config = topic.config.clone();
     config
@@ -65,6 +65,21 @@ pub fn topic_definitions(pipeline: &Pipeline) -> [TopicDefinition; 2] {
             config: topic.dead_letter.config.clone(),
         },
     ]
+    .into_iter()
+    .chain(pipeline.schedule().map(|_| runs_topic_definition(pipeline)))
+    .collect()
+}
+
+/// The run ledger of a scheduled source (`rtdp_crds::runs`): one partition, so the runs stay
+/// in order; compacted, so it keeps the latest run of each interval for as long as the
+/// Pipeline lives.
+pub fn runs_topic_definition(pipeline: &Pipeline) -> TopicDefinition {
+    TopicDefinition {
+        name: pipeline.runs_topic_name(),
+        partitions: 1,
+        replication_factor: pipeline.spec.topic.replication_factor,
+        config: BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
+    }
 }
 
 /// What exists in Kafka for one topic.
@@ -411,10 +426,14 @@ fn admin_outcome<Resource, Failed>(
 
 /// Deletes the Pipeline's topics; topics already gone are fine.
 pub async fn delete_topics(admin: &Admin, pipeline: &Pipeline) -> Result<(), ProvisionError> {
-    let names: Vec<String> = topic_definitions(pipeline)
+    // The run ledger too when the schedule was removed since: it must not outlive the Pipeline.
+    let mut names: Vec<String> = topic_definitions(pipeline)
         .into_iter()
         .map(|topic| topic.name)
         .collect();
+    if pipeline.schedule().is_none() {
+        names.push(runs_topic_definition(pipeline).name);
+    }
     let references: Vec<&str> = names.iter().map(String::as_str).collect();
     let results = admin
         .delete_topics(&references, &options())

@@ -58,7 +58,8 @@ fn names_default_from_the_pipeline() {
     let text = include_str!("../../../../examples/generated-listings.yaml");
     let mut pipeline = rtdp_crds::parse_pipeline(text, "generated-listings.yaml").expect("parses");
     pipeline.metadata.namespace = Some("demo".into());
-    let [topic, dead_letter] = topic_definitions(&pipeline);
+    let [topic, dead_letter] =
+        <[_; 2]>::try_from(topic_definitions(&pipeline)).expect("two topics");
     assert_eq!(
         (topic.name.as_str(), topic.partitions),
         ("demo.generated-listings", 4)
