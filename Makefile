@@ -6,7 +6,7 @@ CARGO ?= cargo
 # The operator's test hooks (restarting it mid-reconcile) exist only in test builds.
 TEST_FEATURES := --features rtdp-operator/test-hooks
 
-.PHONY: help demo test lint unit integration crds stack-up stack-down stack-status bench kind-e2e
+.PHONY: help demo test lint unit integration crds stack-up stack-down stack-status bench bench-operator kind-e2e
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ integration: ## All cargo tests; needs the stack's endpoints in the environment 
 
 bench: ## Throughput, latency and RSS of `process` vs. the Cassandra ceiling (release build; prints figures)
 	@dev/stack run kafka cassandra -- $(CARGO) bench --locked -p pipeline-runner --bench throughput
+
+bench-operator: ## The operator at RTDP_SCALE_PIPELINES (default 1000) Pipelines on the local stack, release build: time to all-Ready, reconcile p50/p99, API requests per reconcile, peak RSS
+	@dev/stack run -- env RTDP_SCALE_PIPELINES=$${RTDP_SCALE_PIPELINES:-1000} $(CARGO) test --release --locked -p rtdp-operator $(TEST_FEATURES) --test scale -- --nocapture
 
 kind-e2e: ## The chart, images and example Pipeline on a local kind cluster, on real pods (needs a Docker engine)
 	@dev/kind-e2e

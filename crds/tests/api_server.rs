@@ -176,6 +176,43 @@ fn invalid_cases(name: &str) -> Vec<InvalidCase> {
             expected: &["spec.backfill.from", "should match"],
         },
         InvalidCase {
+            what: "a catch-up on a polling source",
+            manifest: set(
+                set(
+                    remove(valid(), "/spec/source/http/schedule"),
+                    "/spec/source/http/pollInterval",
+                    json!("5m"),
+                ),
+                "/spec/source/http/catchUp",
+                json!({"policy": "All"}),
+            ),
+            expected: &[
+                "spec.source.http.catchUp",
+                "catchUp is about the runs of a schedule",
+            ],
+        },
+        InvalidCase {
+            what: "a catch-up policy that does not exist",
+            manifest: set(
+                valid(),
+                "/spec/source/http/catchUp",
+                json!({"policy": "Some"}),
+            ),
+            expected: &["spec.source.http.catchUp.policy", "Unsupported value"],
+        },
+        InvalidCase {
+            what: "a catch-up of no intervals",
+            manifest: set(
+                valid(),
+                "/spec/source/http/catchUp",
+                json!({"maxIntervals": 0}),
+            ),
+            expected: &[
+                "spec.source.http.catchUp.maxIntervals",
+                "greater than or equal to 1",
+            ],
+        },
+        InvalidCase {
             what: "zero partitions",
             manifest: set(valid(), "/spec/topic/partitions", json!(0)),
             expected: &["spec.topic.partitions", "greater than or equal to 1"],

@@ -5,6 +5,10 @@
 //! Job per day, never more than two unfinished at once, started in order; each Job asks the
 //! listings API for exactly its day; `status.backfill` counts them to `Completed`. A new `id`
 //! replaces the finished backfill's Jobs, and removing it cancels a running one.
+//!
+//! Every run is recorded in the run ledger, which the freshness loop reads into `status.runs`:
+//! the backfill's seven days with their records, then a scheduled run (the CronJob's pod
+//! template, run the same way) that fails, with a `RunFailed` Warning Event.
 
 mod common;
 
@@ -32,6 +36,14 @@ const DAYS: [&str; 8] = [
     "2026-11-26",
     "2026-11-27",
 ];
+
+fn runs_of(pipeline: &Pipeline) -> rtdp_crds::runs::RunsStatus {
+    pipeline
+        .status
+        .as_ref()
+        .and_then(|status| status.runs.clone())
+        .unwrap_or_default()
+}
 
 fn backfill_status(pipeline: &Pipeline) -> Option<rtdp_crds::BackfillStatus> {
     pipeline.status.as_ref()?.backfill.clone()
@@ -86,7 +98,8 @@ async fn mark_complete(world: &TestWorld, job: &Job) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backfill_runs_one_job_per_day_in_order_within_its_parallelism() {
-    let (world, _operator) = TestWorld::with_operator("op-backfill", &[]).await;
+    let (world, _operator) =
+        TestWorld::with_operator("op-backfill", &["--freshness-period-seconds", "1"]).await;
     let last_day = DAYS[6].parse().expect("a date");
     let api = ListingsApi::start(
         "127.0.0.1:0".parse().expect("an address"),
@@ -188,6 +201,105 @@ async fn a_backfill_runs_one_job_per_day_in_order_within_its_parallelism() {
     assert_eq!(requested, days);
     scenario
         .expect_events(&["BackfillStarted", "BackfillCompleted"])
+        .await;
+
+    // The run history: the ledger's runs in status, newest first, with their records.
+    let with_runs = world
+        .wait_for(
+            name,
+            "status.runs to list the backfill's seven runs",
+            Duration::from_secs(60),
+            |pipeline| runs_of(pipeline).recent.len() == 7,
+        )
+        .await;
+    let runs = runs_of(&with_runs);
+    let listed: Vec<(String, String, String)> = runs
+        .recent
+        .iter()
+        .map(|run| {
+            (
+                run.interval.clone(),
+                run.trigger.clone(),
+                run.outcome.clone(),
+            )
+        })
+        .collect();
+    let newest_first: Vec<(String, String, String)> = days
+        .iter()
+        .rev()
+        .map(|(since, before)| {
+            (
+                format!("{since}T00:00:00Z..{before}T00:00:00Z"),
+                "Backfill".to_string(),
+                "Succeeded".to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(listed, newest_first);
+    assert_eq!(
+        runs.recent.iter().map(|run| run.records).sum::<i64>(),
+        100,
+        "every listing of the week, once"
+    );
+    assert_eq!(
+        runs.covered_through, None,
+        "a backfill does not move the schedule"
+    );
+
+    // A scheduled run that fails (its API unreachable) is in the history, with a Warning.
+    scenario
+        .patch(json!({"source": {"http": {"url": "http://127.0.0.1:1/search", "maxRetries": 0}}}))
+        .await;
+    world
+        .wait_for(
+            name,
+            "the unreachable URL applied",
+            Duration::from_secs(60),
+            |pipeline| {
+                pipeline
+                    .status
+                    .as_ref()
+                    .and_then(|status| status.observed_generation)
+                    == pipeline.metadata.generation
+            },
+        )
+        .await;
+    let cron_job: k8s_openapi::api::batch::v1::CronJob = world.get(&format!("{name}-ingest")).await;
+    let template = cron_job
+        .spec
+        .and_then(|spec| spec.job_template.spec)
+        .expect("the CronJob's Job template")
+        .template;
+    let mut pod = start_pod(&world, &template, &work, "scheduled-run").await;
+    assert!(
+        !pod.wait(Duration::from_secs(60)).success(),
+        "a run whose API is unreachable must fail"
+    );
+    let failed = world
+        .wait_for(
+            name,
+            "status.runs to show the failed scheduled run",
+            Duration::from_secs(60),
+            |pipeline| {
+                runs_of(pipeline)
+                    .recent
+                    .first()
+                    .is_some_and(|run| run.trigger == "Scheduled")
+            },
+        )
+        .await;
+    let latest = runs_of(&failed).recent[0].clone();
+    assert_eq!(latest.outcome, "Failed", "{latest:?}");
+    assert!(
+        latest
+            .error
+            .as_deref()
+            .is_some_and(|error| error.contains("127.0.0.1:1")),
+        "the run says why: {latest:?}"
+    );
+    scenario.expect_events(&["RunFailed"]).await;
+    scenario
+        .patch(json!({"source": {"http": {"url": api.url, "maxRetries": 5}}}))
         .await;
 
     // Each id runs once: with its Jobs deleted, a later reconcile (a new generation, reported

@@ -1,5 +1,8 @@
-//! Scale: 200 Pipelines reconcile to their desired objects. Prints (and writes to
-//! `target/tmp/operator-scale.txt`) the time to converge and the operator's peak RSS.
+//! Scale: 200 Pipelines reconcile to their desired objects (`RTDP_SCALE_PIPELINES` others;
+//! `make bench-operator` runs 1 000 on a release build). Prints (and writes to
+//! `target/tmp/operator-scale.txt`) the time to converge, the reconciles' p50 and p99 (from the
+//! operator's histogram), the Kubernetes API requests per reconcile (from the API server's own
+//! `apiserver_request_total`, the test's requests taken out) and the operator's peak RSS.
 //!
 //! Each Pipeline has its own topic and dead-letter topic (1 partition each) and its own table
 //! in one shared keyspace, no source (so a processor Deployment, a ConfigMap and a Service),
@@ -18,11 +21,69 @@ use rdkafka::admin::AdminOptions;
 use rtdp_crds::DeletionPolicy;
 use rtdp_test_support::{cassandra_table_names, unique_cql_identifier};
 
-const PIPELINES: usize = 200;
+/// Pipelines applied, unless `RTDP_SCALE_PIPELINES` says otherwise.
+const DEFAULT_PIPELINES: usize = 200;
+
+/// The sum of every sample of `metric` in a Prometheus text exposition.
+fn metric_sum(exposition: &str, metric: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|line| {
+            line.strip_prefix(metric)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A quantile of a Prometheus histogram: the upper bound of the bucket it falls in.
+fn histogram_quantile(exposition: &str, histogram: &str, quantile: f64) -> Option<f64> {
+    let prefix = format!("{histogram}_bucket{{le=\"");
+    let buckets: Vec<(f64, f64)> = exposition
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(&prefix)?;
+            let (bound, count) = rest.split_once("\"} ")?;
+            let bound = if bound == "+Inf" {
+                f64::INFINITY
+            } else {
+                bound.parse().ok()?
+            };
+            Some((bound, count.trim().parse().ok()?))
+        })
+        .collect();
+    let total = buckets.last()?.1;
+    buckets
+        .iter()
+        .find(|(_, count)| *count >= total * quantile)
+        .map(|(bound, _)| *bound)
+}
+
+/// The API server's request count over every verb and resource.
+async fn api_server_requests(world: &TestWorld) -> f64 {
+    let request = http::Request::get("/metrics")
+        .body(Vec::new())
+        .expect("a request");
+    let text = world
+        .client
+        .request_text(request)
+        .await
+        .expect("the API server's /metrics");
+    metric_sum(&text, "apiserver_request_total")
+}
 
 #[tokio::test]
 async fn two_hundred_pipelines_converge() {
+    let pipelines_wanted: usize = std::env::var("RTDP_SCALE_PIPELINES")
+        .ok()
+        .map(|value| value.parse().expect("RTDP_SCALE_PIPELINES is a number"))
+        .unwrap_or(DEFAULT_PIPELINES);
+    #[allow(non_snake_case)]
+    let PIPELINES = pipelines_wanted;
     let (world, operator) = TestWorld::with_operator("op-scale", &[]).await;
+    let requests_before = api_server_requests(&world).await;
+    // The test's own requests: the creations, and the list each round below.
+    let mut own_requests = PIPELINES as f64;
     let keyspace = unique_cql_identifier("scale");
     let names: Vec<String> = (0..PIPELINES)
         .map(|index| format!("scale-{index:03}"))
@@ -57,6 +118,7 @@ async fn two_hundred_pipelines_converge() {
             .list(&ListParams::default())
             .await
             .expect("listing Pipelines");
+        own_requests += 1.0;
         let ready = list
             .items
             .iter()
@@ -88,6 +150,18 @@ async fn two_hundred_pipelines_converge() {
         panic!("{failure}");
     }
     let converged = started.elapsed();
+    let requests = api_server_requests(&world).await - requests_before - own_requests - 1.0;
+    let exposition = operator
+        .get("/metrics")
+        .await
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+    let reconciles = metric_sum(&exposition, "rtdp_operator_reconciles_total");
+    let duration = "rtdp_operator_reconcile_duration_seconds";
+    let (p50, p99) = (
+        histogram_quantile(&exposition, duration, 0.5).unwrap_or(f64::NAN),
+        histogram_quantile(&exposition, duration, 0.99).unwrap_or(f64::NAN),
+    );
     let selector = ListParams::default().labels("app.kubernetes.io/managed-by=rtdp-operator");
     let deployments = world
         .api::<Deployment>()
@@ -136,9 +210,11 @@ async fn two_hundred_pipelines_converge() {
 
     let report = format!(
         "operator scale: {PIPELINES} Pipelines (each 2 topics, 1 table, ConfigMap, Deployment, Service) \
-         created in {:.1} s, all Ready in {:.1} s; operator peak RSS {:.1} MiB\n",
+         created in {:.1} s, all Ready in {:.1} s; {reconciles:.0} reconciles, p50 <= {p50} s, \
+         p99 <= {p99} s (histogram bucket bounds); {:.1} API requests per reconcile; operator peak RSS {:.1} MiB\n",
         created.as_secs_f64(),
         converged.as_secs_f64(),
+        requests / reconciles.max(1.0),
         peak_rss as f64 / 1024.0
     );
     println!("{report}");

@@ -134,6 +134,26 @@ fn credentials_are_never_inline_and_topics_never_loop() {
 }
 
 #[test]
+fn the_run_ledger_has_its_own_topic_and_catch_up_needs_a_schedule() {
+    let mut pipeline = listings();
+    pipeline.spec.topic.dead_letter.name = Some(pipeline.runs_topic_name());
+    assert_eq!(
+        fields_of(&validate(&pipeline)),
+        ["spec.topic.deadLetter.name"]
+    );
+    let mut pipeline = listings();
+    let http = http(&mut pipeline);
+    http.schedule = None;
+    http.poll_interval = Some("5m".into());
+    http.catch_up = Some(crate::CatchUpSpec::default());
+    assert_eq!(
+        fields_of(&validate(&pipeline)),
+        ["spec.source.http.catchUp"]
+    );
+    assert_eq!(pipeline.catch_up(), None);
+}
+
+#[test]
 fn reserved_words_and_malformed_quantities_are_refused() {
     let mut pipeline = listings();
     pipeline.spec.schema.fields[1].name = "order".into();

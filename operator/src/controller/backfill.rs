@@ -120,6 +120,14 @@ pub(super) async fn step(
     context: &Context,
     backfill: Option<&BackfillJobs>,
 ) -> Result<(Option<BackfillStatus>, bool)> {
+    let current = pipeline
+        .status
+        .as_ref()
+        .and_then(|status| status.backfill.clone());
+    // A Pipeline that never had a backfill has no Jobs to look at: no request per reconcile.
+    if backfill.is_none() && current.is_none() {
+        return Ok((None, false));
+    }
     let namespace = pipeline.namespace_or_default();
     let api: Api<Job> = Api::namespaced(context.client.clone(), &namespace);
     let selector = format!("{PIPELINE_LABEL}={},{BACKFILL_LABEL}", pipeline.name_any());
@@ -127,10 +135,6 @@ pub(super) async fn step(
         .list(&ListParams::default().labels(&selector))
         .await
         .map_err(|error| Error::kube(format!("listing the backfill Jobs in {namespace}"), error))?;
-    let current = pipeline
-        .status
-        .as_ref()
-        .and_then(|status| status.backfill.clone());
     let wanted = backfill.map(|backfill| backfill.id.as_str());
 
     // Jobs of a backfill no longer declared: cancelled (deleted, with their pods).

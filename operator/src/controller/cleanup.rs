@@ -240,10 +240,13 @@ pub(super) async fn cleanup(pipeline: &Pipeline, context: &Context) -> Result<Ac
 
 /// What the Pipeline has outside Kubernetes: its topics and tables.
 fn outside_kubernetes(pipeline: &Pipeline) -> String {
+    let mut topics = vec![pipeline.topic_name(), pipeline.dead_letter_topic_name()];
+    if pipeline.schedule().is_some() {
+        topics.push(pipeline.runs_topic_name());
+    }
     format!(
-        "topics {} and {} and tables {}",
-        pipeline.topic_name(),
-        pipeline.dead_letter_topic_name(),
+        "topics {} and tables {}",
+        topics.join(", "),
         pipeline.qualified_table_names().join(", ")
     )
 }

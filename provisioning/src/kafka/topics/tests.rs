@@ -69,3 +69,22 @@ fn names_default_from_the_pipeline() {
         ("demo.generated-listings.dlq", 1)
     );
 }
+
+#[test]
+fn a_scheduled_source_gets_a_compacted_run_ledger() {
+    let text = include_str!("../../../../examples/property-listings.yaml");
+    let mut pipeline = rtdp_crds::parse_pipeline(text, "property-listings.yaml").expect("parses");
+    pipeline.metadata.namespace = Some("demo".into());
+    let definitions = topic_definitions(&pipeline);
+    let ledger = definitions.last().expect("topics");
+    assert_eq!(definitions.len(), 3);
+    assert_eq!(ledger.name, format!("{}.runs", pipeline.topic_name()));
+    assert_eq!(
+        ledger.partitions, 1,
+        "one partition keeps the runs in order"
+    );
+    assert_eq!(
+        ledger.config.get("cleanup.policy").map(String::as_str),
+        Some("compact")
+    );
+}
