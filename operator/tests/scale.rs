@@ -10,6 +10,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{TestWorld, cassandra};
@@ -59,8 +60,8 @@ fn histogram_quantile(exposition: &str, histogram: &str, quantile: f64) -> Optio
         .map(|(bound, _)| *bound)
 }
 
-/// The API server's request count over every verb and resource.
-async fn api_server_requests(world: &TestWorld) -> f64 {
+/// The API server's request counts by verb and resource (`resource/subresource`).
+async fn api_server_requests(world: &TestWorld) -> BTreeMap<String, f64> {
     let request = http::Request::get("/metrics")
         .body(Vec::new())
         .expect("a request");
@@ -69,7 +70,49 @@ async fn api_server_requests(world: &TestWorld) -> f64 {
         .request_text(request)
         .await
         .expect("the API server's /metrics");
-    metric_sum(&text, "apiserver_request_total")
+    let mut counts = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split(',')
+                .find_map(|pair| pair.strip_prefix(&format!("{name}=\"")))
+                .map(|value| value.trim_end_matches('"').to_string())
+                .unwrap_or_default()
+        };
+        let subresource = label("subresource");
+        let key = format!(
+            "{} {}{}",
+            label("verb"),
+            label("resource"),
+            if subresource.is_empty() {
+                String::new()
+            } else {
+                format!("/{subresource}")
+            }
+        );
+        *counts.entry(key).or_insert(0.0) += value.trim().parse::<f64>().unwrap_or(0.0);
+    }
+    counts
+}
+
+/// What changed between two readings of [`api_server_requests`], largest first.
+fn request_deltas(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+) -> Vec<(String, f64)> {
+    let mut deltas: Vec<(String, f64)> = after
+        .iter()
+        .map(|(key, count)| (key.clone(), count - before.get(key).copied().unwrap_or(0.0)))
+        .filter(|(_, delta)| *delta > 0.0)
+        .collect();
+    deltas.sort_by(|left, right| right.1.total_cmp(&left.1));
+    deltas
 }
 
 #[tokio::test]
@@ -150,7 +193,8 @@ async fn two_hundred_pipelines_converge() {
         panic!("{failure}");
     }
     let converged = started.elapsed();
-    let requests = api_server_requests(&world).await - requests_before - own_requests - 1.0;
+    let deltas = request_deltas(&requests_before, &api_server_requests(&world).await);
+    let requests = deltas.iter().map(|(_, delta)| delta).sum::<f64>() - own_requests - 1.0;
     let exposition = operator
         .get("/metrics")
         .await
@@ -216,6 +260,15 @@ async fn two_hundred_pipelines_converge() {
         converged.as_secs_f64(),
         requests / reconciles.max(1.0),
         peak_rss as f64 / 1024.0
+    );
+    let breakdown: Vec<String> = deltas
+        .iter()
+        .take(12)
+        .map(|(key, delta)| format!("  {key}: {delta:.0}"))
+        .collect();
+    let report = format!(
+        "{report}API requests by verb and resource (the test's own creations and lists included):\n{}\n",
+        breakdown.join("\n")
     );
     println!("{report}");
     let _ = std::fs::write(
