@@ -24,20 +24,29 @@ pub(super) async fn apply_objects(
     apply(context, &namespace, &desired.config_map).await?;
     let processor = apply(context, &namespace, &desired.processor).await?;
     let ingest_name = resources::ingest::name(pipeline);
+    // Only a spec change can leave an ingest workload of the other kind: looked for once per
+    // generation.
+    let settled = context.memo.ingest_kind_settled(pipeline);
     match &desired.ingest {
         Some(Ingest::Scheduled(cron_job)) => {
             apply(context, &namespace, cron_job.as_ref()).await?;
-            delete_owned::<Deployment>(pipeline, context, &ingest_name).await?;
+            if !settled {
+                delete_owned::<Deployment>(pipeline, context, &ingest_name).await?;
+            }
         }
         Some(Ingest::Continuous(deployment)) => {
             apply(context, &namespace, deployment.as_ref()).await?;
-            delete_owned::<CronJob>(pipeline, context, &ingest_name).await?;
+            if !settled {
+                delete_owned::<CronJob>(pipeline, context, &ingest_name).await?;
+            }
         }
-        None => {
+        None if !settled => {
             delete_owned::<Deployment>(pipeline, context, &ingest_name).await?;
             delete_owned::<CronJob>(pipeline, context, &ingest_name).await?;
         }
+        None => {}
     }
+    context.memo.settle_ingest_kind(pipeline);
     apply(context, &namespace, &desired.service).await?;
     let status = processor.status.unwrap_or_default();
     Ok(ProcessorReplicas {

@@ -288,6 +288,7 @@ fn forget_cleanup(context: &Context, uid: &str) {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .remove(uid);
     context.external.forget(uid);
+    context.memo.forget(uid);
 }
 
 /// What a blocked deletion says: why, and the three ways to release the Pipeline.

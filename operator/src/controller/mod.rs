@@ -28,6 +28,7 @@ mod backfill;
 mod cleanup;
 mod external_checks;
 pub mod freshness;
+mod memo;
 mod reconcile;
 mod replay;
 mod runner_health;
@@ -71,6 +72,10 @@ pub const FINALIZER: &str = "rtdp.dev/cleanup";
 /// The label selecting the objects the operator owns (to watch only those).
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=rtdp-operator";
 
+/// Requests for the same Pipeline within this long are merged into one reconcile: applying a
+/// Pipeline's objects changes each of them, and each change would otherwise be a reconcile.
+const DEBOUNCE: Duration = Duration::from_millis(500);
+
 /// How the controller behaves.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -113,6 +118,8 @@ pub struct Context {
     external: external_checks::ExternalChecks,
     /// The lag-based autoscaler's recommendations and decisions.
     autoscaler: autoscaler::Autoscaler,
+    /// Per Pipeline: what need not be asked of the API server again (`memo`).
+    memo: memo::Memo,
     /// Replays this process finished, by Pipeline uid: the reflector's copy of the status may
     /// not show them yet, and a replay must never run twice.
     finished_replays: Mutex<HashMap<String, rtdp_crds::ReplayStatus>>,
@@ -144,6 +151,7 @@ impl Context {
             cassandra: CassandraSessions::default(),
             external: external_checks::ExternalChecks::default(),
             autoscaler: autoscaler::Autoscaler::default(),
+            memo: memo::Memo::default(),
             finished_replays: Mutex::default(),
             failures: Mutex::default(),
             cleanup_failures: Mutex::default(),
@@ -263,7 +271,11 @@ pub async fn run(
                 .owns(api::<Job>(&client, namespace), owned())
                 .owns(api::<Service>(&client, namespace), owned())
                 .reconcile_on(triggered)
-                .with_config(ControllerConfig::default().concurrency(context.settings.concurrency))
+                .with_config(
+                    ControllerConfig::default()
+                        .concurrency(context.settings.concurrency)
+                        .debounce(DEBOUNCE),
+                )
                 .graceful_shutdown_on(shutdown)
                 .run(reconcile, error_policy, Arc::clone(&context))
                 .boxed()

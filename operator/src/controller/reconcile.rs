@@ -149,6 +149,7 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
         && replicas.updated >= desired_replicas
         && replicas.total <= replicas.updated;
     let runner_problem = if all_ready {
+        context.memo.replicas_ready(pipeline);
         None
     } else {
         runner_health::runner_problem(pipeline, context).await
@@ -190,7 +191,7 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
         // Backfill Jobs in flight: their changes trigger a reconcile; this is the safety net.
         None if backfill_running => Ok(Action::requeue(backfill::POLL)),
         // Pods are not watched: while replicas are missing, look again soon.
-        None if !all_ready => Ok(Action::requeue(runner_health::RUNNER_NOT_READY_POLL)),
+        None if !all_ready => Ok(Action::requeue(context.memo.next_not_ready_poll(pipeline))),
         None => Ok(Action::requeue(context.settings.resync)),
     }
 }

@@ -1,7 +1,5 @@
 //! Why the processor replicas are not ready, as the pods themselves say.
 
-use std::time::Duration;
-
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
@@ -9,9 +7,6 @@ use rtdp_crds::Pipeline;
 
 use super::Context;
 use crate::resources;
-
-/// How often a Pipeline whose processors are not all ready is looked at again.
-pub(super) const RUNNER_NOT_READY_POLL: Duration = Duration::from_secs(10);
 
 /// Why the processor pods are not ready, as the pods themselves say: a pod the scheduler
 /// cannot place, or a container waiting in a state that will not pass by itself. `None` when
