@@ -29,7 +29,8 @@ async fn owned_object_changes_do_not_recheck_kafka_and_cassandra() {
         .await
         .expect("the reconciles metric");
 
-    // Five edits of the processor Deployment: each triggers a reconcile (owned object).
+    // Five edits of the processor Deployment: each triggers a reconcile (owned object). They
+    // are made a second apart: requests within the operator's 500 ms debounce merge into one.
     let deployments = world.api::<Deployment>();
     for edit in 0..5 {
         deployments
@@ -42,7 +43,7 @@ async fn owned_object_changes_do_not_recheck_kafka_and_cassandra() {
             )
             .await
             .expect("editing the processor Deployment");
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
     }
     eventually("five more reconciles", Duration::from_secs(30), || async {
         let now = operator
