@@ -20,39 +20,15 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::ListParams;
 use rdkafka::admin::AdminOptions;
 use rtdp_crds::DeletionPolicy;
+use rtdp_test_support::prometheus::{histogram_buckets, metric_sum};
 use rtdp_test_support::{cassandra_table_names, unique_cql_identifier};
 
 /// Pipelines applied, unless `RTDP_SCALE_PIPELINES` says otherwise.
 const DEFAULT_PIPELINES: usize = 200;
 
-/// The sum of every sample of `metric` in a Prometheus text exposition.
-fn metric_sum(exposition: &str, metric: &str) -> f64 {
-    exposition
-        .lines()
-        .filter(|line| {
-            line.strip_prefix(metric)
-                .is_some_and(|rest| rest.starts_with(['{', ' ']))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// A quantile of a Prometheus histogram: the upper bound of the bucket it falls in.
 fn histogram_quantile(exposition: &str, histogram: &str, quantile: f64) -> Option<f64> {
-    let prefix = format!("{histogram}_bucket{{le=\"");
-    let buckets: Vec<(f64, f64)> = exposition
-        .lines()
-        .filter_map(|line| {
-            let rest = line.strip_prefix(&prefix)?;
-            let (bound, count) = rest.split_once("\"} ")?;
-            let bound = if bound == "+Inf" {
-                f64::INFINITY
-            } else {
-                bound.parse().ok()?
-            };
-            Some((bound, count.trim().parse().ok()?))
-        })
-        .collect();
+    let buckets = histogram_buckets(exposition, histogram);
     let total = buckets.last()?.1;
     buckets
         .iter()

@@ -35,6 +35,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use rtdp_crds::{Pipeline, parse_pipeline};
+use rtdp_test_support::prometheus::{histogram_buckets, metric_sum};
 use scylla::client::session_builder::SessionBuilder;
 
 fn env(name: &str) -> String {
@@ -195,27 +196,7 @@ fn free_port() -> u16 {
 
 /// Percentiles (seconds) from the runner's end-to-end histogram, interpolated in buckets.
 fn histogram_percentiles(metrics: &str, histogram: &str, percentiles: &[f64]) -> Vec<f64> {
-    let prefix = format!("{histogram}_bucket{{");
-    let mut buckets: Vec<(f64, f64)> = Vec::new();
-    for line in metrics.lines() {
-        if !line.starts_with(&prefix) {
-            continue;
-        }
-        let Some(le) = line
-            .split("le=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-        else {
-            continue;
-        };
-        let bound = le.parse().unwrap_or(f64::INFINITY);
-        let count: f64 = line
-            .rsplit(' ')
-            .next()
-            .and_then(|value| value.parse().ok())
-            .unwrap_or(0.0);
-        buckets.push((bound, count));
-    }
+    let buckets = histogram_buckets(metrics, histogram);
     let total = buckets.last().map_or(0.0, |bucket| bucket.1);
     percentiles
         .iter()
@@ -286,18 +267,6 @@ struct Measurement {
     startup_seconds: Option<f64>,
 }
 
-/// The sum of every sample of `metric` (all label sets) in the runner's /metrics text.
-fn counter(metrics: &str, metric: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|line| {
-            line.strip_prefix(metric)
-                .is_some_and(|rest| rest.starts_with(['{', ' ']))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Records the runner finished: written to every table, filtered out or dead-lettered.
 fn finished(metrics: &str) -> f64 {
     [
@@ -306,7 +275,7 @@ fn finished(metrics: &str) -> f64 {
         "rtdp_records_dead_lettered_total",
     ]
     .iter()
-    .map(|metric| counter(metrics, metric))
+    .map(|metric| metric_sum(metrics, metric))
     .sum()
 }
 
@@ -330,7 +299,7 @@ async fn process_run(producer: &FutureProducer, records: u64, round: usize) -> M
             "process did not finish {records} records in 600 s"
         );
         let metrics = scrape(port).await;
-        if first_consumed.is_none() && counter(&metrics, "rtdp_records_consumed_total") > 0.0 {
+        if first_consumed.is_none() && metric_sum(&metrics, "rtdp_records_consumed_total") > 0.0 {
             first_consumed = Some(Instant::now());
         }
         if finished(&metrics) >= records as f64 {

@@ -12,9 +12,10 @@ use rtdp_crds::{CqlType, FieldSpec, SchemaSpec, UnknownFieldPolicy};
 use scylla::value::CqlValue;
 use serde_json::Value as Json;
 
-use convert::{convert, json_kind};
+use convert::{check_length, convert, json_kind};
 
 mod convert;
+mod members;
 pub(crate) mod raw;
 
 /// The longest record accepted, in bytes; larger ones are dead-lettered.
@@ -191,6 +192,8 @@ pub struct RecordParser {
     fields: Vec<CompiledField>,
     /// Top-level members the schema reads, for `unknownFields: Reject`.
     known_members: Option<BTreeSet<String>>,
+    /// The one-pass reading when every field reads a top-level member (`members`).
+    top_level: Option<members::TopLevelMembers>,
     max_record_bytes: usize,
 }
 
@@ -217,9 +220,12 @@ impl RecordParser {
                     .collect(),
             ),
         };
+        let top_level =
+            members::TopLevelMembers::new(fields.iter().map(|field| field.pointer.as_str()));
         Ok(Self {
             fields,
             known_members,
+            top_level,
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
         })
     }
@@ -258,6 +264,16 @@ impl RecordParser {
         let text = std::str::from_utf8(payload).map_err(|error| {
             RecordError::record(RejectReason::InvalidUtf8, format!("not UTF-8: {error}"))
         })?;
+        if let Some(top_level) = &self.top_level
+            && let Some(members) = top_level.read(text, self.known_members.as_ref())
+        {
+            return self.parse_members(members, text);
+        }
+        self.parse_general(text)
+    }
+
+    /// Parses `text` whatever the fields' paths: the whole document is decoded first.
+    fn parse_general(&self, text: &str) -> Result<ParsedRecord, RecordError> {
         let document: Json = serde_json::from_str(text).map_err(|error| {
             RecordError::record(RejectReason::MalformedJson, format!("not JSON: {error}"))
         })?;
@@ -295,35 +311,64 @@ impl RecordParser {
         }
         let mut values = Vec::with_capacity(self.fields.len());
         for field in &self.fields {
-            let value = match document.pointer(&field.pointer) {
-                None | Some(Json::Null) => match (&field.default, field.required) {
-                    (Some(default), _) => Some(default.clone()),
-                    (None, true) => {
-                        return Err(RecordError::field(
-                            RejectReason::MissingRequiredField,
-                            &field.name,
-                            format!("required value at {} is missing or null", field.pointer),
-                        ));
-                    }
-                    (None, false) => None,
-                },
-                Some(json) => {
-                    let exact = exact_decimal(json, field, text);
-                    Some(
-                        convert(
-                            exact.as_ref().unwrap_or(json),
-                            field.cql_type,
-                            field.max_length,
-                        )
-                        .map_err(|(reason, detail)| {
-                            RecordError::field(reason, &field.name, detail)
-                        })?,
-                    )
+            values.push(field.value(document.pointer(&field.pointer), text)?);
+        }
+        Ok(ParsedRecord { values })
+    }
+
+    /// The values of a record read by the fast path: each field's member, if present.
+    fn parse_members(
+        &self,
+        members: Vec<Option<Json>>,
+        text: &str,
+    ) -> Result<ParsedRecord, RecordError> {
+        let mut values = Vec::with_capacity(self.fields.len());
+        for (field, member) in self.fields.iter().zip(members) {
+            let value = match (field.cql_type, member) {
+                // The decoded text moves into the value rather than being copied.
+                (CqlType::Text, Some(Json::String(text))) => {
+                    check_length(text.len(), field.max_length).map_err(|(reason, detail)| {
+                        RecordError::field(reason, &field.name, detail)
+                    })?;
+                    Some(CqlValue::Text(text))
                 }
+                (_, member) => field.value(member.as_ref(), Some(text))?,
             };
             values.push(value);
         }
         Ok(ParsedRecord { values })
+    }
+}
+
+impl CompiledField {
+    /// This field's value from its JSON value (`None`: absent): the default or a rejection
+    /// when it is absent or null, else the value converted to the column's type.
+    fn value(
+        &self,
+        json: Option<&Json>,
+        text: Option<&str>,
+    ) -> Result<Option<CqlValue>, RecordError> {
+        match json {
+            None | Some(Json::Null) => match (&self.default, self.required) {
+                (Some(default), _) => Ok(Some(default.clone())),
+                (None, true) => Err(RecordError::field(
+                    RejectReason::MissingRequiredField,
+                    &self.name,
+                    format!("required value at {} is missing or null", self.pointer),
+                )),
+                (None, false) => Ok(None),
+            },
+            Some(json) => {
+                let exact = exact_decimal(json, self, text);
+                convert(
+                    exact.as_ref().unwrap_or(json),
+                    self.cql_type,
+                    self.max_length,
+                )
+                .map(Some)
+                .map_err(|(reason, detail)| RecordError::field(reason, &self.name, detail))
+            }
+        }
     }
 }
 

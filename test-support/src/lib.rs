@@ -6,6 +6,7 @@
 pub mod kubernetes;
 pub mod listings_api;
 pub mod process;
+pub mod prometheus;
 
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -18,9 +18,9 @@ use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use rdkafka::ClientConfig;
 use rtdp_crds::runs::{self, RunRecord, RunsStatus};
 use rtdp_crds::{AutoscalingStatus, FreshnessStatus, Pipeline, SloSpec, condition_types};
@@ -38,17 +38,15 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pipelines measured at once.
 const CONCURRENT_READS: usize = 8;
 
-/// Measures every Pipeline in `scopes` (a namespace each, `None` for all) once per `period`,
-/// until dropped.
 /// Where to ask for a reconcile: per controller, its namespace (`None`: all) and its channel.
 pub(super) type Triggers = Vec<(Option<String>, UnboundedSender<ObjectRef<Guarded>>)>;
 
-/// Measures every Pipeline in `scopes` (a namespace each, `None` for all) once per `period`,
-/// until dropped; asks the controller serving a Pipeline for a reconcile through `triggers`
-/// when the autoscaler changed its replicas.
+/// Measures every Pipeline the controllers' reflectors hold (`stores`, one per controller)
+/// once per `period`, until dropped; asks the controller serving a Pipeline for a reconcile
+/// through `triggers` when the autoscaler changed its replicas.
 pub(super) async fn run(
     context: Arc<Context>,
-    scopes: Vec<Option<String>>,
+    stores: Vec<Store<Guarded>>,
     period: Duration,
     triggers: Triggers,
 ) {
@@ -58,40 +56,32 @@ pub(super) async fn run(
     let mut measured: HashSet<(String, String, String)> = HashSet::new();
     loop {
         ticks.tick().await;
-        let mut now_measured = HashSet::new();
-        for scope in &scopes {
-            // Guarded: one Pipeline that cannot be read must not stop the others' measurement.
-            let api: Api<Guarded> = match scope {
-                Some(namespace) => Api::namespaced(context.client.clone(), namespace),
-                None => Api::all(context.client.clone()),
-            };
-            let pipelines: Vec<Pipeline> = match api.list(&ListParams::default()).await {
-                Ok(list) => list
-                    .items
-                    .into_iter()
-                    .filter_map(|guarded| guarded.0.ok())
-                    .filter(is_measurable)
-                    .collect(),
-                Err(error) => {
-                    tracing::warn!(%error, ?scope, "listing Pipelines to measure their freshness");
-                    // Keep the last round's gauges of this scope rather than drop them.
-                    now_measured.extend(measured.iter().cloned());
-                    continue;
-                }
-            };
-            now_measured.extend(pipelines.iter().map(|pipeline| {
+        // Guarded: one Pipeline that cannot be read must not stop the others' measurement.
+        let pipelines: Vec<Arc<Guarded>> = stores
+            .iter()
+            .flat_map(Store::state)
+            .filter(|guarded| guarded.0.as_ref().is_ok_and(is_measurable))
+            .collect();
+        let now_measured: HashSet<(String, String, String)> = pipelines
+            .iter()
+            .filter_map(|guarded| guarded.0.as_ref().ok())
+            .map(|pipeline| {
                 (
                     pipeline.namespace_or_default(),
                     pipeline.name_any(),
                     pipeline.metadata.uid.clone().unwrap_or_default(),
                 )
-            }));
-            futures::stream::iter(&pipelines)
-                .for_each_concurrent(CONCURRENT_READS, |pipeline| {
-                    measure(&context, pipeline, &triggers)
-                })
-                .await;
-        }
+            })
+            .collect();
+        futures::stream::iter(
+            pipelines
+                .iter()
+                .filter_map(|guarded| guarded.0.as_ref().ok()),
+        )
+        .for_each_concurrent(CONCURRENT_READS, |pipeline| {
+            measure(&context, pipeline, &triggers)
+        })
+        .await;
         for (namespace, name, uid) in measured.difference(&now_measured) {
             context.metrics.forget_pipeline(namespace, name);
             context.autoscaler.forget(uid);

@@ -225,24 +225,27 @@ pub async fn run(
         namespaces.into_iter().map(Some).collect()
     };
     // The freshness loop asks for a reconcile when the autoscaler changed a Pipeline's
-    // replicas (its status write alone does not trigger one): one channel per controller.
+    // replicas (its status write alone does not trigger one): one channel per controller. It
+    // measures the Pipelines each controller's reflector holds, rather than listing them.
     let mut triggers = Vec::new();
-    let mut trigger_streams = Vec::new();
-    for scope in &scopes {
+    let mut stores = Vec::new();
+    let mut controller_inputs = Vec::new();
+    for scope in scopes {
         let (sender, receiver) = futures::channel::mpsc::unbounded::<ObjectRef<Guarded>>();
+        let (reader, writer) = reflector::store();
         triggers.push((scope.clone(), sender));
-        trigger_streams.push(receiver);
+        stores.push(reader.clone());
+        controller_inputs.push((scope, receiver, reader, writer));
     }
     let freshness = freshness::run(
         Arc::clone(&context),
-        scopes.clone(),
+        stores,
         context.settings.freshness_period,
         triggers,
     );
-    let streams = scopes
+    let streams = controller_inputs
         .into_iter()
-        .zip(trigger_streams)
-        .map(|(namespace, triggered)| {
+        .map(|(namespace, triggered, reader, writer)| {
             fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
             where
                 K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
@@ -255,12 +258,14 @@ pub async fn run(
             let namespace = namespace.as_deref();
             let owned = || watcher::Config::default().labels(MANAGED_SELECTOR);
             let shutdown = shutdown.clone();
-            let (reader, writer) = reflector::store();
             let pipelines = watcher(
                 api::<Guarded>(&client, namespace),
                 watcher::Config::default(),
             )
             .default_backoff()
+            // Nothing reads the managed fields, and with several field managers per Pipeline
+            // they are the largest part of every object the reflector keeps.
+            .modify(|pipeline| pipeline.meta_mut().managed_fields = None)
             .reflect(writer)
             .applied_objects()
             .predicate_filter(spec_or_lifecycle, PredicateConfig::default());

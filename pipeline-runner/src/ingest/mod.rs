@@ -76,35 +76,61 @@ pub struct RunReport {
     pub records: u64,
     /// Pages that failed after their retries.
     pub failed_pages: u64,
+    /// Records Kafka refused after the producer's retries (counted once the run is flushed).
+    pub failed_deliveries: u64,
     /// The first failure.
     pub error: Option<String>,
 }
 
-impl RunReport {
-    /// `succeeded`, `partial` (some pages failed after their retries) or `failed` (no page).
-    pub fn outcome(&self) -> &'static str {
-        match (self.pages, self.failed_pages) {
-            (_, 0) => "succeeded",
-            (0, _) => "failed",
-            _ => "partial",
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Every page was fetched and every record reached Kafka.
+    Succeeded,
+    /// Some pages failed after their retries, or Kafka refused some records.
+    Partial,
+    /// No page could be fetched.
+    Failed,
+}
+
+impl RunOutcome {
+    /// The `outcome` label of `rtdp_source_runs_total`, as the report line prints it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Partial => "partial",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// The outcome as the run ledger records it (`rtdp_crds::runs::outcomes`).
+    pub fn ledger_name(self) -> &'static str {
+        match self {
+            Self::Succeeded => outcomes::SUCCEEDED,
+            Self::Partial => outcomes::PARTIAL,
+            Self::Failed => outcomes::FAILED,
         }
     }
 }
 
 impl RunReport {
+    /// How the run ended, from its pages and its records' deliveries.
+    pub fn outcome(&self) -> RunOutcome {
+        match (self.pages, self.failed_pages, self.failed_deliveries) {
+            (_, 0, 0) => RunOutcome::Succeeded,
+            (0, _, _) => RunOutcome::Failed,
+            _ => RunOutcome::Partial,
+        }
+    }
+
     /// The run as the run ledger records it.
     fn record(&self, started: Timestamp, finished: Timestamp) -> RunRecord {
-        let outcome = match self.outcome() {
-            "succeeded" => outcomes::SUCCEEDED,
-            "partial" => outcomes::PARTIAL,
-            _ => outcomes::FAILED,
-        };
         RunRecord {
             started_at: Some(started.to_string()),
             finished_at: Some(finished.to_string()),
             pages: i64::try_from(self.pages).unwrap_or(i64::MAX),
             records: i64::try_from(self.records).unwrap_or(i64::MAX),
-            ..RunRecord::new(&self.interval, self.trigger, outcome)
+            ..RunRecord::new(&self.interval, self.trigger, self.outcome().ledger_name())
         }
         .with_error(self.error.as_deref())
     }
@@ -117,7 +143,7 @@ impl std::fmt::Display for RunReport {
             "{}  {:<9} {:<9} {:>3} pages {:>6} records",
             self.interval,
             self.trigger,
-            self.outcome(),
+            self.outcome().label(),
             self.pages,
             self.records
         )?;
@@ -296,15 +322,16 @@ pub async fn run(pipeline: &Pipeline, options: IngestOptions) -> Result<IngestRe
                 pages: pass.pages,
                 records: pass.records,
                 failed_pages: pass.failed_pages,
+                failed_deliveries: 0,
                 error: pass.first_error.clone(),
             };
             if let Some(ledger) = ledger.as_mut() {
                 // Recorded once Kafka acknowledged the run's records, with the count it did.
                 sink.flush().await;
                 run.records = sink.delivered - delivered;
-                if sink.failed > failed && run.error.is_none() {
+                run.failed_deliveries = sink.failed - failed;
+                if run.failed_deliveries > 0 && run.error.is_none() {
                     run.error = sink.last_error().map(str::to_string);
-                    run.failed_pages = run.failed_pages.max(1);
                 }
                 ledger
                     .record(run.record(started, Timestamp::now()), &window)
@@ -313,11 +340,11 @@ pub async fn run(pipeline: &Pipeline, options: IngestOptions) -> Result<IngestRe
             metrics
                 .source_runs
                 .get_or_create(&OutcomeLabel {
-                    outcome: run.outcome().to_string(),
+                    outcome: run.outcome().label().to_string(),
                 })
                 .inc();
-            if run.failed_pages > 0 {
-                tracing::warn!(interval = %run.interval, outcome = run.outcome(), error = run.error.as_deref().unwrap_or_default(), "run finished with failures");
+            if run.outcome() != RunOutcome::Succeeded {
+                tracing::warn!(interval = %run.interval, outcome = run.outcome().label(), error = run.error.as_deref().unwrap_or_default(), "run finished with failures");
             }
             report.runs.push(run);
             report.pages += pass.pages;
@@ -352,7 +379,12 @@ pub async fn run(pipeline: &Pipeline, options: IngestOptions) -> Result<IngestRe
                 _ = shutdown.changed() => break,
             }
         }
-        if !report.runs.is_empty() && report.runs.iter().all(|run| run.outcome() == "failed") {
+        if !report.runs.is_empty()
+            && report
+                .runs
+                .iter()
+                .all(|run| run.outcome() == RunOutcome::Failed)
+        {
             return Err(RunnerError::Source(
                 report
                     .first_error

@@ -106,9 +106,13 @@ pub async fn run(pipeline: &Pipeline, options: ProcessOptions) -> Result<(), Run
     let base = kafka_client_config(&spec.kafka, &overrides)?;
     // The consumer reports Kafka's readiness; the dead-letter producer talks to the same
     // brokers.
-    let dead_letters = producer(&base, &spec.runner.batch, ProducerCallbacks::default())?;
     let topic = pipeline.topic_name();
-    let dead_letter_topic = pipeline.dead_letter_topic_name();
+    // Shared by every record's work (one allocation, not a copy of its names per record).
+    let dead_letters = Arc::new(DeadLetters {
+        producer: producer(&base, &spec.runner.batch, ProducerCallbacks::default())?,
+        topic: pipeline.dead_letter_topic_name(),
+        pipeline: pipeline_name.clone(),
+    });
     let consumer = consumer(
         &base,
         &pipeline.consumer_group(),
@@ -191,11 +195,7 @@ pub async fn run(pipeline: &Pipeline, options: ProcessOptions) -> Result<(), Run
                     match decide(&parser, &transforms, &cel_root, &message) {
                         Decision::Write(values) => work.push(Box::pin(write(
                             writer.clone(),
-                            DeadLetters {
-                                producer: dead_letters.clone(),
-                                topic: dead_letter_topic.clone(),
-                                pipeline: pipeline_name.clone(),
-                            },
+                            Arc::clone(&dead_letters),
                             message,
                             values,
                             write_time,
@@ -204,11 +204,7 @@ pub async fn run(pipeline: &Pipeline, options: ProcessOptions) -> Result<(), Run
                             Arc::clone(&health),
                         ))),
                         Decision::DeadLetter(error) => work.push(Box::pin(dead_letter(
-                            DeadLetters {
-                                producer: dead_letters.clone(),
-                                topic: dead_letter_topic.clone(),
-                                pipeline: pipeline_name.clone(),
-                            },
+                            Arc::clone(&dead_letters),
                             message,
                             error,
                             Arc::clone(&metrics),
@@ -342,7 +338,7 @@ fn kafka_millis(message: &OwnedMessage) -> i64 {
 #[allow(clippy::too_many_arguments)]
 async fn write(
     writer: TableWriter,
-    dead_letters: DeadLetters,
+    dead_letters: Arc<DeadLetters>,
     message: OwnedMessage,
     values: Vec<Option<scylla::value::CqlValue>>,
     write_time: i64,
@@ -421,7 +417,7 @@ async fn write(
 }
 
 async fn dead_letter(
-    dead_letters: DeadLetters,
+    dead_letters: Arc<DeadLetters>,
     message: OwnedMessage,
     error: RecordError,
     metrics: Arc<Metrics>,

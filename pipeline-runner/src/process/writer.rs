@@ -8,6 +8,10 @@ use rtdp_crds::{PipelineSpec, WriteConsistency};
 use rtdp_provisioning::cassandra::table_definitions;
 use scylla::client::session::Session;
 use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
+use scylla::serialize::SerializationError;
+use scylla::serialize::row::{RowSerializationContext, SerializeRow};
+use scylla::serialize::value::SerializeValue;
+use scylla::serialize::writers::RowWriter;
 use scylla::statement::Consistency;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlValue;
@@ -92,12 +96,11 @@ impl TableWriter {
         timestamp_micros: i64,
     ) -> Result<(), WriteFailure> {
         let writes = self.tables.iter().map(|table| {
-            let mut row: Vec<Option<CqlValue>> = table
-                .value_indexes
-                .iter()
-                .map(|index| values.get(*index).cloned().flatten())
-                .collect();
-            row.push(Some(CqlValue::BigInt(timestamp_micros)));
+            let row = TableRow {
+                values,
+                value_indexes: &table.value_indexes,
+                timestamp_micros,
+            };
             let session = &self.session;
             async move {
                 session
@@ -128,6 +131,72 @@ impl TableWriter {
     /// Tables written per record.
     pub fn table_count(&self) -> usize {
         self.tables.len()
+    }
+}
+
+/// One table's row of a record: its columns' values, borrowed from the record's values in
+/// the INSERT's order, then the write time. Serialized straight into the request, with no
+/// copy of the record's values per table.
+struct TableRow<'a> {
+    values: &'a [Option<CqlValue>],
+    value_indexes: &'a [usize],
+    timestamp_micros: i64,
+}
+
+/// Why a table's row could not be serialized.
+#[derive(Debug, thiserror::Error)]
+enum RowError {
+    /// The prepared INSERT does not have the columns the row was built for.
+    #[error("the INSERT has {found} bind markers, the row {expected} values")]
+    ColumnCount { expected: usize, found: usize },
+    /// A value of the record does not fit its column as Cassandra declares it.
+    #[error("failed to serialize column {column}: {error}")]
+    Column {
+        column: String,
+        error: SerializationError,
+    },
+}
+
+impl SerializeRow for TableRow<'_> {
+    fn serialize(
+        &self,
+        context: &RowSerializationContext<'_>,
+        writer: &mut RowWriter,
+    ) -> Result<(), SerializationError> {
+        let columns = context.columns();
+        let Some((timestamp_column, value_columns)) = columns
+            .split_last()
+            .filter(|(_, value_columns)| value_columns.len() == self.value_indexes.len())
+        else {
+            return Err(SerializationError::new(RowError::ColumnCount {
+                expected: self.value_indexes.len() + 1,
+                found: columns.len(),
+            }));
+        };
+        for (column, index) in value_columns.iter().zip(self.value_indexes) {
+            let value: Option<&CqlValue> = self.values.get(*index).and_then(Option::as_ref);
+            value
+                .serialize(column.typ(), writer.make_cell_writer())
+                .map_err(|error| {
+                    SerializationError::new(RowError::Column {
+                        column: column.name().to_string(),
+                        error,
+                    })
+                })?;
+        }
+        self.timestamp_micros
+            .serialize(timestamp_column.typ(), writer.make_cell_writer())
+            .map_err(|error| {
+                SerializationError::new(RowError::Column {
+                    column: timestamp_column.name().to_string(),
+                    error,
+                })
+            })?;
+        Ok(())
+    }
+
+    fn is_empty(&self) -> bool {
+        false
     }
 }
 

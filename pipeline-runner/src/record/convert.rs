@@ -197,7 +197,7 @@ fn unreachable_range() -> ConversionError {
     (RejectReason::OutOfRange, "value out of range".to_string())
 }
 
-fn check_length(length: usize, max_length: usize) -> Result<(), ConversionError> {
+pub(super) fn check_length(length: usize, max_length: usize) -> Result<(), ConversionError> {
     if length > max_length {
         Err((
             RejectReason::ValueTooLong,

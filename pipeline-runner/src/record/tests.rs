@@ -397,3 +397,71 @@ fn decimal_numbers_and_strings_keep_every_digit_from_the_record_text() {
         .expect("as a string");
     assert_eq!(digits_and_scale(&parsed.values[0]), ("1".to_string(), -400));
 }
+
+/// The one-pass reading of top-level members (`members.rs`) and the general reading of the
+/// whole document give the same answer, value or error, for every input.
+#[test]
+fn the_fast_path_answers_as_the_general_one() {
+    let mut rejecting = schema(vec![
+        field("zpid", CqlType::Bigint),
+        field("city", CqlType::Text),
+    ]);
+    rejecting.unknown_fields = UnknownFieldPolicy::Reject;
+    let mut twice = field("zpid_again", CqlType::Text);
+    twice.path = Some("/zpid".to_string());
+    let mut escaped = field("slash", CqlType::Text);
+    escaped.path = Some("/a~1b".to_string());
+    let parsers = [
+        listing_parser(),
+        RecordParser::new(&rejecting).expect("valid"),
+        RecordParser::new(&schema(vec![
+            field("zpid", CqlType::Bigint),
+            twice,
+            escaped,
+        ]))
+        .expect("valid"),
+    ];
+    let records = [
+        r#"{"zpid": 1, "city": "Houston", "streetAddress": "1 Main St", "price": 2.50000000000000000001}"#,
+        r#"{"zpid": 1, "city": "Houston", "zpid": 2}"#,
+        r#"{"zpid": 1, "city": "Houston", "extra": {"deep": [1, {"x": null}]}, "a/b": "s"}"#,
+        r#"{"\u007apid": 7, "city": "\u0048ouston", "a/b": "\n"}"#,
+        r#"{"zpid": 1, "city": "Houston", "streetAddress": "far too long a street name"}"#,
+        r#"{"zpid": 1, "city": null}"#,
+        r#"{"zpid": "1", "city": "Houston"}"#,
+        r#"{"zpid": 1, "city": "Houston", "unknown": 1, "another": 2}"#,
+        r#"{"zpid": 1, "city": "Houston"} trailing"#,
+        r#"{"zpid": 1, "city": "Houston""#,
+        r#"{"zpid": 1, "city": "Houston", "price": 1e400}"#,
+        r#"[1, 2]"#,
+        r#""a string""#,
+        r#"{}"#,
+        "",
+        r#"{"zpid": 1, "city": "Houston", "x": "\ud800"}"#,
+        r#"{"zpid": 1, "city": "Houston", "x": "\q"}"#,
+        r#"{"zpid": 1, "city": "Houston", "x": [1, 2e400]}"#,
+        r#"{"zpid": 1, "city": "Houston", "x": -0, "y": 18446744073709551616}"#,
+    ];
+    let deep = format!(
+        r#"{{"zpid": 1, "x": {}{}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    for parser in &parsers {
+        assert!(parser.top_level.is_some(), "every path is top-level");
+        for record in records.iter().copied().chain([deep.as_str()]) {
+            assert_eq!(
+                parser.parse(Some(record.as_bytes())),
+                parser.parse_general(record),
+                "{record}"
+            );
+        }
+    }
+    let mut nested = field("nested", CqlType::Int);
+    nested.path = Some("/a/b".to_string());
+    let nested = RecordParser::new(&schema(vec![nested])).expect("valid");
+    assert!(
+        nested.top_level.is_none(),
+        "a nested path reads the whole document"
+    );
+}
