@@ -1088,7 +1088,9 @@ pub struct RunnerSpec {
     #[schemars(length(min = 1, max = 512))]
     pub image: Option<String>,
 
-    /// CPU and memory requests and limits of each runner container.
+    /// CPU and memory requests and limits of each runner container. A processor runs on one
+    /// thread and uses at most one core: more throughput comes from more replicas (and
+    /// partitions), not from a higher CPU limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 

@@ -13,9 +13,10 @@
 //!    - ceiling: the scylla driver alone (the runner's own prepared INSERTs, same concurrency)
 //!      writes the same N rows into the same tables, no Kafka: records/s, CPU per record.
 //! 2. The medians and spreads of each figure and of the per-pair ratios.
-//! 3. Latency: listings produced at half the median rate, then at 1 000/s; p50/p99 of
-//!    produce → Cassandra ack from the runner's end-to-end histogram, next to its write
-//!    latency alone (the Cassandra share).
+//! 3. Latency: listings produced at half the median ceiling rate, then at 1 000/s; p50/p99
+//!    of produce → Cassandra ack from the runner's end-to-end histogram, next to the driver
+//!    alone writing the same rows at the same rate (Cassandra's own latency, each write timed
+//!    from when it was due), and the ratio of the two p99s.
 //!
 //! Not a test: these machines are shared and noisy; read the figures, don't assert them.
 
@@ -37,6 +38,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use rtdp_crds::{Pipeline, parse_pipeline};
 use rtdp_test_support::prometheus::{histogram_buckets, metric_sum};
 use scylla::client::session_builder::SessionBuilder;
+use scylla::value::CqlValue;
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -328,9 +330,15 @@ async fn process_run(producer: &FutureProducer, records: u64, round: usize) -> M
     }
 }
 
-/// The ceiling: the same rows, tables, statements and concurrency through the scylla driver
-/// alone, no Kafka.
-async fn ceiling_run(records: u64, round: &str) -> Measurement {
+/// What the ceiling writes with: the bench's rows (parsed and transformed once, untimed),
+/// the runner's own prepared INSERTs, and the runner's concurrency.
+struct Ceiling {
+    writer: TableWriter,
+    rows: Vec<Vec<Option<CqlValue>>>,
+    in_flight: usize,
+}
+
+async fn ceiling(records: u64, round: &str) -> Ceiling {
     let ceiling_pipeline = pipeline(&format!("ceiling_{round}"));
     provision(&ceiling_pipeline).await;
     let parser = RecordParser::new(&ceiling_pipeline.spec.schema).expect("parser");
@@ -369,6 +377,21 @@ async fn ceiling_run(records: u64, round: &str) -> Measurement {
     let in_flight = (usize::try_from(ceiling_pipeline.spec.runner.concurrency).unwrap_or(1)
         / writer.table_count())
     .max(1);
+    Ceiling {
+        writer,
+        rows,
+        in_flight,
+    }
+}
+
+/// The ceiling: the same rows, tables, statements and concurrency through the scylla driver
+/// alone, no Kafka, as fast as Cassandra takes them.
+async fn ceiling_run(records: u64, round: &str) -> Measurement {
+    let Ceiling {
+        writer,
+        rows,
+        in_flight,
+    } = ceiling(records, round).await;
     let started = Instant::now();
     let cpu_before = cpu_seconds(std::process::id());
     let mut pending = FuturesUnordered::new();
@@ -393,6 +416,56 @@ async fn ceiling_run(records: u64, round: &str) -> Measurement {
         rss_mib: None,
         startup_seconds: None,
     }
+}
+
+/// Cassandra's own write latency at `rate`: the ceiling's writes paced at `rate` for
+/// `seconds`, each timed from when it was due (as the runner's end-to-end latency is timed
+/// from when its record was produced) to its acknowledgement. Returns p50 and p99 in ms.
+async fn driver_latency(rate: f64, seconds: f64, suffix: &str) -> (f64, f64) {
+    let records = (rate * seconds) as u64;
+    let Ceiling {
+        writer,
+        rows,
+        in_flight,
+    } = ceiling(records, suffix).await;
+    let mut histogram =
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut record = |elapsed: Duration| {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        histogram.saturating_record(micros.max(1));
+    };
+    let started = tokio::time::Instant::now();
+    let mut pending = FuturesUnordered::new();
+    for (index, values) in rows.iter().enumerate() {
+        let due = started + Duration::from_secs_f64(index as f64 / rate);
+        // Keep the writes in flight moving while waiting for the next one's time.
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(due) => break,
+                Some(elapsed) = pending.next(), if !pending.is_empty() => record(elapsed),
+            }
+        }
+        while pending.len() >= in_flight {
+            if let Some(elapsed) = pending.next().await {
+                record(elapsed);
+            }
+        }
+        let writer = &writer;
+        pending.push(async move {
+            writer
+                .write(values, 1_000_000 + index as i64)
+                .await
+                .expect("the write succeeds");
+            due.elapsed()
+        });
+    }
+    while let Some(elapsed) = pending.next().await {
+        record(elapsed);
+    }
+    (
+        histogram.value_at_quantile(0.5) as f64 / 1000.0,
+        histogram.value_at_quantile(0.99) as f64 / 1000.0,
+    )
 }
 
 /// The median and the spread (min–max) of `values`.
@@ -525,13 +598,15 @@ async fn main() {
         " (goal <= 64)",
     );
 
-    // Latency at half the measured rate, and at a modest fixed rate for reference.
-    let (median_rate, _, _) = summary(&processes.iter().map(|m| m.rate).collect::<Vec<_>>());
-    latency(&producer, "half_rate", median_rate / 2.0).await;
-    latency(&producer, "fixed_rate", 1000.0).await;
+    // Latency at half the measured ceiling, and at a modest fixed rate.
+    let (ceiling_rate, _, _) = summary(&ceilings.iter().map(|m| m.rate).collect::<Vec<_>>());
+    latency(&producer, "half_rate", ceiling_rate / 2.0, None).await;
+    latency(&producer, "fixed_rate", 1000.0, Some(50.0)).await;
 }
 
-async fn latency(producer: &FutureProducer, suffix: &str, rate: f64) {
+/// Produce → Cassandra ack at `rate` through the runner, next to the driver alone at the
+/// same rate (Cassandra's own share). `goal_ms`: the absolute p99 goal at this rate, if any.
+async fn latency(producer: &FutureProducer, suffix: &str, rate: f64, goal_ms: Option<f64>) {
     let latency = pipeline(&format!("latency_{suffix}"));
     provision(&latency).await;
     let port = free_port();
@@ -554,12 +629,17 @@ async fn latency(producer: &FutureProducer, suffix: &str, rate: f64) {
     let writes = histogram_percentiles(&scraped, "rtdp_write_latency_seconds", &[50.0, 99.0]);
     let rss = peak_rss_kib(child.id());
     stop(&mut child);
-    println!(
-        "latency:  at {rate:.0} records/s for {seconds:.0} s, produce -> Cassandra ack p50 {:.1} ms, p99 {:.1} ms; writes alone p50 {:.1} ms, p99 {:.1} ms; peak RSS {:.1} MiB",
+    let (end_to_end_p50, end_to_end_p99) = (
         values.first().copied().unwrap_or_default() * 1000.0,
         values.get(1).copied().unwrap_or_default() * 1000.0,
+    );
+    let (driver_p50, driver_p99) = driver_latency(rate, seconds, &format!("{suffix}_driver")).await;
+    let goal = goal_ms.map_or(String::new(), |goal| format!(", goal p99 <= {goal:.0} ms"));
+    println!(
+        "latency:  at {rate:.0} records/s for {seconds:.0} s: produce -> Cassandra ack p50 {end_to_end_p50:.1} ms, p99 {end_to_end_p99:.1} ms (runner's writes p50 {:.1}, p99 {:.1} ms; peak RSS {:.1} MiB) | driver alone at that rate p50 {driver_p50:.1} ms, p99 {driver_p99:.1} ms | p99 ratio {:.2} (goal <= 2{goal})",
         writes.first().copied().unwrap_or_default() * 1000.0,
         writes.get(1).copied().unwrap_or_default() * 1000.0,
-        rss as f64 / 1024.0
+        rss as f64 / 1024.0,
+        end_to_end_p99 / driver_p99.max(0.001),
     );
 }

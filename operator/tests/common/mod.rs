@@ -77,7 +77,17 @@ impl Operator {
         let metrics = format!("127.0.0.1:{}", free_port());
         let identity = unique_name(identity_prefix);
         let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{identity}.log"));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_rtdp-operator"));
+        // Where the operator's memory goes: `RTDP_HEAPTRACK_OUTPUT=/tmp/operator make
+        // bench-operator` runs it under heaptrack (then `heaptrack_print -f /tmp/operator.zst`);
+        // the RSS the test prints is then heaptrack's own, not the operator's.
+        let mut command = match std::env::var("RTDP_HEAPTRACK_OUTPUT") {
+            Ok(output) => {
+                let mut command = Command::new("heaptrack");
+                command.args(["-o", &output, env!("CARGO_BIN_EXE_rtdp-operator")]);
+                command
+            }
+            Err(_) => Command::new(env!("CARGO_BIN_EXE_rtdp-operator")),
+        };
         command
             .args([
                 "--namespaces",

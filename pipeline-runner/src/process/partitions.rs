@@ -27,8 +27,7 @@ pub(super) fn resume(
 ) -> (WriteClock, RecordCounts) {
     let mut wanted = TopicPartitionList::new();
     wanted.add_partition(topic, partition);
-    let committed =
-        tokio::task::block_in_place(|| consumer.committed_offsets(wanted, Duration::from_secs(10)));
+    let committed = blocking(|| consumer.committed_offsets(wanted, Duration::from_secs(10)));
     let committed = match committed {
         Ok(committed) => committed,
         Err(error) => {
@@ -141,8 +140,7 @@ pub(super) fn reached(
     }
     // Commit what is stored first, so the comparison sees it.
     let _ = consumer.commit_consumer_state(CommitMode::Sync);
-    let committed =
-        tokio::task::block_in_place(|| consumer.committed_offsets(wanted, Duration::from_secs(5)));
+    let committed = blocking(|| consumer.committed_offsets(wanted, Duration::from_secs(5)));
     let Ok(committed) = committed else {
         return false;
     };
@@ -158,4 +156,13 @@ pub(super) fn reached(
             _ => false,
         }
     })
+}
+
+/// Runs a blocking Kafka call from the process role: on a multi-threaded runtime the worker's
+/// other tasks move elsewhere meanwhile; on the current-thread runtime it simply blocks.
+fn blocking<T>(call: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(call),
+        _ => call(),
+    }
 }
