@@ -65,6 +65,12 @@ impl Harness {
         if *TRACE {
             eprintln!("parse: {parsed:?}");
         }
+        // The one-pass reading of top-level members answers as decoding the whole document.
+        assert_eq!(
+            parsed,
+            self.parser.parse_whole_document(Some(data)),
+            "the fast path and the whole-document path disagree"
+        );
         match parsed {
             Ok(record) => {
                 self.check_record(&record);

@@ -16,7 +16,8 @@
 //! 3. Latency: listings produced at half the median ceiling rate, then at 1 000/s; p50/p99
 //!    of produce → Cassandra ack from the runner's end-to-end histogram, next to the driver
 //!    alone writing the same rows at the same rate (Cassandra's own latency, each write timed
-//!    from when it was due), and the ratio of the two p99s.
+//!    from when it was due), and the ratio of the two p99s; more rates with
+//!    `BENCH_LATENCY_RATES=2500,5000`.
 //!
 //! Not a test: these machines are shared and noisy; read the figures, don't assert them.
 
@@ -602,6 +603,14 @@ async fn main() {
     let (ceiling_rate, _, _) = summary(&ceilings.iter().map(|m| m.rate).collect::<Vec<_>>());
     latency(&producer, "half_rate", ceiling_rate / 2.0, None).await;
     latency(&producer, "fixed_rate", 1000.0, Some(50.0)).await;
+    // Where the latency turns: more rates on request, e.g. `BENCH_LATENCY_RATES=2500,5000`.
+    let extra_rates = std::env::var("BENCH_LATENCY_RATES").unwrap_or_default();
+    for rate in extra_rates
+        .split(',')
+        .filter_map(|rate| rate.trim().parse::<f64>().ok())
+    {
+        latency(&producer, &format!("rate_{rate:.0}"), rate, None).await;
+    }
 }
 
 /// Produce → Cassandra ack at `rate` through the runner, next to the driver alone at the
