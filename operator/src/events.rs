@@ -69,9 +69,13 @@ impl EventRecorders {
         let repeat = {
             let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
             series.retain(|_, open| open.last_observed + SERIES_TIME_TO_LIVE > now);
-            series
-                .get(&key)
-                .map(|open| (open.namespace.clone(), open.name.clone(), open.count + 1))
+            series.get(&key).map(|open| {
+                (
+                    open.namespace.clone(),
+                    open.name.clone(),
+                    open.count.saturating_add(1),
+                )
+            })
         };
         let (namespace, name, count) = match repeat {
             Some((namespace, name, count)) => {

@@ -17,7 +17,12 @@
 //!    of produce → Cassandra ack from the runner's end-to-end histogram, next to the driver
 //!    alone writing the same rows at the same rate (Cassandra's own latency, each write timed
 //!    from when it was due), and the ratio of the two p99s; more rates with
-//!    `BENCH_LATENCY_RATES=2500,5000`.
+//!    `BENCH_LATENCY_RATES=2500,5000`. Also the driver alone at that rate while the same
+//!    records are produced to a topic nobody reads: what the producer and the broker take
+//!    from Cassandra on a shared machine, without the runner.
+//!
+//! Every run drops its keyspace and topics when done (and the bench first removes what an
+//! interrupted run left): a Cassandra holding every earlier run's tables grows slower.
 //!
 //! Not a test: these machines are shared and noisy; read the figures, don't assert them.
 
@@ -33,6 +38,8 @@ use pipeline_runner::process::writer::TableWriter;
 use pipeline_runner::record::RecordParser;
 use pipeline_runner::transform::{Outcome, Transforms};
 use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
@@ -91,6 +98,91 @@ async fn provision(pipeline: &Pipeline) {
     rtdp_provisioning::cassandra::ensure_schema(&session, &pipeline.spec)
         .await
         .expect("schema");
+}
+
+/// Drops what a run made (its keyspace, its topics): a Cassandra that keeps every earlier
+/// run's tables and data grows slower run after run, which is not what a bench should show.
+async fn remove(pipeline: &Pipeline) {
+    let session = SessionBuilder::new()
+        .known_nodes(&pipeline.spec.cassandra.contact_points)
+        .build()
+        .await
+        .expect("cassandra");
+    session
+        .query_unpaged(
+            format!(
+                "DROP KEYSPACE IF EXISTS {}",
+                pipeline.spec.cassandra.keyspace.name
+            ),
+            (),
+        )
+        .await
+        .expect("dropping the bench's keyspace");
+    let topics = [pipeline.topic_name(), pipeline.dead_letter_topic_name()];
+    delete_topics(&topics).await;
+}
+
+async fn delete_topics(topics: &[String]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", env("KAFKA_BOOTSTRAP_SERVERS"))
+        .create()
+        .expect("admin client");
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    // A topic already gone is no error here.
+    let _ = admin.delete_topics(&names, &AdminOptions::new()).await;
+}
+
+/// Removes what an interrupted earlier bench left: `bench_*` keyspaces and `bench-*` topics.
+async fn remove_leftovers() {
+    let contact_points: Vec<String> = env("CASSANDRA_CONTACT_POINTS")
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let session = SessionBuilder::new()
+        .known_nodes(&contact_points)
+        .build()
+        .await
+        .expect("cassandra");
+    let keyspaces: Vec<String> = session
+        .query_unpaged("SELECT keyspace_name FROM system_schema.keyspaces", ())
+        .await
+        .expect("listing keyspaces")
+        .into_rows_result()
+        .expect("rows")
+        .rows::<(String,)>()
+        .expect("keyspace names")
+        .filter_map(Result::ok)
+        .map(|(name,)| name)
+        .filter(|name| name.starts_with("bench_"))
+        .collect();
+    for keyspace in &keyspaces {
+        session
+            .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
+            .await
+            .expect("dropping a leftover keyspace");
+    }
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", env("KAFKA_BOOTSTRAP_SERVERS"))
+        .create()
+        .expect("consumer");
+    let topics: Vec<String> = consumer
+        .fetch_metadata(None, Duration::from_secs(30))
+        .expect("Kafka metadata")
+        .topics()
+        .iter()
+        .map(|topic| topic.name().to_string())
+        .filter(|name| name.starts_with("bench-"))
+        .collect();
+    if !keyspaces.is_empty() || !topics.is_empty() {
+        println!(
+            "removed an earlier bench's leftovers: {} keyspaces, {} topics",
+            keyspaces.len(),
+            topics.len()
+        );
+    }
+    for chunk in topics.chunks(50) {
+        delete_topics(chunk).await;
+    }
 }
 
 async fn produce(producer: &FutureProducer, topic: &str, count: u64, rate: Option<f64>) {
@@ -323,6 +415,7 @@ async fn process_run(producer: &FutureProducer, records: u64, round: usize) -> M
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     stop(&mut child);
+    remove(&throughput).await;
     Measurement {
         rate: records as f64 / (ended - first_consumed).as_secs_f64(),
         cpu_per_record_us: cpu / records as f64 * 1e6,
@@ -334,6 +427,7 @@ async fn process_run(producer: &FutureProducer, records: u64, round: usize) -> M
 /// What the ceiling writes with: the bench's rows (parsed and transformed once, untimed),
 /// the runner's own prepared INSERTs, and the runner's concurrency.
 struct Ceiling {
+    pipeline: Pipeline,
     writer: TableWriter,
     rows: Vec<Vec<Option<CqlValue>>>,
     in_flight: usize,
@@ -379,6 +473,7 @@ async fn ceiling(records: u64, round: &str) -> Ceiling {
         / writer.table_count())
     .max(1);
     Ceiling {
+        pipeline: ceiling_pipeline,
         writer,
         rows,
         in_flight,
@@ -389,6 +484,7 @@ async fn ceiling(records: u64, round: &str) -> Ceiling {
 /// alone, no Kafka, as fast as Cassandra takes them.
 async fn ceiling_run(records: u64, round: &str) -> Measurement {
     let Ceiling {
+        pipeline,
         writer,
         rows,
         in_flight,
@@ -411,6 +507,7 @@ async fn ceiling_run(records: u64, round: &str) -> Measurement {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds(std::process::id()) - cpu_before;
+    remove(&pipeline).await;
     Measurement {
         rate: rows.len() as f64 / elapsed,
         cpu_per_record_us: cpu / rows.len().max(1) as f64 * 1e6,
@@ -422,13 +519,13 @@ async fn ceiling_run(records: u64, round: &str) -> Measurement {
 /// Cassandra's own write latency at `rate`: the ceiling's writes paced at `rate` for
 /// `seconds`, each timed from when it was due (as the runner's end-to-end latency is timed
 /// from when its record was produced) to its acknowledgement. Returns p50 and p99 in ms.
-async fn driver_latency(rate: f64, seconds: f64, suffix: &str) -> (f64, f64) {
-    let records = (rate * seconds) as u64;
+async fn driver_latency(rate: f64, ceiling: Ceiling) -> (f64, f64) {
     let Ceiling {
+        pipeline,
         writer,
         rows,
         in_flight,
-    } = ceiling(records, suffix).await;
+    } = ceiling;
     let mut histogram =
         hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
     let mut record = |elapsed: Duration| {
@@ -463,6 +560,7 @@ async fn driver_latency(rate: f64, seconds: f64, suffix: &str) -> (f64, f64) {
     while let Some(elapsed) = pending.next().await {
         record(elapsed);
     }
+    remove(&pipeline).await;
     (
         histogram.value_at_quantile(0.5) as f64 / 1000.0,
         histogram.value_at_quantile(0.99) as f64 / 1000.0,
@@ -514,6 +612,7 @@ async fn main() {
         .create()
         .expect("producer");
 
+    remove_leftovers().await;
     // A freshly started Cassandra is much slower on its first run: warm it up, discard it.
     let warm_up = ceiling_run(records.min(30_000), "warmup").await;
     println!(
@@ -638,14 +737,28 @@ async fn latency(producer: &FutureProducer, suffix: &str, rate: f64, goal_ms: Op
     let writes = histogram_percentiles(&scraped, "rtdp_write_latency_seconds", &[50.0, 99.0]);
     let rss = peak_rss_kib(child.id());
     stop(&mut child);
+    remove(&latency).await;
     let (end_to_end_p50, end_to_end_p99) = (
         values.first().copied().unwrap_or_default() * 1000.0,
         values.get(1).copied().unwrap_or_default() * 1000.0,
     );
-    let (driver_p50, driver_p99) = driver_latency(rate, seconds, &format!("{suffix}_driver")).await;
+    let records = (rate * seconds) as u64;
+    let alone = ceiling(records, &format!("{suffix}_driver")).await;
+    let (driver_p50, driver_p99) = driver_latency(rate, alone).await;
+    // The same driver run while the same records are produced to a topic nobody reads: the
+    // producer and the broker's share of the machine, without the runner.
+    let background = pipeline(&format!("latency_{suffix}_background"));
+    provision(&background).await;
+    let loaded = ceiling(records, &format!("{suffix}_loaded")).await;
+    let background_topic = background.topic_name();
+    let ((loaded_p50, loaded_p99), ()) = tokio::join!(
+        driver_latency(rate, loaded),
+        produce(producer, &background_topic, records, Some(rate)),
+    );
+    remove(&background).await;
     let goal = goal_ms.map_or(String::new(), |goal| format!(", goal p99 <= {goal:.0} ms"));
     println!(
-        "latency:  at {rate:.0} records/s for {seconds:.0} s: produce -> Cassandra ack p50 {end_to_end_p50:.1} ms, p99 {end_to_end_p99:.1} ms (runner's writes p50 {:.1}, p99 {:.1} ms; peak RSS {:.1} MiB) | driver alone at that rate p50 {driver_p50:.1} ms, p99 {driver_p99:.1} ms | p99 ratio {:.2} (goal <= 2{goal})",
+        "latency:  at {rate:.0} records/s for {seconds:.0} s: produce -> Cassandra ack p50 {end_to_end_p50:.1} ms, p99 {end_to_end_p99:.1} ms (runner's writes p50 {:.1}, p99 {:.1} ms; peak RSS {:.1} MiB)\n          driver alone at that rate p50 {driver_p50:.1} ms, p99 {driver_p99:.1} ms: p99 ratio {:.2} (goal <= 2{goal}); driver alone while the same records are produced p50 {loaded_p50:.1} ms, p99 {loaded_p99:.1} ms",
         writes.first().copied().unwrap_or_default() * 1000.0,
         writes.get(1).copied().unwrap_or_default() * 1000.0,
         rss as f64 / 1024.0,
