@@ -44,9 +44,16 @@ impl CassandraSessions {
             None => cache_key([contact_points.as_str()]),
         };
         let connect = async {
+            // The operator reads system_schema itself and routes no data, so the driver keeps
+            // no schema metadata: with it, every DDL statement re-read the whole cluster's
+            // keyspaces, tables and columns after its schema agreement, which grows with every
+            // Pipeline (a thousand tables made each CREATE TABLE take seconds). The nodes and
+            // their datacenters (system.local, system.peers) are still read.
             let mut builder = SessionBuilder::new()
                 .known_nodes(&spec.contact_points)
-                .connection_timeout(CONNECT_TIMEOUT);
+                .connection_timeout(CONNECT_TIMEOUT)
+                .fetch_schema_metadata(false)
+                .fetch_full_schema_metadata(false);
             if let Some((username, password)) = credentials {
                 builder = builder.user(username, password);
             }

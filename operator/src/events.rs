@@ -29,6 +29,10 @@ const MAX_SERIES: usize = 4096;
 /// `Recorder` does).
 const SERIES_TIME_TO_LIVE: SignedDuration = SignedDuration::from_mins(6);
 
+/// How often closed series are dropped from the table: a walk over up to [`MAX_SERIES`]
+/// entries, not worth doing for every Event (a lookup checks its own series' age).
+const PRUNE_INTERVAL: SignedDuration = SignedDuration::from_secs(10);
+
 /// An Event already published, which a repeat of its message counts up.
 #[derive(Debug)]
 struct Series {
@@ -38,13 +42,41 @@ struct Series {
     last_observed: Timestamp,
 }
 
+impl Series {
+    /// Whether a repeat at `now` still counts up this Event.
+    fn is_open(&self, now: Timestamp) -> bool {
+        self.last_observed + SERIES_TIME_TO_LIVE > now
+    }
+}
+
+/// The open series by key, and when the closed ones were last dropped.
+#[derive(Debug, Default)]
+struct SeriesTable {
+    open: HashMap<String, Series>,
+    pruned: Option<Timestamp>,
+}
+
+impl SeriesTable {
+    /// Drops the closed series, at most once per [`PRUNE_INTERVAL`].
+    fn prune(&mut self, now: Timestamp) {
+        if self
+            .pruned
+            .is_some_and(|pruned| pruned + PRUNE_INTERVAL > now)
+        {
+            return;
+        }
+        self.open.retain(|_, series| series.is_open(now));
+        self.pruned = Some(now);
+    }
+}
+
 /// Publishes Events, each distinct message as its own series. Not `Debug`: kube's `Client` is
 /// not.
 #[allow(missing_debug_implementations)]
 pub struct EventRecorders {
     client: Client,
     reporter: Reporter,
-    series: Mutex<HashMap<String, Series>>,
+    series: Mutex<SeriesTable>,
 }
 
 impl EventRecorders {
@@ -53,7 +85,7 @@ impl EventRecorders {
         Self {
             client,
             reporter,
-            series: Mutex::new(HashMap::new()),
+            series: Mutex::new(SeriesTable::default()),
         }
     }
 
@@ -68,14 +100,18 @@ impl EventRecorders {
         let now = Timestamp::now();
         let repeat = {
             let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
-            series.retain(|_, open| open.last_observed + SERIES_TIME_TO_LIVE > now);
-            series.get(&key).map(|open| {
-                (
-                    open.namespace.clone(),
-                    open.name.clone(),
-                    open.count.saturating_add(1),
-                )
-            })
+            series.prune(now);
+            series
+                .open
+                .get(&key)
+                .filter(|open| open.is_open(now))
+                .map(|open| {
+                    (
+                        open.namespace.clone(),
+                        open.name.clone(),
+                        open.count.saturating_add(1),
+                    )
+                })
         };
         let (namespace, name, count) = match repeat {
             Some((namespace, name, count)) => {
@@ -98,10 +134,14 @@ impl EventRecorders {
             }
         };
         let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
-        if series.len() >= MAX_SERIES && !series.contains_key(&key) {
-            series.clear();
+        if series.open.len() >= MAX_SERIES && !series.open.contains_key(&key) {
+            // Closed series first; only a table full of open ones is cleared.
+            series.open.retain(|_, open| open.is_open(now));
+            if series.open.len() >= MAX_SERIES {
+                series.open.clear();
+            }
         }
-        series.insert(
+        series.open.insert(
             key,
             Series {
                 namespace,
@@ -280,6 +320,39 @@ mod tests {
         assert!(note.len() <= 1004);
         assert!(note.ends_with('…'));
         assert_eq!(truncate("short"), "short");
+    }
+
+    fn series(last_observed: Timestamp) -> Series {
+        Series {
+            namespace: "default".into(),
+            name: "listings.1".into(),
+            count: 1,
+            last_observed,
+        }
+    }
+
+    #[test]
+    fn closed_series_are_dropped_at_most_once_per_interval() {
+        let start = Timestamp::UNIX_EPOCH + SignedDuration::from_hours(1);
+        let mut table = SeriesTable::default();
+        table.open.insert("old".into(), series(start));
+        table.prune(start);
+        assert_eq!(table.open.len(), 1, "still open");
+
+        let closed_at = start + SERIES_TIME_TO_LIVE;
+        table.open.insert("new".into(), series(closed_at));
+        assert!(
+            !table.open["old"].is_open(closed_at),
+            "a lookup sees it closed"
+        );
+        table.prune(start + PRUNE_INTERVAL - SignedDuration::from_secs(1));
+        assert_eq!(table.open.len(), 2, "within the interval nothing is walked");
+        table.prune(closed_at);
+        assert_eq!(
+            table.open.keys().collect::<Vec<_>>(),
+            vec!["new"],
+            "the closed series is dropped, the open one kept"
+        );
     }
 
     #[test]

@@ -19,7 +19,10 @@
 //!    from when it was due), and the ratio of the two p99s; more rates with
 //!    `BENCH_LATENCY_RATES=2500,5000`. Also the driver alone at that rate while the same
 //!    records are produced to a topic nobody reads: what the producer and the broker take
-//!    from Cassandra on a shared machine, without the runner.
+//!    from Cassandra on a shared machine, without the runner. And Kafka alone: the same
+//!    records at the same rate to a consumer with the runner's settings that only receives
+//!    them, each timed from its broker append time, as the runner's end-to-end latency is:
+//!    the share of the path the runner cannot go below.
 //!
 //! Every run drops its keyspace and topics when done (and the bench first removes what an
 //! interrupted run left): a Cassandra holding every earlier run's tables grows slower.
@@ -28,7 +31,7 @@
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -36,15 +39,18 @@ use futures::stream::FuturesUnordered;
 use pipeline_runner::ingest::generator::listing;
 use pipeline_runner::process::writer::TableWriter;
 use pipeline_runner::record::RecordParser;
+use pipeline_runner::telemetry::{Health, Metrics};
 use pipeline_runner::transform::{Outcome, Transforms};
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::admin::AdminOptions;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Message, Timestamp};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use rtdp_crds::{Pipeline, parse_pipeline};
+use rtdp_provisioning::kafka::Admin;
 use rtdp_test_support::prometheus::{histogram_buckets, metric_sum};
+use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::value::CqlValue;
 
@@ -81,34 +87,56 @@ fn pipeline(suffix: &str) -> Pipeline {
     pipeline
 }
 
+/// The bench's own Kafka admin client (topics made and dropped), made once.
+fn kafka_admin() -> &'static Admin {
+    static ADMIN: OnceLock<Admin> = OnceLock::new();
+    ADMIN.get_or_init(|| {
+        rtdp_provisioning::kafka::admin_client(&env("KAFKA_BOOTSTRAP_SERVERS"), &BTreeMap::new())
+            .expect("admin client")
+    })
+}
+
+/// The bench's own Cassandra session (keyspaces and tables made and dropped), made once; not
+/// the one the runner or the ceiling writes with. It keeps no schema metadata: it only runs
+/// DDL, and the driver would otherwise re-read every keyspace after each statement.
+async fn cassandra_admin() -> &'static Session {
+    static SESSION: tokio::sync::OnceCell<Session> = tokio::sync::OnceCell::const_new();
+    SESSION
+        .get_or_init(|| async {
+            let contact_points: Vec<String> = env("CASSANDRA_CONTACT_POINTS")
+                .split(',')
+                .map(str::to_string)
+                .collect();
+            SessionBuilder::new()
+                .known_nodes(&contact_points)
+                .fetch_schema_metadata(false)
+                .fetch_full_schema_metadata(false)
+                .build()
+                .await
+                .expect("cassandra")
+        })
+        .await
+}
+
 async fn provision(pipeline: &Pipeline) {
-    let admin = rtdp_provisioning::kafka::admin_client(
-        &pipeline.spec.kafka.bootstrap_servers.join(","),
-        &BTreeMap::new(),
-    )
-    .expect("admin client");
-    rtdp_provisioning::kafka::ensure_topics(&admin, pipeline)
-        .await
-        .expect("topics");
-    let session = SessionBuilder::new()
-        .known_nodes(&pipeline.spec.cassandra.contact_points)
-        .build()
-        .await
-        .expect("cassandra");
-    rtdp_provisioning::cassandra::ensure_schema(&session, &pipeline.spec)
+    provision_topics(pipeline).await;
+    rtdp_provisioning::cassandra::ensure_schema(cassandra_admin().await, &pipeline.spec)
         .await
         .expect("schema");
+}
+
+/// The Pipeline's topics only (a run that writes nothing to Cassandra).
+async fn provision_topics(pipeline: &Pipeline) {
+    rtdp_provisioning::kafka::ensure_topics(kafka_admin(), pipeline)
+        .await
+        .expect("topics");
 }
 
 /// Drops what a run made (its keyspace, its topics): a Cassandra that keeps every earlier
 /// run's tables and data grows slower run after run, which is not what a bench should show.
 async fn remove(pipeline: &Pipeline) {
-    let session = SessionBuilder::new()
-        .known_nodes(&pipeline.spec.cassandra.contact_points)
-        .build()
+    cassandra_admin()
         .await
-        .expect("cassandra");
-    session
         .query_unpaged(
             format!(
                 "DROP KEYSPACE IF EXISTS {}",
@@ -123,26 +151,16 @@ async fn remove(pipeline: &Pipeline) {
 }
 
 async fn delete_topics(topics: &[String]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", env("KAFKA_BOOTSTRAP_SERVERS"))
-        .create()
-        .expect("admin client");
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     // A topic already gone is no error here.
-    let _ = admin.delete_topics(&names, &AdminOptions::new()).await;
+    let _ = kafka_admin()
+        .delete_topics(&names, &AdminOptions::new())
+        .await;
 }
 
 /// Removes what an interrupted earlier bench left: `bench_*` keyspaces and `bench-*` topics.
 async fn remove_leftovers() {
-    let contact_points: Vec<String> = env("CASSANDRA_CONTACT_POINTS")
-        .split(',')
-        .map(str::to_string)
-        .collect();
-    let session = SessionBuilder::new()
-        .known_nodes(&contact_points)
-        .build()
-        .await
-        .expect("cassandra");
+    let session = cassandra_admin().await;
     let keyspaces: Vec<String> = session
         .query_unpaged("SELECT keyspace_name FROM system_schema.keyspaces", ())
         .await
@@ -567,6 +585,63 @@ async fn driver_latency(rate: f64, ceiling: Ceiling) -> (f64, f64) {
     )
 }
 
+/// Kafka's own latency at `rate` on this machine: `records` listings produced at that rate to
+/// a fresh topic, received by a consumer with the runner's settings (`kafka::consumer`) that
+/// does nothing else, each timed from its broker append time to its receipt (milliseconds,
+/// as the runner's end-to-end histogram). Returns p50 and p99 in ms.
+async fn kafka_latency(
+    producer: &FutureProducer,
+    suffix: &str,
+    rate: f64,
+    records: u64,
+) -> (f64, f64) {
+    let alone = pipeline(&format!("latency_{suffix}_kafka"));
+    provision_topics(&alone).await;
+    let mut base = ClientConfig::new();
+    base.set("bootstrap.servers", env("KAFKA_BOOTSTRAP_SERVERS"));
+    let consumer = pipeline_runner::kafka::consumer(
+        &base,
+        &alone.consumer_group(),
+        Arc::new(Metrics::new("bench/kafka-alone")),
+        Arc::new(Health::default()),
+    )
+    .expect("consumer");
+    let topic = alone.topic_name();
+    consumer.subscribe(&[topic.as_str()]).expect("subscribe");
+    let mut histogram =
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000, 3).expect("histogram");
+    let deadline = Duration::from_secs_f64(records as f64 / rate + 120.0);
+    let receive = async {
+        for _ in 0..records {
+            let message = tokio::time::timeout(deadline, consumer.recv())
+                .await
+                .expect("Kafka alone: every produced record arrives")
+                .expect("consume");
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|elapsed| elapsed.as_millis() as i64)
+                .unwrap_or_default();
+            if let Timestamp::CreateTime(appended) | Timestamp::LogAppendTime(appended) =
+                message.timestamp()
+            {
+                histogram.saturating_record(u64::try_from(now - appended).unwrap_or(0).max(1));
+            }
+        }
+    };
+    let send = async {
+        // As for the runner: let the consumer join its group before the clock starts.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        produce(producer, &topic, records, Some(rate)).await;
+    };
+    tokio::join!(receive, send);
+    drop(consumer);
+    remove(&alone).await;
+    (
+        histogram.value_at_quantile(0.5) as f64,
+        histogram.value_at_quantile(0.99) as f64,
+    )
+}
+
 /// The median and the spread (min–max) of `values`.
 fn summary(values: &[f64]) -> (f64, f64, f64) {
     let mut sorted = values.to_vec();
@@ -756,9 +831,10 @@ async fn latency(producer: &FutureProducer, suffix: &str, rate: f64, goal_ms: Op
         produce(producer, &background_topic, records, Some(rate)),
     );
     remove(&background).await;
+    let (kafka_p50, kafka_p99) = kafka_latency(producer, suffix, rate, records).await;
     let goal = goal_ms.map_or(String::new(), |goal| format!(", goal p99 <= {goal:.0} ms"));
     println!(
-        "latency:  at {rate:.0} records/s for {seconds:.0} s: produce -> Cassandra ack p50 {end_to_end_p50:.1} ms, p99 {end_to_end_p99:.1} ms (runner's writes p50 {:.1}, p99 {:.1} ms; peak RSS {:.1} MiB)\n          driver alone at that rate p50 {driver_p50:.1} ms, p99 {driver_p99:.1} ms: p99 ratio {:.2} (goal <= 2{goal}); driver alone while the same records are produced p50 {loaded_p50:.1} ms, p99 {loaded_p99:.1} ms",
+        "latency:  at {rate:.0} records/s for {seconds:.0} s: produce -> Cassandra ack p50 {end_to_end_p50:.1} ms, p99 {end_to_end_p99:.1} ms (runner's writes p50 {:.1}, p99 {:.1} ms; peak RSS {:.1} MiB)\n          driver alone at that rate p50 {driver_p50:.1} ms, p99 {driver_p99:.1} ms: p99 ratio {:.2} (goal <= 2{goal}); driver alone while the same records are produced p50 {loaded_p50:.1} ms, p99 {loaded_p99:.1} ms\n          Kafka alone at that rate (broker append -> a consumer with the runner's settings) p50 {kafka_p50:.0} ms, p99 {kafka_p99:.0} ms",
         writes.first().copied().unwrap_or_default() * 1000.0,
         writes.get(1).copied().unwrap_or_default() * 1000.0,
         rss as f64 / 1024.0,

@@ -140,10 +140,16 @@ pub async fn cassandra_session(
         .load_balancing_policy(policy)
         .request_timeout(Some(CASSANDRA_REQUEST_TIMEOUT))
         .build();
+    // Routing needs only the Pipeline's keyspace (its replication, its tables' partitioners):
+    // the driver's default reads every keyspace's tables and columns at start, every minute
+    // and after each schema change, which in a cluster shared by many Pipelines costs memory
+    // and CPU for nothing.
     let mut builder = SessionBuilder::new()
         .known_nodes(&contact_points)
         .default_execution_profile_handle(profile.into_handle())
-        .connection_timeout(Duration::from_secs(5));
+        .connection_timeout(Duration::from_secs(5))
+        .keyspaces_to_fetch([spec.keyspace.name.clone()])
+        .fetch_full_schema_metadata(false);
     if let Some(credentials) = &spec.credentials_secret_ref {
         let origin = format!("Secret {}", credentials.name);
         builder = builder.user(

@@ -451,7 +451,7 @@ pub(crate) fn convert_text(text: &str, cql_type: CqlType) -> Result<CqlValue, St
 
 fn first_pointer_token(pointer: &str) -> Option<String> {
     let token = pointer.strip_prefix('/')?.split('/').next()?;
-    Some(token.replace("~1", "/").replace("~0", "~"))
+    Some(raw::unescape(token))
 }
 
 #[cfg(test)]

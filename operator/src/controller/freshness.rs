@@ -57,14 +57,14 @@ pub(super) async fn run(
     loop {
         ticks.tick().await;
         // Guarded: one Pipeline that cannot be read must not stop the others' measurement.
-        let pipelines: Vec<Arc<Guarded>> = stores
+        let guarded: Vec<Arc<Guarded>> = stores.iter().flat_map(Store::state).collect();
+        let pipelines: Vec<&Pipeline> = guarded
             .iter()
-            .flat_map(Store::state)
-            .filter(|guarded| guarded.0.as_ref().is_ok_and(is_measurable))
+            .filter_map(|guarded| guarded.0.as_ref().ok())
+            .filter(|pipeline| is_measurable(pipeline))
             .collect();
         let now_measured: HashSet<(String, String, String)> = pipelines
             .iter()
-            .filter_map(|guarded| guarded.0.as_ref().ok())
             .map(|pipeline| {
                 (
                     pipeline.namespace_or_default(),
@@ -73,15 +73,11 @@ pub(super) async fn run(
                 )
             })
             .collect();
-        futures::stream::iter(
-            pipelines
-                .iter()
-                .filter_map(|guarded| guarded.0.as_ref().ok()),
-        )
-        .for_each_concurrent(CONCURRENT_READS, |pipeline| {
-            measure(&context, pipeline, &triggers)
-        })
-        .await;
+        futures::stream::iter(pipelines)
+            .for_each_concurrent(CONCURRENT_READS, |pipeline| {
+                measure(&context, pipeline, &triggers)
+            })
+            .await;
         for (namespace, name, uid) in measured.difference(&now_measured) {
             context.metrics.forget_pipeline(namespace, name);
             context.autoscaler.forget(uid);

@@ -2,6 +2,8 @@
 //! new generation → topics → schema → Kubernetes objects → runner health → status. Each step
 //! reports its own outcome, so one failing server does not hide what the others did.
 
+use std::time::Instant;
+
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -15,6 +17,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::events::Change;
+use crate::metrics::ReconcileStep;
 use crate::resources;
 use crate::status::{self, Observed, StepOutcome};
 
@@ -102,11 +105,19 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
         (topics_done(pipeline), schema_done(pipeline))
     } else {
         context.metrics.external_check();
+        let started = Instant::now();
         let ensured = context.kafka.ensure(&context.client, pipeline).await;
+        context
+            .metrics
+            .step_finished(ReconcileStep::Topics, started.elapsed());
         let topics = steps.settle("EnsureTopics", ensured, topic_changes, topics_done);
         let topics = topics.await;
         test_hooks::pause_after(context, Step::Topics).await;
+        let started = Instant::now();
         let ensured = context.cassandra.ensure(&context.client, pipeline).await;
+        context
+            .metrics
+            .step_finished(ReconcileStep::Schema, started.elapsed());
         let schema = steps.settle("EnsureSchema", ensured, schema_changes, schema_done);
         let schema = schema.await;
         if steps.errors.is_empty() {
@@ -119,7 +130,12 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
     test_hooks::pause_after(context, Step::Schema).await;
     let mut replicas = apply::ProcessorReplicas::default();
     let backfill_jobs = desired.backfill.clone();
-    let workloads = match apply::apply_objects(pipeline, context, desired).await {
+    let started = Instant::now();
+    let applied = apply::apply_objects(pipeline, context, desired).await;
+    context
+        .metrics
+        .step_finished(ReconcileStep::Workloads, started.elapsed());
+    let workloads = match applied {
         Ok(observed) => {
             replicas = observed;
             StepOutcome::Done {
@@ -133,7 +149,12 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
     let (backfill, backfill_running) = if matches!(workloads, StepOutcome::Done { .. }) {
         suspension_events(pipeline, context).await;
         // The backfill's Jobs mount the runner's ConfigMap: started once it is applied.
-        match backfill::step(pipeline, context, backfill_jobs.as_ref()).await {
+        let started = Instant::now();
+        let progress = backfill::step(pipeline, context, backfill_jobs.as_ref()).await;
+        context
+            .metrics
+            .step_finished(ReconcileStep::Backfill, started.elapsed());
+        match progress {
             Ok(progress) => progress,
             Err(error) => {
                 steps.failed("Backfill", error).await;
@@ -152,7 +173,12 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
         context.memo.replicas_ready(pipeline);
         None
     } else {
-        runner_health::runner_problem(pipeline, context).await
+        let started = Instant::now();
+        let problem = runner_health::runner_problem(pipeline, context).await;
+        context
+            .metrics
+            .step_finished(ReconcileStep::RunnerHealth, started.elapsed());
+        problem
     };
     if let Some((reason, message)) = &runner_problem {
         context
@@ -180,7 +206,12 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
         runner_problem,
     };
     let mut errors = steps.errors;
-    status_update::write_status(pipeline, context, &observed, &errors).await?;
+    let started = Instant::now();
+    let written = status_update::write_status(pipeline, context, &observed, &errors).await;
+    context
+        .metrics
+        .step_finished(ReconcileStep::Status, started.elapsed());
+    written?;
 
     // A transient error is retried with backoff even when another error is permanent.
     match errors.iter().position(|error| !error.is_permanent()) {

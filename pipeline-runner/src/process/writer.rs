@@ -177,26 +177,26 @@ impl SerializeRow for TableRow<'_> {
             let value: Option<&CqlValue> = self.values.get(*index).and_then(Option::as_ref);
             value
                 .serialize(column.typ(), writer.make_cell_writer())
-                .map_err(|error| {
-                    SerializationError::new(RowError::Column {
-                        column: column.name().to_string(),
-                        error,
-                    })
-                })?;
+                .map_err(column_error(column.name()))?;
         }
         self.timestamp_micros
             .serialize(timestamp_column.typ(), writer.make_cell_writer())
-            .map_err(|error| {
-                SerializationError::new(RowError::Column {
-                    column: timestamp_column.name().to_string(),
-                    error,
-                })
-            })?;
+            .map_err(column_error(timestamp_column.name()))?;
         Ok(())
     }
 
     fn is_empty(&self) -> bool {
         false
+    }
+}
+
+/// A column's value that could not be serialized, named after the column.
+fn column_error(column: &str) -> impl FnOnce(SerializationError) -> SerializationError + '_ {
+    move |error| {
+        SerializationError::new(RowError::Column {
+            column: column.to_string(),
+            error,
+        })
     }
 }
 

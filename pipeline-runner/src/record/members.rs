@@ -29,7 +29,7 @@ impl TopLevelMembers {
             if token.contains('/') {
                 return None;
             }
-            let member = token.replace("~1", "/").replace("~0", "~");
+            let member = super::raw::unescape(token);
             fields_by_member.entry(member).or_default().push(index);
         }
         Some(Self {

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use serde_json::value::RawValue;
 
 /// One JSON pointer token with `~1` and `~0` unescaped (RFC 6901).
-fn unescape(token: &str) -> String {
+pub(crate) fn unescape(token: &str) -> String {
     token.replace("~1", "/").replace("~0", "~")
 }
 
