@@ -192,6 +192,14 @@ impl Metrics {
             .observe(duration.as_secs_f64());
     }
 
+    /// Runs one step of a reconcile and records how long it took.
+    pub async fn timed<T>(&self, step: ReconcileStep, work: impl Future<Output = T>) -> T {
+        let started = std::time::Instant::now();
+        let outcome = work.await;
+        self.step_finished(step, started.elapsed());
+        outcome
+    }
+
     /// Counts a check of the topics and tables.
     pub fn external_check(&self) {
         self.external_checks.inc();

@@ -2,8 +2,6 @@
 //! new generation → topics → schema → Kubernetes objects → runner health → status. Each step
 //! reports its own outcome, so one failing server does not hide what the others did.
 
-use std::time::Instant;
-
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -105,19 +103,23 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
         (topics_done(pipeline), schema_done(pipeline))
     } else {
         context.metrics.external_check();
-        let started = Instant::now();
-        let ensured = context.kafka.ensure(&context.client, pipeline).await;
-        context
+        let ensured = context
             .metrics
-            .step_finished(ReconcileStep::Topics, started.elapsed());
+            .timed(
+                ReconcileStep::Topics,
+                context.kafka.ensure(&context.client, pipeline),
+            )
+            .await;
         let topics = steps.settle("EnsureTopics", ensured, topic_changes, topics_done);
         let topics = topics.await;
         test_hooks::pause_after(context, Step::Topics).await;
-        let started = Instant::now();
-        let ensured = context.cassandra.ensure(&context.client, pipeline).await;
-        context
+        let ensured = context
             .metrics
-            .step_finished(ReconcileStep::Schema, started.elapsed());
+            .timed(
+                ReconcileStep::Schema,
+                context.cassandra.ensure(&context.client, pipeline),
+            )
+            .await;
         let schema = steps.settle("EnsureSchema", ensured, schema_changes, schema_done);
         let schema = schema.await;
         if steps.errors.is_empty() {
@@ -130,11 +132,13 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
     test_hooks::pause_after(context, Step::Schema).await;
     let mut replicas = apply::ProcessorReplicas::default();
     let backfill_jobs = desired.backfill.clone();
-    let started = Instant::now();
-    let applied = apply::apply_objects(pipeline, context, desired).await;
-    context
+    let applied = context
         .metrics
-        .step_finished(ReconcileStep::Workloads, started.elapsed());
+        .timed(
+            ReconcileStep::Workloads,
+            apply::apply_objects(pipeline, context, desired),
+        )
+        .await;
     let workloads = match applied {
         Ok(observed) => {
             replicas = observed;
@@ -149,11 +153,13 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
     let (backfill, backfill_running) = if matches!(workloads, StepOutcome::Done { .. }) {
         suspension_events(pipeline, context).await;
         // The backfill's Jobs mount the runner's ConfigMap: started once it is applied.
-        let started = Instant::now();
-        let progress = backfill::step(pipeline, context, backfill_jobs.as_ref()).await;
-        context
+        let progress = context
             .metrics
-            .step_finished(ReconcileStep::Backfill, started.elapsed());
+            .timed(
+                ReconcileStep::Backfill,
+                backfill::step(pipeline, context, backfill_jobs.as_ref()),
+            )
+            .await;
         match progress {
             Ok(progress) => progress,
             Err(error) => {
@@ -173,12 +179,13 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
         context.memo.replicas_ready(pipeline);
         None
     } else {
-        let started = Instant::now();
-        let problem = runner_health::runner_problem(pipeline, context).await;
         context
             .metrics
-            .step_finished(ReconcileStep::RunnerHealth, started.elapsed());
-        problem
+            .timed(
+                ReconcileStep::RunnerHealth,
+                runner_health::runner_problem(pipeline, context),
+            )
+            .await
     };
     if let Some((reason, message)) = &runner_problem {
         context
@@ -206,11 +213,13 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
         runner_problem,
     };
     let mut errors = steps.errors;
-    let started = Instant::now();
-    let written = status_update::write_status(pipeline, context, &observed, &errors).await;
-    context
+    let written = context
         .metrics
-        .step_finished(ReconcileStep::Status, started.elapsed());
+        .timed(
+            ReconcileStep::Status,
+            status_update::write_status(pipeline, context, &observed, &errors),
+        )
+        .await;
     written?;
 
     // A transient error is retried with backoff even when another error is permanent.
