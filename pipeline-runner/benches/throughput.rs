@@ -24,6 +24,12 @@
 //!    records at the same rate to a consumer with the runner's settings that only receives
 //!    them, each timed from its broker append time, as the runner's end-to-end latency is:
 //!    the share of the path the runner cannot go below.
+//! 4. Where the machine's CPU went in each timed window: the share of all cores busy, the
+//!    broker's and Cassandra's CPU (their pids from the local stack's state), and in the
+//!    latency runs how long the runner's threads waited for a core (`/proc/<pid>/schedstat`).
+//!    `BENCH_LATENCY_REALTIME=1` runs the latency's runner under `chrt --fifo` (a diagnostic:
+//!    its latency when it never waits behind Cassandra for a core); `BENCH_PAIRS=0` measures
+//!    latency only (1 000/s and `BENCH_LATENCY_RATES`).
 //!
 //! Every run drops its keyspace and topics when done (and the bench first removes what an
 //! interrupted run left): a Cassandra holding every earlier run's tables grows slower.
@@ -301,6 +307,86 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
+/// A local-stack daemon's pid (`dev/stack` records each in `$RTDP_STATE/<name>/pid`).
+fn stack_pid(name: &str) -> Option<u32> {
+    let state = std::env::var("RTDP_STATE")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../.stack").to_string());
+    std::fs::read_to_string(format!("{state}/{name}/pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Where the machine's CPU went, read at one instant: the Kafka broker's and Cassandra's
+/// JVMs, and the whole machine's busy and total CPU time (`/proc/stat`), in seconds.
+#[derive(Clone, Copy, Debug)]
+struct MachineSample {
+    kafka: f64,
+    cassandra: f64,
+    busy: f64,
+    total: f64,
+}
+
+impl MachineSample {
+    fn now() -> Self {
+        let jiffies: Vec<f64> = std::fs::read_to_string("/proc/stat")
+            .unwrap_or_default()
+            .lines()
+            .next()
+            .map(|line| {
+                line.split_whitespace()
+                    .skip(1)
+                    .filter_map(|value| value.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        // user nice system idle iowait irq softirq steal ...: idle and iowait are not busy.
+        let total: f64 = jiffies.iter().take(8).sum();
+        let idle = jiffies.get(3).copied().unwrap_or_default()
+            + jiffies.get(4).copied().unwrap_or_default();
+        Self {
+            kafka: stack_pid("kafka").map(cpu_seconds).unwrap_or_default(),
+            cassandra: stack_pid("cassandra").map(cpu_seconds).unwrap_or_default(),
+            busy: (total - idle) / 100.0,
+            total: total / 100.0,
+        }
+    }
+
+    /// What went where between `self` and now.
+    fn until_now(self) -> MachineUse {
+        let now = Self::now();
+        MachineUse {
+            kafka_seconds: now.kafka - self.kafka,
+            cassandra_seconds: now.cassandra - self.cassandra,
+            busy_share: (now.busy - self.busy) / (now.total - self.total).max(0.01),
+        }
+    }
+}
+
+/// The machine during a timed window: CPU seconds of the broker and of Cassandra, and the
+/// share of all cores that was busy (1.0: every core, all the time).
+#[derive(Clone, Copy, Debug, Default)]
+struct MachineUse {
+    kafka_seconds: f64,
+    cassandra_seconds: f64,
+    busy_share: f64,
+}
+
+/// Nanoseconds the process's threads have spent runnable but waiting for a core
+/// (`/proc/<pid>/task/*/schedstat`, second field): a busy machine's delay, not the program's.
+fn run_queue_wait_seconds(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|line| line.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .sum::<f64>()
+        / 1e9
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
@@ -350,11 +436,21 @@ async fn scrape(port: u16) -> String {
     body
 }
 
-fn start_process(pipeline: &Pipeline, port: u16) -> std::process::Child {
+/// `realtime`: run it under `chrt --fifo` (a diagnostic, `BENCH_LATENCY_REALTIME=1`: the
+/// runner's latency when its threads never wait behind Cassandra's for a core; needs root).
+fn start_process(pipeline: &Pipeline, port: u16, realtime: bool) -> std::process::Child {
     let manifest = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("{}.yaml", pipeline.topic_name()));
     std::fs::write(&manifest, serde_yaml_ng::to_string(pipeline).expect("yaml")).expect("manifest");
-    Command::new(env!("CARGO_BIN_EXE_pipeline-runner"))
+    let runner = env!("CARGO_BIN_EXE_pipeline-runner");
+    let mut command = if realtime {
+        let mut chrt = Command::new("chrt");
+        chrt.args(["--fifo", "10", runner]);
+        chrt
+    } else {
+        Command::new(runner)
+    };
+    command
         .args(["process", "--file"])
         .arg(&manifest)
         .arg("--metrics-address")
@@ -377,8 +473,22 @@ fn stop(child: &mut std::process::Child) {
 struct Measurement {
     rate: f64,
     cpu_per_record_us: f64,
+    machine: MachineUse,
+    records: f64,
     rss_mib: Option<f64>,
     startup_seconds: Option<f64>,
+}
+
+impl Measurement {
+    /// The broker's CPU per record in this window (µs).
+    fn kafka_us(&self) -> f64 {
+        self.machine.kafka_seconds / self.records * 1e6
+    }
+
+    /// Cassandra's CPU per record in this window (µs).
+    fn cassandra_us(&self) -> f64 {
+        self.machine.cassandra_seconds / self.records * 1e6
+    }
 }
 
 /// Records the runner finished: written to every table, filtered out or dead-lettered.
@@ -404,9 +514,10 @@ async fn process_run(producer: &FutureProducer, records: u64, round: usize) -> M
     produce(producer, &throughput.topic_name(), records, None).await;
     let port = free_port();
     let spawned = Instant::now();
-    let mut child = start_process(&throughput, port);
+    let mut child = start_process(&throughput, port, false);
     let deadline = spawned + Duration::from_secs(600);
     let mut first_consumed = None;
+    let mut machine_before = MachineSample::now();
     loop {
         assert!(
             Instant::now() < deadline,
@@ -415,6 +526,7 @@ async fn process_run(producer: &FutureProducer, records: u64, round: usize) -> M
         let metrics = scrape(port).await;
         if first_consumed.is_none() && metric_sum(&metrics, "rtdp_records_consumed_total") > 0.0 {
             first_consumed = Some(Instant::now());
+            machine_before = MachineSample::now();
         }
         if finished(&metrics) >= records as f64 {
             break;
@@ -422,6 +534,7 @@ async fn process_run(producer: &FutureProducer, records: u64, round: usize) -> M
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let ended = Instant::now();
+    let machine = machine_before.until_now();
     let first_consumed = first_consumed.unwrap_or(spawned);
     let rss = peak_rss_kib(child.id());
     let cpu = cpu_seconds(child.id());
@@ -438,6 +551,8 @@ async fn process_run(producer: &FutureProducer, records: u64, round: usize) -> M
     Measurement {
         rate: records as f64 / (ended - first_consumed).as_secs_f64(),
         cpu_per_record_us: cpu / records as f64 * 1e6,
+        machine,
+        records: records as f64,
         rss_mib: Some(rss as f64 / 1024.0),
         startup_seconds: Some((first_consumed - spawned).as_secs_f64()),
     }
@@ -509,6 +624,7 @@ async fn ceiling_run(records: u64, round: &str) -> Measurement {
         in_flight,
     } = ceiling(records, round).await;
     let started = Instant::now();
+    let machine_before = MachineSample::now();
     let cpu_before = cpu_seconds(std::process::id());
     let mut pending = FuturesUnordered::new();
     for (index, values) in rows.iter().enumerate() {
@@ -526,10 +642,13 @@ async fn ceiling_run(records: u64, round: &str) -> Measurement {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds(std::process::id()) - cpu_before;
+    let machine = machine_before.until_now();
     remove(&pipeline).await;
     Measurement {
         rate: rows.len() as f64 / elapsed,
         cpu_per_record_us: cpu / rows.len().max(1) as f64 * 1e6,
+        machine,
+        records: rows.len().max(1) as f64,
         rss_mib: None,
         startup_seconds: None,
     }
@@ -696,9 +815,8 @@ fn setting(name: &str, default: u64) -> u64 {
 #[tokio::main]
 async fn main() {
     let records = setting("BENCH_RECORDS", 100_000);
-    let pairs = usize::try_from(setting("BENCH_PAIRS", 3))
-        .unwrap_or(3)
-        .max(1);
+    // 0: latency only (the fixed rate and `BENCH_LATENCY_RATES`), for studying it alone.
+    let pairs = usize::try_from(setting("BENCH_PAIRS", 3)).unwrap_or(3);
     println!(
         "RTDP bench: {records} listings (~1 KB) into 2 tables, {} partitions, {pairs} alternating pairs; Kafka and Cassandra on {} CPUs",
         partitions(),
@@ -738,9 +856,39 @@ async fn main() {
             ceiling.cpu_per_record_us,
             process.rate / ceiling.rate
         );
+        println!(
+            "          machine: process side {:.0} % busy, broker {:.1} us/record, Cassandra {:.1} us/record | ceiling side {:.0} % busy, broker {:.1}, Cassandra {:.1} us/record",
+            process.machine.busy_share * 100.0,
+            process.kafka_us(),
+            process.cassandra_us(),
+            ceiling.machine.busy_share * 100.0,
+            ceiling.kafka_us(),
+            ceiling.cassandra_us(),
+        );
         processes.push(process);
         ceilings.push(ceiling);
     }
+    if pairs > 0 {
+        pair_summary(&processes, &ceilings);
+        // Latency at half the measured ceiling.
+        let (ceiling_rate, _, _) = summary(&ceilings.iter().map(|m| m.rate).collect::<Vec<_>>());
+        latency(&producer, "half_rate", ceiling_rate / 2.0, None).await;
+    }
+    // And at a modest fixed rate.
+    latency(&producer, "fixed_rate", 1000.0, Some(50.0)).await;
+    // Where the latency turns: more rates on request, e.g. `BENCH_LATENCY_RATES=2500,5000`.
+    let extra_rates = std::env::var("BENCH_LATENCY_RATES").unwrap_or_default();
+    for rate in extra_rates
+        .split(',')
+        .filter_map(|rate| rate.trim().parse::<f64>().ok())
+    {
+        latency(&producer, &format!("rate_{rate:.0}"), rate, None).await;
+    }
+}
+
+/// The medians and spreads of the pairs' figures.
+fn pair_summary(processes: &[Measurement], ceilings: &[Measurement]) {
+    let pairs = processes.len();
     let line = |name: &str, values: Vec<f64>, unit: &str| {
         let (median, low, high) = summary(&values);
         println!("{name:<28} median {median:.2}{unit} (spread {low:.2}–{high:.2})");
@@ -760,7 +908,7 @@ async fn main() {
         "ratio process/ceiling",
         processes
             .iter()
-            .zip(&ceilings)
+            .zip(ceilings)
             .map(|(process, ceiling)| process.rate / ceiling.rate)
             .collect(),
         " (goal >= 0.9)",
@@ -779,10 +927,55 @@ async fn main() {
         "CPU ratio process/ceiling",
         processes
             .iter()
-            .zip(&ceilings)
+            .zip(ceilings)
             .map(|(process, ceiling)| process.cpu_per_record_us / ceiling.cpu_per_record_us)
             .collect(),
         " (goal <= 1.3)",
+    );
+    line(
+        "machine busy, process (%)",
+        processes
+            .iter()
+            .map(|m| m.machine.busy_share * 100.0)
+            .collect(),
+        "",
+    );
+    line(
+        "machine busy, ceiling (%)",
+        ceilings
+            .iter()
+            .map(|m| m.machine.busy_share * 100.0)
+            .collect(),
+        "",
+    );
+    line(
+        "broker CPU/record, process",
+        processes.iter().map(Measurement::kafka_us).collect(),
+        " us",
+    );
+    line(
+        "Cassandra CPU/record, proc.",
+        processes.iter().map(Measurement::cassandra_us).collect(),
+        " us",
+    );
+    line(
+        "Cassandra CPU/record, ceil.",
+        ceilings.iter().map(Measurement::cassandra_us).collect(),
+        " us",
+    );
+    // On a machine whose cores are all busy, records/s is the cores over the CPU every
+    // record costs the whole machine: the ratio a side's own CPU leaves for the other.
+    line(
+        "machine CPU/record ratio",
+        processes
+            .iter()
+            .zip(ceilings)
+            .map(|(process, ceiling)| {
+                (process.cpu_per_record_us + process.kafka_us() + process.cassandra_us())
+                    / (ceiling.cpu_per_record_us + ceiling.kafka_us() + ceiling.cassandra_us())
+            })
+            .collect(),
+        " (runner + broker + Cassandra vs driver + Cassandra)",
     );
     line(
         "start-up process (s)",
@@ -794,19 +987,6 @@ async fn main() {
         processes.iter().filter_map(|m| m.rss_mib).collect(),
         " (goal <= 64)",
     );
-
-    // Latency at half the measured ceiling, and at a modest fixed rate.
-    let (ceiling_rate, _, _) = summary(&ceilings.iter().map(|m| m.rate).collect::<Vec<_>>());
-    latency(&producer, "half_rate", ceiling_rate / 2.0, None).await;
-    latency(&producer, "fixed_rate", 1000.0, Some(50.0)).await;
-    // Where the latency turns: more rates on request, e.g. `BENCH_LATENCY_RATES=2500,5000`.
-    let extra_rates = std::env::var("BENCH_LATENCY_RATES").unwrap_or_default();
-    for rate in extra_rates
-        .split(',')
-        .filter_map(|rate| rate.trim().parse::<f64>().ok())
-    {
-        latency(&producer, &format!("rate_{rate:.0}"), rate, None).await;
-    }
 }
 
 /// Produce → Cassandra ack at `rate` through the runner, next to the driver alone at the
@@ -815,10 +995,15 @@ async fn latency(producer: &FutureProducer, suffix: &str, rate: f64, goal_ms: Op
     let latency = pipeline(&format!("latency_{suffix}"));
     provision(&latency).await;
     let port = free_port();
-    let mut child = start_process(&latency, port);
+    let realtime = setting("BENCH_LATENCY_REALTIME", 0) == 1;
+    let mut child = start_process(&latency, port, realtime);
     // Let it join its group before the clock starts.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let seconds = 20.0;
+    let machine_before = MachineSample::now();
+    let waited_before = run_queue_wait_seconds(child.id());
+    let runner_cpu_before = cpu_seconds(child.id());
+    let produced_at = Instant::now();
     produce(
         producer,
         &latency.topic_name(),
@@ -829,6 +1014,10 @@ async fn latency(producer: &FutureProducer, suffix: &str, rate: f64, goal_ms: Op
     while !committed_at_end(&latency) {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    let window = produced_at.elapsed().as_secs_f64();
+    let machine = machine_before.until_now();
+    let waited = run_queue_wait_seconds(child.id()) - waited_before;
+    let runner_cores = (cpu_seconds(child.id()) - runner_cpu_before) / window;
     let scraped = scrape(port).await;
     let values = histogram_percentiles(&scraped, "rtdp_end_to_end_latency_seconds", &[50.0, 99.0]);
     let writes = histogram_percentiles(&scraped, "rtdp_write_latency_seconds", &[50.0, 99.0]);
@@ -848,18 +1037,34 @@ async fn latency(producer: &FutureProducer, suffix: &str, rate: f64, goal_ms: Op
     provision(&background).await;
     let loaded = ceiling(records, &format!("{suffix}_loaded")).await;
     let background_topic = background.topic_name();
+    let loaded_machine_before = MachineSample::now();
+    let loaded_started = Instant::now();
     let ((loaded_p50, loaded_p99), ()) = tokio::join!(
         driver_latency(rate, loaded),
         produce(producer, &background_topic, records, Some(rate)),
     );
+    let loaded_machine = loaded_machine_before.until_now();
+    let loaded_seconds = loaded_started.elapsed().as_secs_f64();
     remove(&background).await;
     let (kafka_p50, kafka_p99) = kafka_latency(producer, suffix, rate, records).await;
     let goal = goal_ms.map_or(String::new(), |goal| format!(", goal p99 <= {goal:.0} ms"));
     println!(
-        "latency:  at {rate:.0} records/s for {seconds:.0} s: produce -> Cassandra ack p50 {end_to_end_p50:.1} ms, p99 {end_to_end_p99:.1} ms (runner's writes p50 {:.1}, p99 {:.1} ms; peak RSS {:.1} MiB)\n          driver alone at that rate p50 {driver_p50:.1} ms, p99 {driver_p99:.1} ms: p99 ratio {:.2} (goal <= 2{goal}); driver alone while the same records are produced p50 {loaded_p50:.1} ms, p99 {loaded_p99:.1} ms\n          Kafka alone at that rate (broker append -> a consumer with the runner's settings) p50 {kafka_p50:.0} ms, p99 {kafka_p99:.0} ms",
+        "latency:  at {rate:.0} records/s for {seconds:.0} s{}: produce -> Cassandra ack p50 {end_to_end_p50:.1} ms, p99 {end_to_end_p99:.1} ms (runner's writes p50 {:.1}, p99 {:.1} ms; peak RSS {:.1} MiB)\n          driver alone at that rate p50 {driver_p50:.1} ms, p99 {driver_p99:.1} ms: p99 ratio {:.2} (goal <= 2{goal}); driver alone while the same records are produced p50 {loaded_p50:.1} ms, p99 {loaded_p99:.1} ms\n          Kafka alone at that rate (broker append -> a consumer with the runner's settings) p50 {kafka_p50:.0} ms, p99 {kafka_p99:.0} ms\n          machine while the runner ran: {:.0} % busy (broker {:.2}, Cassandra {:.2} cores), the runner {:.2} cores and its threads waited {:.0} ms per second for one; while the driver ran under the producer's load: {:.0} % busy (broker {:.2} cores)",
+        if realtime {
+            " (the runner at real-time priority, a diagnostic)"
+        } else {
+            ""
+        },
         writes.first().copied().unwrap_or_default() * 1000.0,
         writes.get(1).copied().unwrap_or_default() * 1000.0,
         rss as f64 / 1024.0,
         end_to_end_p99 / driver_p99.max(0.001),
+        machine.busy_share * 100.0,
+        machine.kafka_seconds / window,
+        machine.cassandra_seconds / window,
+        runner_cores,
+        waited / window * 1000.0,
+        loaded_machine.busy_share * 100.0,
+        loaded_machine.kafka_seconds / loaded_seconds,
     );
 }
