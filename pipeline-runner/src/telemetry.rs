@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
@@ -85,6 +85,9 @@ pub struct Metrics {
     /// Every end-to-end latency in microseconds, for exact percentiles in reports
     /// (standalone, bench): recording is a constant-time bucket increment.
     latency_microseconds: Mutex<LatencyHistogram<u64>>,
+    /// Seconds the runner's threads were runnable but waited for a core, brought up to date
+    /// at each scrape (the lock keeps two scrapes from adding the same wait twice).
+    cpu_wait: Mutex<Counter<f64, AtomicU64>>,
 }
 
 /// Significant decimal digits the latency histogram keeps (0.1 % resolution).
@@ -111,6 +114,7 @@ impl Metrics {
         let records_produced = Counter::default();
         let source_requests = Family::<OutcomeLabel, Counter>::default();
         let source_runs = Family::<OutcomeLabel, Counter>::default();
+        let cpu_wait = Counter::<f64, AtomicU64>::default();
         for reason in RejectReason::ALL {
             let _ = records_dead_lettered.get_or_create(&ReasonLabel {
                 reason: reason.as_str().to_string(),
@@ -176,6 +180,11 @@ impl Metrics {
             "Source runs (one pass over one interval) by outcome: succeeded, partial (some pages failed after their retries) or failed (no page)",
             source_runs.clone(),
         );
+        registry.register(
+            "cpu_wait_seconds",
+            "Time the runner's threads were runnable but waited for a core (Linux schedstat); rising with the end-to-end latency, the processor shares its cores with busy neighbours",
+            cpu_wait.clone(),
+        );
         Self {
             registry,
             records_consumed,
@@ -191,6 +200,7 @@ impl Metrics {
             source_requests,
             source_runs,
             latency_microseconds: Mutex::new(new_latency_histogram()),
+            cpu_wait: Mutex::new(cpu_wait),
         }
     }
 
@@ -237,13 +247,45 @@ impl Metrics {
             .sum()
     }
 
+    /// Adds the run-queue wait since the last scrape. A thread that ended takes its share
+    /// with it, so the sum can drop; the counter then waits until it passes its value again.
+    fn update_cpu_wait(&self) {
+        let Some(total) = cpu_wait_seconds() else {
+            return;
+        };
+        let counter = self.cpu_wait.lock().unwrap_or_else(PoisonError::into_inner);
+        let added = total - counter.get();
+        if added > 0.0 {
+            counter.inc_by(added);
+        }
+    }
+
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
+        self.update_cpu_wait();
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
     }
+}
+
+/// Seconds this process's threads have been runnable but not running, summed over its
+/// threads (`/proc/self/task/<tid>/schedstat`); `None` where the kernel does not tell.
+fn cpu_wait_seconds() -> Option<f64> {
+    let tasks = std::fs::read_dir("/proc/self/task").ok()?;
+    let mut nanoseconds = 0.0;
+    for task in tasks.filter_map(Result::ok) {
+        if let Ok(line) = std::fs::read_to_string(task.path().join("schedstat")) {
+            nanoseconds += run_queue_nanoseconds(&line)?;
+        }
+    }
+    Some(nanoseconds / 1e9)
+}
+
+/// The second field of a schedstat line: `<on-CPU ns> <waiting ns> <timeslices>`.
+fn run_queue_nanoseconds(schedstat: &str) -> Option<f64> {
+    schedstat.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The longest latency told apart, in microseconds (an hour); longer ones count as an hour.
@@ -383,6 +425,35 @@ mod tests {
         for (value, expected) in found.iter().zip([0.050, 0.099, 0.100]) {
             assert!((value - expected).abs() <= expected * 0.001, "{found:?}");
         }
+    }
+
+    #[test]
+    fn the_run_queue_wait_is_the_second_schedstat_field() {
+        assert_eq!(
+            run_queue_nanoseconds("9509577 387276 15\n"),
+            Some(387_276.0)
+        );
+        assert_eq!(run_queue_nanoseconds("9509577"), None);
+        assert_eq!(run_queue_nanoseconds("a b c"), None);
+    }
+
+    #[test]
+    fn the_cpu_wait_is_exposed_and_never_goes_back() {
+        // Linux tells every thread's wait (the runner's images and CI are Linux).
+        let waited = cpu_wait_seconds().expect("/proc/self/task/*/schedstat is readable");
+        assert!(waited >= 0.0, "{waited}");
+        let metrics = Metrics::new("default/listings");
+        let value = |text: &str| -> f64 {
+            text.lines()
+                .find_map(|line| {
+                    line.strip_prefix("rtdp_cpu_wait_seconds_total{pipeline=\"default/listings\"} ")
+                })
+                .and_then(|value| value.parse().ok())
+                .unwrap_or_else(|| panic!("no rtdp_cpu_wait_seconds_total in:\n{text}"))
+        };
+        let first = value(&metrics.encode());
+        let second = value(&metrics.encode());
+        assert!(first >= 0.0 && second >= first, "{first} then {second}");
     }
 
     #[test]
