@@ -29,7 +29,8 @@
 //!    latency runs how long the runner's threads waited for a core (`/proc/<pid>/schedstat`).
 //!    `BENCH_LATENCY_REALTIME=1` runs the latency's runner under `chrt --fifo` (a diagnostic:
 //!    its latency when it never waits behind Cassandra for a core); `BENCH_PAIRS=0` measures
-//!    latency only (1 000/s and `BENCH_LATENCY_RATES`).
+//!    latency only (1 000/s and `BENCH_LATENCY_RATES`). `BENCH_ISOLATE=1` runs everything with
+//!    Cassandra on a CPU of its own (see `Isolation`).
 //!
 //! Every run drops its keyspace and topics when done (and the bench first removes what an
 //! interrupted run left): a Cassandra holding every earlier run's tables grows slower.
@@ -305,6 +306,62 @@ fn cpu_seconds(pid: u32) -> f64 {
         })
         .unwrap_or_default();
     ticks / 100.0
+}
+
+/// `BENCH_ISOLATE=1`: Cassandra on the first CPU alone, the broker, the bench and its runner
+/// on the others, as if Cassandra had a machine of its own (a deployment keeps the processors
+/// off Cassandra's nodes); the ceiling is then that one core's, and both sides are measured
+/// against it. Every CPU is given back to the daemons when the run ends.
+struct Isolation {
+    all: String,
+}
+
+impl Isolation {
+    fn start() -> Self {
+        let cpus = std::thread::available_parallelism()
+            .map(|count| count.get())
+            .unwrap_or(1);
+        assert!(
+            cpus >= 2,
+            "BENCH_ISOLATE=1 needs at least 2 CPUs, this machine has {cpus}"
+        );
+        let rest = format!("1-{}", cpus - 1);
+        let cassandra = stack_pid("cassandra").expect("the local stack's Cassandra pid");
+        let kafka = stack_pid("kafka").expect("the local stack's Kafka pid");
+        pin(cassandra, "0");
+        pin(kafka, &rest);
+        pin(std::process::id(), &rest);
+        println!(
+            "isolated: Cassandra on CPU 0; the broker, the bench and its runner on CPUs {rest}"
+        );
+        Self {
+            all: format!("0-{}", cpus - 1),
+        }
+    }
+}
+
+impl Drop for Isolation {
+    fn drop(&mut self) {
+        for name in ["cassandra", "kafka"] {
+            if let Some(pid) = stack_pid(name) {
+                pin(pid, &self.all);
+            }
+        }
+    }
+}
+
+/// Every thread of `pid` (and what they start later) on `cpus` (`taskset`'s list syntax).
+fn pin(pid: u32, cpus: &str) {
+    let status = Command::new("taskset")
+        .args(["--all-tasks", "--cpu-list", "--pid", cpus])
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .status()
+        .expect("running taskset (util-linux)");
+    assert!(
+        status.success(),
+        "taskset could not pin pid {pid} to CPUs {cpus}"
+    );
 }
 
 /// A local-stack daemon's pid (`dev/stack` records each in `$RTDP_STATE/<name>/pid`).
@@ -832,6 +889,8 @@ async fn main() {
         .create()
         .expect("producer");
 
+    // Held to the end of the run: restores every CPU to the stack's daemons when dropped.
+    let _isolation = (setting("BENCH_ISOLATE", 0) == 1).then(Isolation::start);
     remove_leftovers().await;
     warm_up(&producer, records.min(30_000)).await;
 
