@@ -26,7 +26,7 @@
 //!    the share of the path the runner cannot go below.
 //! 4. Where the machine's CPU went in each timed window: the share of all cores busy, the
 //!    broker's and Cassandra's CPU (their pids from the local stack's state), and in the
-//!    latency runs how long the runner's threads waited for a core (`/proc/<pid>/schedstat`).
+//!    latency runs how long the runner's threads waited for a core (its `rtdp_cpu_wait_seconds_total`).
 //!    `BENCH_LATENCY_REALTIME=1` runs the latency's runner under `chrt --fifo` (a diagnostic:
 //!    its latency when it never waits behind Cassandra for a core); `BENCH_PAIRS=0` measures
 //!    latency only (1 000/s and `BENCH_LATENCY_RATES`). `BENCH_ISOLATE=1` runs everything with
@@ -428,20 +428,6 @@ struct MachineUse {
     kafka_seconds: f64,
     cassandra_seconds: f64,
     busy_share: f64,
-}
-
-/// Nanoseconds the process's threads have spent runnable but waiting for a core
-/// (`/proc/<pid>/task/*/schedstat`, second field): a busy machine's delay, not the program's.
-fn run_queue_wait_seconds(pid: u32) -> f64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0.0;
-    };
-    tasks
-        .filter_map(Result::ok)
-        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-        .filter_map(|line| line.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .sum::<f64>()
-        / 1e9
 }
 
 fn free_port() -> u16 {
@@ -1060,7 +1046,8 @@ async fn latency(producer: &FutureProducer, suffix: &str, rate: f64, goal_ms: Op
     tokio::time::sleep(Duration::from_secs(5)).await;
     let seconds = 20.0;
     let machine_before = MachineSample::now();
-    let waited_before = run_queue_wait_seconds(child.id());
+    // The runner's own count of its threads' wait for a core.
+    let waited_before = metric_sum(&scrape(port).await, "rtdp_cpu_wait_seconds_total");
     let runner_cpu_before = cpu_seconds(child.id());
     let produced_at = Instant::now();
     produce(
@@ -1075,9 +1062,9 @@ async fn latency(producer: &FutureProducer, suffix: &str, rate: f64, goal_ms: Op
     }
     let window = produced_at.elapsed().as_secs_f64();
     let machine = machine_before.until_now();
-    let waited = run_queue_wait_seconds(child.id()) - waited_before;
-    let runner_cores = (cpu_seconds(child.id()) - runner_cpu_before) / window;
     let scraped = scrape(port).await;
+    let waited = metric_sum(&scraped, "rtdp_cpu_wait_seconds_total") - waited_before;
+    let runner_cores = (cpu_seconds(child.id()) - runner_cpu_before) / window;
     let values = histogram_percentiles(&scraped, "rtdp_end_to_end_latency_seconds", &[50.0, 99.0]);
     let writes = histogram_percentiles(&scraped, "rtdp_write_latency_seconds", &[50.0, 99.0]);
     let rss = peak_rss_kib(child.id());

@@ -2,6 +2,7 @@
 //! counters behind standalone mode's progress line.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -86,8 +87,12 @@ pub struct Metrics {
     /// (standalone, bench): recording is a constant-time bucket increment.
     latency_microseconds: Mutex<LatencyHistogram<u64>>,
     /// Seconds the runner's threads were runnable but waited for a core, brought up to date
-    /// at each scrape (the lock keeps two scrapes from adding the same wait twice).
-    cpu_wait: Mutex<Counter<f64, AtomicU64>>,
+    /// at each scrape.
+    cpu_wait: Counter<f64, AtomicU64>,
+    /// Each live thread's wait (ns) at the last scrape, by thread id: only what a thread
+    /// waited since is added, so a thread that ends takes nothing back from the counter (the
+    /// lock keeps two scrapes from adding the same wait twice).
+    cpu_wait_by_thread: Mutex<HashMap<String, f64>>,
 }
 
 /// Significant decimal digits the latency histogram keeps (0.1 % resolution).
@@ -200,7 +205,8 @@ impl Metrics {
             source_requests,
             source_runs,
             latency_microseconds: Mutex::new(new_latency_histogram()),
-            cpu_wait: Mutex::new(cpu_wait),
+            cpu_wait,
+            cpu_wait_by_thread: Mutex::default(),
         }
     }
 
@@ -247,16 +253,19 @@ impl Metrics {
             .sum()
     }
 
-    /// Adds the run-queue wait since the last scrape. A thread that ended takes its share
-    /// with it, so the sum can drop; the counter then waits until it passes its value again.
+    /// Adds what every thread waited for a core since the last scrape.
     fn update_cpu_wait(&self) {
-        let Some(total) = cpu_wait_seconds() else {
+        let Some(now) = cpu_wait_by_thread() else {
             return;
         };
-        let counter = self.cpu_wait.lock().unwrap_or_else(PoisonError::into_inner);
-        let added = total - counter.get();
+        let mut last = self
+            .cpu_wait_by_thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let added = waited_since(&last, &now);
+        *last = now;
         if added > 0.0 {
-            counter.inc_by(added);
+            self.cpu_wait.inc_by(added / 1e9);
         }
     }
 
@@ -270,17 +279,27 @@ impl Metrics {
     }
 }
 
-/// Seconds this process's threads have been runnable but not running, summed over its
-/// threads (`/proc/self/task/<tid>/schedstat`); `None` where the kernel does not tell.
-fn cpu_wait_seconds() -> Option<f64> {
+/// Nanoseconds each of this process's threads has been runnable but not running, by thread
+/// id (`/proc/self/task/<tid>/schedstat`); `None` where the kernel does not tell.
+fn cpu_wait_by_thread() -> Option<HashMap<String, f64>> {
     let tasks = std::fs::read_dir("/proc/self/task").ok()?;
-    let mut nanoseconds = 0.0;
+    let mut waits = HashMap::new();
     for task in tasks.filter_map(Result::ok) {
+        // A thread that ended since the listing has nothing more to tell.
         if let Ok(line) = std::fs::read_to_string(task.path().join("schedstat")) {
-            nanoseconds += run_queue_nanoseconds(&line)?;
+            let thread = task.file_name().to_string_lossy().into_owned();
+            waits.insert(thread, run_queue_nanoseconds(&line)?);
         }
     }
-    Some(nanoseconds / 1e9)
+    Some(waits)
+}
+
+/// Nanoseconds the threads of `now` waited since `last`: a new thread counts from 0, a thread
+/// that ended counts no more (nothing it waited before is taken back).
+fn waited_since(last: &HashMap<String, f64>, now: &HashMap<String, f64>) -> f64 {
+    now.iter()
+        .map(|(thread, waited)| (waited - last.get(thread).copied().unwrap_or(0.0)).max(0.0))
+        .sum()
 }
 
 /// The second field of a schedstat line: `<on-CPU ns> <waiting ns> <timeslices>`.
@@ -438,10 +457,26 @@ mod tests {
     }
 
     #[test]
+    fn a_thread_that_ends_takes_nothing_back_and_a_new_one_counts_from_zero() {
+        let threads = |waits: &[(&str, f64)]| -> HashMap<String, f64> {
+            waits
+                .iter()
+                .map(|(thread, waited)| (thread.to_string(), *waited))
+                .collect()
+        };
+        let last = threads(&[("1", 100.0), ("2", 50.0)]);
+        // Thread 2 ended, thread 3 started, thread 1 waited 20 ns more.
+        let now = threads(&[("1", 120.0), ("3", 7.0)]);
+        assert_eq!(waited_since(&last, &now), 27.0);
+        assert_eq!(waited_since(&now, &now), 0.0);
+    }
+
+    #[test]
     fn the_cpu_wait_is_exposed_and_never_goes_back() {
         // Linux tells every thread's wait (the runner's images and CI are Linux).
-        let waited = cpu_wait_seconds().expect("/proc/self/task/*/schedstat is readable");
-        assert!(waited >= 0.0, "{waited}");
+        let waits = cpu_wait_by_thread().expect("/proc/self/task/*/schedstat is readable");
+        assert!(!waits.is_empty(), "at least this thread");
+        assert!(waits.values().all(|waited| *waited >= 0.0), "{waits:?}");
         let metrics = Metrics::new("default/listings");
         let value = |text: &str| -> f64 {
             text.lines()
