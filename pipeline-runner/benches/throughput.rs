@@ -379,6 +379,8 @@ fn stack_pid(name: &str) -> Option<u32> {
 /// JVMs, and the whole machine's busy and total CPU time (`/proc/stat`), in seconds.
 #[derive(Clone, Copy, Debug)]
 struct MachineSample {
+    /// When it was read: a window's wall time is between two samples.
+    at: Instant,
     kafka: f64,
     cassandra: f64,
     busy: f64,
@@ -403,6 +405,7 @@ impl MachineSample {
         let idle = jiffies.get(3).copied().unwrap_or_default()
             + jiffies.get(4).copied().unwrap_or_default();
         Self {
+            at: Instant::now(),
             kafka: stack_pid("kafka").map(cpu_seconds).unwrap_or_default(),
             cassandra: stack_pid("cassandra").map(cpu_seconds).unwrap_or_default(),
             busy: (total - idle) / 100.0,
@@ -414,6 +417,7 @@ impl MachineSample {
     fn until_now(self) -> MachineUse {
         let now = Self::now();
         MachineUse {
+            seconds: (now.at - self.at).as_secs_f64(),
             kafka_seconds: now.kafka - self.kafka,
             cassandra_seconds: now.cassandra - self.cassandra,
             busy_share: (now.busy - self.busy) / (now.total - self.total).max(0.01),
@@ -421,10 +425,11 @@ impl MachineSample {
     }
 }
 
-/// The machine during a timed window: CPU seconds of the broker and of Cassandra, and the
-/// share of all cores that was busy (1.0: every core, all the time).
+/// The machine during a timed window: its wall time, CPU seconds of the broker and of
+/// Cassandra, and the share of all cores that was busy (1.0: every core, all the time).
 #[derive(Clone, Copy, Debug, Default)]
 struct MachineUse {
+    seconds: f64,
     kafka_seconds: f64,
     cassandra_seconds: f64,
     busy_share: f64,
@@ -556,11 +561,11 @@ async fn process_run(producer: &FutureProducer, records: u64, round: usize) -> M
     provision(&throughput).await;
     produce(producer, &throughput.topic_name(), records, None).await;
     let port = free_port();
-    let spawned = Instant::now();
+    let spawned = MachineSample::now();
     let mut child = start_process(&throughput, port, false);
-    let deadline = spawned + Duration::from_secs(600);
-    let mut first_consumed = None;
-    let mut machine_before = MachineSample::now();
+    let deadline = spawned.at + Duration::from_secs(600);
+    // The timed window opens at the first record consumed.
+    let mut first_consumed: Option<MachineSample> = None;
     loop {
         assert!(
             Instant::now() < deadline,
@@ -568,17 +573,15 @@ async fn process_run(producer: &FutureProducer, records: u64, round: usize) -> M
         );
         let metrics = scrape(port).await;
         if first_consumed.is_none() && metric_sum(&metrics, "rtdp_records_consumed_total") > 0.0 {
-            first_consumed = Some(Instant::now());
-            machine_before = MachineSample::now();
+            first_consumed = Some(MachineSample::now());
         }
         if finished(&metrics) >= records as f64 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let ended = Instant::now();
-    let machine = machine_before.until_now();
     let first_consumed = first_consumed.unwrap_or(spawned);
+    let machine = first_consumed.until_now();
     let rss = peak_rss_kib(child.id());
     let cpu = cpu_seconds(child.id());
     // Nothing lost: the committed offsets reach the end of the topic (untimed).
@@ -592,12 +595,12 @@ async fn process_run(producer: &FutureProducer, records: u64, round: usize) -> M
     stop(&mut child);
     remove(&throughput).await;
     Measurement {
-        rate: records as f64 / (ended - first_consumed).as_secs_f64(),
+        rate: records as f64 / machine.seconds,
         cpu_per_record_us: cpu / records as f64 * 1e6,
         machine,
         records: records as f64,
         rss_mib: Some(rss as f64 / 1024.0),
-        startup_seconds: Some((first_consumed - spawned).as_secs_f64()),
+        startup_seconds: Some((first_consumed.at - spawned.at).as_secs_f64()),
     }
 }
 
@@ -666,7 +669,6 @@ async fn ceiling_run(records: u64, round: &str) -> Measurement {
         rows,
         in_flight,
     } = ceiling(records, round).await;
-    let started = Instant::now();
     let machine_before = MachineSample::now();
     let cpu_before = cpu_seconds(std::process::id());
     let mut pending = FuturesUnordered::new();
@@ -683,12 +685,11 @@ async fn ceiling_run(records: u64, round: &str) -> Measurement {
     while let Some(result) = pending.next().await {
         result.expect("the write succeeds");
     }
-    let elapsed = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds(std::process::id()) - cpu_before;
     let machine = machine_before.until_now();
     remove(&pipeline).await;
     Measurement {
-        rate: rows.len() as f64 / elapsed,
+        rate: rows.len() as f64 / machine.seconds,
         cpu_per_record_us: cpu / rows.len().max(1) as f64 * 1e6,
         machine,
         records: rows.len().max(1) as f64,
@@ -1049,7 +1050,6 @@ async fn latency(producer: &FutureProducer, suffix: &str, rate: f64, goal_ms: Op
     // The runner's own count of its threads' wait for a core.
     let waited_before = metric_sum(&scrape(port).await, "rtdp_cpu_wait_seconds_total");
     let runner_cpu_before = cpu_seconds(child.id());
-    let produced_at = Instant::now();
     produce(
         producer,
         &latency.topic_name(),
@@ -1060,8 +1060,8 @@ async fn latency(producer: &FutureProducer, suffix: &str, rate: f64, goal_ms: Op
     while !committed_at_end(&latency) {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let window = produced_at.elapsed().as_secs_f64();
     let machine = machine_before.until_now();
+    let window = machine.seconds;
     let scraped = scrape(port).await;
     let waited = metric_sum(&scraped, "rtdp_cpu_wait_seconds_total") - waited_before;
     let runner_cores = (cpu_seconds(child.id()) - runner_cpu_before) / window;
@@ -1084,13 +1084,11 @@ async fn latency(producer: &FutureProducer, suffix: &str, rate: f64, goal_ms: Op
     let loaded = ceiling(records, &format!("{suffix}_loaded")).await;
     let background_topic = background.topic_name();
     let loaded_machine_before = MachineSample::now();
-    let loaded_started = Instant::now();
     let ((loaded_p50, loaded_p99), ()) = tokio::join!(
         driver_latency(rate, loaded),
         produce(producer, &background_topic, records, Some(rate)),
     );
     let loaded_machine = loaded_machine_before.until_now();
-    let loaded_seconds = loaded_started.elapsed().as_secs_f64();
     remove(&background).await;
     let (kafka_p50, kafka_p99) = kafka_latency(producer, suffix, rate, records).await;
     let goal = goal_ms.map_or(String::new(), |goal| format!(", goal p99 <= {goal:.0} ms"));
@@ -1111,6 +1109,6 @@ async fn latency(producer: &FutureProducer, suffix: &str, rate: f64, goal_ms: Op
         runner_cores,
         waited / window * 1000.0,
         loaded_machine.busy_share * 100.0,
-        loaded_machine.kafka_seconds / loaded_seconds,
+        loaded_machine.kafka_seconds / loaded_machine.seconds,
     );
 }

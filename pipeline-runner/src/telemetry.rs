@@ -92,7 +92,7 @@ pub struct Metrics {
     /// Each live thread's wait (ns) at the last scrape, by thread id: only what a thread
     /// waited since is added, so a thread that ends takes nothing back from the counter (the
     /// lock keeps two scrapes from adding the same wait twice).
-    cpu_wait_by_thread: Mutex<HashMap<String, f64>>,
+    cpu_wait_by_thread: Mutex<HashMap<u32, f64>>,
 }
 
 /// Significant decimal digits the latency histogram keeps (0.1 % resolution).
@@ -281,13 +281,15 @@ impl Metrics {
 
 /// Nanoseconds each of this process's threads has been runnable but not running, by thread
 /// id (`/proc/self/task/<tid>/schedstat`); `None` where the kernel does not tell.
-fn cpu_wait_by_thread() -> Option<HashMap<String, f64>> {
+fn cpu_wait_by_thread() -> Option<HashMap<u32, f64>> {
     let tasks = std::fs::read_dir("/proc/self/task").ok()?;
     let mut waits = HashMap::new();
     for task in tasks.filter_map(Result::ok) {
+        let Some(thread) = task.file_name().to_str().and_then(|tid| tid.parse().ok()) else {
+            continue;
+        };
         // A thread that ended since the listing has nothing more to tell.
         if let Ok(line) = std::fs::read_to_string(task.path().join("schedstat")) {
-            let thread = task.file_name().to_string_lossy().into_owned();
             waits.insert(thread, run_queue_nanoseconds(&line)?);
         }
     }
@@ -296,7 +298,7 @@ fn cpu_wait_by_thread() -> Option<HashMap<String, f64>> {
 
 /// Nanoseconds the threads of `now` waited since `last`: a new thread counts from 0, a thread
 /// that ended counts no more (nothing it waited before is taken back).
-fn waited_since(last: &HashMap<String, f64>, now: &HashMap<String, f64>) -> f64 {
+fn waited_since(last: &HashMap<u32, f64>, now: &HashMap<u32, f64>) -> f64 {
     now.iter()
         .map(|(thread, waited)| (waited - last.get(thread).copied().unwrap_or(0.0)).max(0.0))
         .sum()
@@ -458,15 +460,9 @@ mod tests {
 
     #[test]
     fn a_thread_that_ends_takes_nothing_back_and_a_new_one_counts_from_zero() {
-        let threads = |waits: &[(&str, f64)]| -> HashMap<String, f64> {
-            waits
-                .iter()
-                .map(|(thread, waited)| (thread.to_string(), *waited))
-                .collect()
-        };
-        let last = threads(&[("1", 100.0), ("2", 50.0)]);
+        let last = HashMap::from([(1, 100.0), (2, 50.0)]);
         // Thread 2 ended, thread 3 started, thread 1 waited 20 ns more.
-        let now = threads(&[("1", 120.0), ("3", 7.0)]);
+        let now = HashMap::from([(1, 120.0), (3, 7.0)]);
         assert_eq!(waited_since(&last, &now), 27.0);
         assert_eq!(waited_since(&now, &now), 0.0);
     }
@@ -479,12 +475,12 @@ mod tests {
         assert!(waits.values().all(|waited| *waited >= 0.0), "{waits:?}");
         let metrics = Metrics::new("default/listings");
         let value = |text: &str| -> f64 {
-            text.lines()
-                .find_map(|line| {
-                    line.strip_prefix("rtdp_cpu_wait_seconds_total{pipeline=\"default/listings\"} ")
-                })
-                .and_then(|value| value.parse().ok())
-                .unwrap_or_else(|| panic!("no rtdp_cpu_wait_seconds_total in:\n{text}"))
+            rtdp_test_support::prometheus::metric_where(
+                text,
+                "rtdp_cpu_wait_seconds_total",
+                "pipeline=\"default/listings\"",
+            )
+            .unwrap_or_else(|| panic!("no rtdp_cpu_wait_seconds_total in:\n{text}"))
         };
         let first = value(&metrics.encode());
         let second = value(&metrics.encode());
