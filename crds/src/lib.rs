@@ -153,6 +153,47 @@ impl Pipeline {
         found
     }
 
+    /// The fields that identify a record (`spec.schema.identity.fields`); empty without one.
+    pub fn identity_fields(&self) -> &[String] {
+        self.spec
+            .schema
+            .identity
+            .as_ref()
+            .map_or(&[], |identity| identity.fields.as_slice())
+    }
+
+    /// With an identity: the tables whose primary key holds more than the identity, where a
+    /// newer record of an identity can move its row to other key values (a new price in a
+    /// table clustered by price). Their superseded rows are found in the state table.
+    pub fn moving_tables(&self) -> Vec<&TableSpec> {
+        let identity = self.identity_fields();
+        if identity.is_empty() {
+            return Vec::new();
+        }
+        self.spec
+            .cassandra
+            .tables
+            .iter()
+            .filter(|table| {
+                table
+                    .partition_key
+                    .iter()
+                    .chain(table.clustering_columns.iter().map(|column| &column.name))
+                    .any(|column| !identity.contains(column))
+            })
+            .collect()
+    }
+
+    /// The table that keeps each identity's current key values and write time,
+    /// `<name>_identity` (`-` read as `_`) in the pipeline's keyspace: only when some table
+    /// moves (see [`Pipeline::moving_tables`]).
+    pub fn identity_state_table(&self) -> Option<String> {
+        if self.moving_tables().is_empty() {
+            return None;
+        }
+        Some(format!("{}_identity", self.name_any().replace('-', "_")))
+    }
+
     /// The tables the pipeline writes, as `keyspace.table`.
     pub fn qualified_table_names(&self) -> Vec<String> {
         let keyspace = &self.spec.cassandra.keyspace.name;

@@ -178,9 +178,11 @@ pub struct PipelineSpec {
 
     /// Reprocess the topic from a point in time: set a new `id` to start a replay. The
     /// operator stops the processors, moves the consumer group's committed offsets back to
-    /// `from` and starts them again; `status.replay` reports its progress. Writes are
-    /// idempotent (keys, and each row written with its record's Kafka time), so the tables end
-    /// as a clean run would leave them.
+    /// `from` and starts them again; `status.replay` reports its progress. Replayed records
+    /// are written above every earlier write time, so a fixed transform or schema rewrites
+    /// every row without a TRUNCATE, while records produced after them still win. With
+    /// `spec.schema.identity` the tables end as a clean run of the current spec would leave
+    /// them; without one, rows of records the current spec no longer writes stay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay: Option<ReplaySpec>,
 
@@ -755,15 +757,42 @@ pub struct SchemaSpec {
     pub derived: Vec<DerivedFieldSpec>,
 
     /// A CEL expression over the parsed and derived fields; records for which it is false are
-    /// skipped on purpose (and counted), e.g. `price > 0 && home_status == "FOR_SALE"`.
+    /// skipped on purpose (and counted), e.g. `price > 0 && home_status == "FOR_SALE"`. With
+    /// `identity`, the tables show the identities whose latest record passes it: a record it
+    /// skips also removes its identity's rows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 4096))]
     pub filter: Option<String>,
+
+    /// What identifies a record (a listing's `zpid`). With it every table keeps exactly one
+    /// row per identity, at its latest values: when a newer record moves an identity to other
+    /// key values (a new price in a table clustered by price), its superseded row is deleted.
+    /// Without it every record is an event of its own and rows are only ever upserted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentitySpec>,
 
     /// What to do with JSON members the schema does not declare: `Ignore` (default) or
     /// `Reject` (dead-letter the record).
     #[serde(default)]
     pub unknown_fields: UnknownFieldPolicy,
+}
+
+/// What identifies a record, and when a record says its identity is gone.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentitySpec {
+    /// The fields whose values identify a record, e.g. `[zpid]`: declared fields (not derived),
+    /// required or defaulted, in every table's primary key. Records of one identity must share
+    /// a Kafka key (a source's `keyField` is the identity's path), so one processor orders them.
+    #[schemars(length(min = 1, max = 8), inner(regex(pattern = CQL_IDENTIFIER_PATTERN), length(min = 1, max = 48)))]
+    pub fields: Vec<String>,
+
+    /// A CEL expression over the parsed and derived fields; when it is true the record says
+    /// its identity is gone (e.g. `home_status == "SOLD"`) and its rows are deleted from every
+    /// table. A Kafka tombstone (a key with no value) deletes the identity its key names too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub delete_when: Option<String>,
 }
 
 /// One typed field of the record.

@@ -12,8 +12,10 @@ use crate::RecordCounts;
 /// The progress committed with one partition's offset.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CommittedProgress {
-    /// The write time (µs) of the record just before the committed offset; absent where the
-    /// chain must restart from the Kafka timestamps (e.g. after a replay moved the offset).
+    /// The write time (µs) of the record just before the committed offset; after a replay
+    /// moved the offset, the floor the replayed records' write times start above (see
+    /// `rtdp_provisioning::kafka::replay_floor_micros`). Absent where the chain restarts from
+    /// the Kafka timestamps.
     pub write_time_micros: Option<i64>,
     /// The partition's records before the committed offset, by outcome.
     pub records: RecordCounts,

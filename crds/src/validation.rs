@@ -59,6 +59,7 @@ pub fn validate(pipeline: &Pipeline) -> Vec<FieldError> {
         errors.push(error);
     }
     schema(pipeline, &mut errors);
+    identity(pipeline, &mut errors);
     tables(pipeline, &mut errors);
     reserved_words(pipeline, &mut errors);
     resources(pipeline, &mut errors);
@@ -289,6 +290,129 @@ fn schema(pipeline: &Pipeline, errors: &mut Vec<FieldError>) {
             .chain(schema.derived.iter().map(|derived| derived.name.as_str()))
             .collect();
         check_expression("spec.schema.filter", filter, &visible, errors);
+    }
+}
+
+/// An identity keeps one row per identity in every table, which holds only when every table's
+/// primary key holds the identity, and one processor sees all of an identity's records in
+/// order (they share a Kafka key).
+fn identity(pipeline: &Pipeline, errors: &mut Vec<FieldError>) {
+    let schema = &pipeline.spec.schema;
+    let Some(identity) = &schema.identity else {
+        return;
+    };
+    for (index, name) in identity.fields.iter().enumerate() {
+        let field = format!("spec.schema.identity.fields[{index}]");
+        if identity.fields[..index].contains(name) {
+            errors.push(FieldError::new(field, format!("{name:?} is listed twice")));
+            continue;
+        }
+        match schema.fields.iter().find(|declared| declared.name == *name) {
+            None => errors.push(FieldError::new(
+                field,
+                format!("{name:?} is not a field declared in spec.schema.fields (derived fields cannot identify a record: a tombstone carries only its key)"),
+            )),
+            Some(declared) if !declared.required && declared.default.is_none() => {
+                errors.push(FieldError::new(
+                    field,
+                    format!("{name:?} may be null: mark it required: true (or give it a default), a record without an identity cannot be kept once"),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    for (index, table) in pipeline.spec.cassandra.tables.iter().enumerate() {
+        let primary_key: Vec<&str> = table
+            .partition_key
+            .iter()
+            .chain(table.clustering_columns.iter().map(|column| &column.name))
+            .map(String::as_str)
+            .collect();
+        let missing: Vec<&str> = identity
+            .fields
+            .iter()
+            .map(String::as_str)
+            .filter(|name| !primary_key.contains(name))
+            .collect();
+        if !missing.is_empty() {
+            errors.push(FieldError::new(
+                format!("spec.cassandra.tables[{index}]"),
+                format!(
+                    "table {}'s primary key ({}) does not hold the identity field{} {}: add {} to its clusteringColumns so each identity keeps exactly one row",
+                    table.name,
+                    primary_key.join(", "),
+                    if missing.len() > 1 { "s" } else { "" },
+                    missing.join(", "),
+                    missing.join(", ")
+                ),
+            ));
+        }
+    }
+    if let Some(http) = pipeline
+        .spec
+        .source
+        .as_ref()
+        .and_then(|source| source.http.as_ref())
+    {
+        let identity_path = match identity.fields.as_slice() {
+            [only] => schema
+                .fields
+                .iter()
+                .find(|field| field.name == *only)
+                .map(|field| field.json_pointer()),
+            _ => None,
+        };
+        if identity_path.is_none() || http.key_field != identity_path {
+            errors.push(FieldError::new(
+                "spec.source.http.keyField",
+                format!(
+                    "is {}, but records of one identity must share a Kafka key so that one processor applies them in order: {}",
+                    http.key_field
+                        .as_deref()
+                        .map_or("unset".to_string(), |key| format!("{key:?}")),
+                    match &identity_path {
+                        Some(path) => format!("set it to {path:?}, the identity's path"),
+                        None => "an HTTP source keys records by one field: declare an identity of that one field".to_string(),
+                    }
+                ),
+            ));
+        }
+    }
+    if let Some(delete_when) = &identity.delete_when {
+        let visible: Vec<&str> = schema
+            .fields
+            .iter()
+            .map(|field| field.name.as_str())
+            .chain(schema.derived.iter().map(|derived| derived.name.as_str()))
+            .collect();
+        check_expression(
+            "spec.schema.identity.deleteWhen",
+            delete_when,
+            &visible,
+            errors,
+        );
+    }
+    if let Some(state_table) = pipeline.identity_state_table() {
+        if state_table.len() > 48 {
+            errors.push(FieldError::new(
+                "metadata.name",
+                format!(
+                    "the identity's state table would be named {state_table:?}, longer than Cassandra's 48 characters: use a name of at most 39 characters"
+                ),
+            ));
+        }
+        if let Some(index) = pipeline
+            .spec
+            .cassandra
+            .tables
+            .iter()
+            .position(|table| table.name == state_table)
+        {
+            errors.push(FieldError::new(
+                format!("spec.cassandra.tables[{index}].name"),
+                format!("{state_table} is the identity's state table (see spec.schema.identity): choose another name"),
+            ));
+        }
     }
 }
 

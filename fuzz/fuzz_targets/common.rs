@@ -83,7 +83,7 @@ impl Harness {
                 }
                 match outcome {
                     Ok(Outcome::Keep(derived)) => self.check_derived(&derived),
-                    Ok(Outcome::FilteredOut) => {}
+                    Ok(Outcome::FilteredOut | Outcome::Delete) => {}
                     Err(error) => {
                         check_error_text(&error);
                         assert!(
@@ -163,10 +163,11 @@ impl Harness {
                     "error names an undeclared field {field:?}: {error}"
                 );
             }
-            // Reasons of later steps (the transforms, a tombstone, the Cassandra write).
+            // Reasons of later steps (the transforms, a tombstone, its key, the Cassandra write).
             RejectReason::DerivedFieldFailed
             | RejectReason::FilterFailed
             | RejectReason::EmptyPayload
+            | RejectReason::InvalidKey
             | RejectReason::WriteRejected => {
                 panic!("the parser rejected a payload with {error}")
             }

@@ -73,15 +73,35 @@ impl CassandraSessions {
     /// Checks that `localDatacenter` is one of the cluster's datacenters (refused, before any
     /// DDL, when it is not), then creates the keyspace and tables and adds new columns;
     /// refuses incompatible changes.
-    pub async fn ensure(&self, client: &Client, pipeline: &Pipeline) -> Result<SchemaReport> {
+    /// The keyspace's replication is set only by its owner (see
+    /// `Context::replication_owner`); `replication_owner` names another Pipeline when this one
+    /// is not it, and a difference is then reported, not applied: Pipelines sharing a
+    /// keyspace never ALTER it back and forth.
+    pub async fn ensure(
+        &self,
+        client: &Client,
+        pipeline: &Pipeline,
+        replication_owner: Option<String>,
+    ) -> Result<SchemaReport> {
         let session = self.session(client, pipeline).await?;
         cassandra::check_local_datacenter(&session, &pipeline.spec.cassandra)?;
-        Ok(cassandra::ensure_schema(&session, &pipeline.spec).await?)
+        let replication = match replication_owner {
+            None => cassandra::Replication::Apply,
+            Some(_) => cassandra::Replication::LeaveExisting,
+        };
+        let mut report = cassandra::ensure_schema_with(&session, pipeline, replication).await?;
+        if let (Some(left), Some(owner)) = (&report.replication_left, &replication_owner) {
+            report.replication_left = Some(format!(
+                "Pipeline {owner} (the oldest declaring keyspace {} on these contact points) sets it; {left} left as it is",
+                pipeline.spec.cassandra.keyspace.name
+            ));
+        }
+        Ok(report)
     }
 
     /// Drops the tables (the keyspace stays).
     pub async fn drop_tables(&self, client: &Client, pipeline: &Pipeline) -> Result<()> {
         let session = self.session(client, pipeline).await?;
-        Ok(cassandra::drop_tables(&session, &pipeline.spec).await?)
+        Ok(cassandra::drop_tables(&session, pipeline).await?)
     }
 }

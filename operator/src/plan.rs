@@ -170,12 +170,10 @@ pub async fn plan(client: &Client, mut pipeline: Pipeline, build: &BuildContext)
     }
     let cassandra = CassandraSessions::default();
     match cassandra.session(client, &pipeline).await {
-        Ok(session) => {
-            match rtdp_provisioning::cassandra::plan_schema(&session, &pipeline.spec).await {
-                Ok(statements) => plan.cassandra = statements,
-                Err(error) => plan.refused.push(format!("Cassandra: {error}")),
-            }
-        }
+        Ok(session) => match rtdp_provisioning::cassandra::plan_schema(&session, &pipeline).await {
+            Ok(statements) => plan.cassandra = statements,
+            Err(error) => plan.refused.push(format!("Cassandra: {error}")),
+        },
         Err(error) => plan.refused.push(format!("Cassandra: {error}")),
     }
 

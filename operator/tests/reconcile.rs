@@ -449,7 +449,9 @@ async fn adopts_refuses_and_sets_drift_back() {
         .await;
     refuse.until_provisioned().await;
 
-    // A type change is refused, and nothing is altered.
+    // A type change is refused, nothing is altered, and the runner is held at the last
+    // accepted spec: its ConfigMap (the manifest the processors read) does not change.
+    let runner_config = world.get::<ConfigMap>(&format!("{name}-runner")).await.data;
     let mut fields = serde_json::to_value(&pipeline.spec.schema.fields).expect("fields");
     for field in fields.as_array_mut().expect("array") {
         if field["name"] == "price" {
@@ -481,6 +483,17 @@ async fn adopts_refuses_and_sets_drift_back() {
     );
     // The topics are still fine: only the schema is refused.
     assert_eq!(condition_of(&refused, "TopicReady").0, "True");
+    let runner = condition_of(&refused, "RunnerReady");
+    assert_eq!(
+        (runner.0.as_str(), runner.1.as_str()),
+        ("False", "HeldAtLastAcceptedSpec"),
+        "{runner:?}"
+    );
+    assert_eq!(
+        world.get::<ConfigMap>(&format!("{name}-runner")).await.data,
+        runner_config,
+        "the processors keep the last accepted manifest"
+    );
 
     refuse.delete_and_wait_gone(Duration::from_secs(60)).await;
     world.cleanup().await;
@@ -865,5 +878,101 @@ async fn suspend_stops_the_workloads_and_resume_restarts_them() {
 
     paused.delete_and_wait_gone(Duration::from_secs(60)).await;
     world.drop_topics_and_keyspace(&topic, &keyspace).await;
+    world.cleanup().await;
+}
+
+/// The replication options of a keyspace, as `system_schema.keyspaces` holds them.
+async fn keyspace_replication(keyspace: &str) -> BTreeMap<String, String> {
+    let session = cassandra().await;
+    session
+        .query_unpaged(
+            "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = ?",
+            (keyspace,),
+        )
+        .await
+        .expect("reading system_schema.keyspaces")
+        .into_rows_result()
+        .expect("rows")
+        .single_row::<(BTreeMap<String, String>,)>()
+        .expect("the keyspace exists")
+        .0
+}
+
+/// Two Pipelines share a keyspace and declare different replication: the oldest sets it, the
+/// other is told so in its status, and nobody ALTERs it back and forth; once the owner is
+/// gone, the next one's declaration applies.
+#[tokio::test]
+async fn pipelines_sharing_a_keyspace_leave_its_replication_to_the_oldest() {
+    let (world, _operator) =
+        TestWorld::with_operator("op-shared", &["--resync-seconds", "2"]).await;
+    let mut first = world.pipeline("first");
+    first.spec.source = None;
+    let keyspace = first.spec.cassandra.keyspace.name.clone();
+    let mut second = world.pipeline("second");
+    second.spec.source = None;
+    second.spec.cassandra.keyspace.name = keyspace.clone();
+    second.spec.cassandra.tables[0].name = "second_listings".into();
+    second
+        .spec
+        .cassandra
+        .keyspace
+        .replication
+        .replication_factor = Some(2);
+
+    let owner = world.scenario("first");
+    world.create(&first).await;
+    owner.until_provisioned().await;
+    // Created later, so younger: not the owner.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let other = world.scenario("second");
+    world.create(&second).await;
+    let told = other
+        .until("SchemaReady", "True", Some("ReplicationOwnedElsewhere"))
+        .await;
+    let message = find_condition(&told, "SchemaReady")
+        .map(|condition| condition.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains(&format!("Pipeline {}/first", world.namespace))
+            && message.contains("replication_factor=1")
+            && message.contains("replication_factor=2"),
+        "{message}"
+    );
+    // Several resyncs of both: the replication stays the owner's, the second stays told.
+    stays(
+        "the keyspace's replication stays the owner's",
+        Duration::from_secs(8),
+        || async {
+            keyspace_replication(&keyspace)
+                .await
+                .get("replication_factor")
+                == Some(&"1".to_string())
+        },
+    )
+    .await;
+    let still = world.get::<rtdp_crds::Pipeline>("second").await;
+    assert_eq!(
+        condition_of(&still, "SchemaReady"),
+        ("True".to_string(), "ReplicationOwnedElsewhere".to_string())
+    );
+
+    // The owner leaves: the second's declaration applies at its next check.
+    owner.delete_and_wait_gone(Duration::from_secs(60)).await;
+    other
+        .until("SchemaReady", "True", Some("SchemaReady"))
+        .await;
+    eventually(
+        "the second Pipeline's replication",
+        Duration::from_secs(30),
+        || async {
+            (keyspace_replication(&keyspace)
+                .await
+                .get("replication_factor")
+                == Some(&"2".to_string()))
+            .then_some(())
+        },
+    )
+    .await;
+    other.delete_and_wait_gone(Duration::from_secs(60)).await;
     world.cleanup().await;
 }

@@ -48,15 +48,17 @@ pub enum RejectReason {
     DerivedFieldFailed,
     /// The filter expression failed (as opposed to returning false).
     FilterFailed,
-    /// The record has no payload (a tombstone).
+    /// The record has no payload (a tombstone) and the Pipeline declares no identity.
     EmptyPayload,
+    /// A tombstone whose key names no identity (absent, or not the identity field's value).
+    InvalidKey,
     /// Cassandra (or its driver) refused the row for good, e.g. a null or oversized key.
     WriteRejected,
 }
 
 impl RejectReason {
     /// Every reason, for pre-registering metrics.
-    pub const ALL: [RejectReason; 13] = [
+    pub const ALL: [RejectReason; 14] = [
         RejectReason::InvalidUtf8,
         RejectReason::MalformedJson,
         RejectReason::NotAnObject,
@@ -69,6 +71,7 @@ impl RejectReason {
         RejectReason::DerivedFieldFailed,
         RejectReason::FilterFailed,
         RejectReason::EmptyPayload,
+        RejectReason::InvalidKey,
         RejectReason::WriteRejected,
     ];
 
@@ -87,6 +90,7 @@ impl RejectReason {
             RejectReason::DerivedFieldFailed => "derived_field_failed",
             RejectReason::FilterFailed => "filter_failed",
             RejectReason::EmptyPayload => "empty_payload",
+            RejectReason::InvalidKey => "invalid_key",
             RejectReason::WriteRejected => "write_rejected",
         }
     }
@@ -447,6 +451,20 @@ fn parse_default(text: &str, cql_type: CqlType, max_length: usize) -> Result<Cql
 /// exactly as a JSON string in a record would be: one conversion for every path.
 pub(crate) fn convert_text(text: &str, cql_type: CqlType) -> Result<CqlValue, String> {
     convert(&Json::String(text.to_string()), cql_type, usize::MAX).map_err(|(_, detail)| detail)
+}
+
+/// A Kafka key converted to `cql_type` as the HTTP source wrote it (`keyField`'s value as
+/// text): a number or boolean as its JSON text, anything else as the string itself.
+pub(crate) fn convert_key(text: &str, cql_type: CqlType) -> Result<CqlValue, String> {
+    let textual = matches!(
+        cql_type,
+        CqlType::Text | CqlType::Ascii | CqlType::Date | CqlType::Uuid | CqlType::Blob
+    );
+    let json = match serde_json::from_str::<Json>(text) {
+        Ok(json @ (Json::Number(_) | Json::Bool(_))) if !textual => json,
+        _ => Json::String(text.to_string()),
+    };
+    convert(&json, cql_type, usize::MAX).map_err(|(_, detail)| detail)
 }
 
 fn first_pointer_token(pointer: &str) -> Option<String> {

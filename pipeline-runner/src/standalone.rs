@@ -53,6 +53,8 @@ pub struct StandaloneReport {
     pub written: u64,
     /// Records the filter skipped.
     pub filtered: u64,
+    /// Identities whose rows a record deleted (`spec.schema.identity`).
+    pub deleted: u64,
     /// Dead-lettered records by reason.
     pub dead_lettered: BTreeMap<String, u64>,
     /// End-to-end latency p50 and p99, in seconds.
@@ -89,6 +91,13 @@ impl std::fmt::Display for StandaloneReport {
             self.written
         )?;
         writeln!(formatter, "filtered out   {:>9}", self.filtered)?;
+        if self.deleted > 0 {
+            writeln!(
+                formatter,
+                "deleted        {:>9} identities (deleteWhen, tombstones, filtered: gone from every table)",
+                self.deleted
+            )?;
+        }
         let dead: u64 = self.dead_lettered.values().sum();
         writeln!(formatter, "dead-lettered  {dead:>9}")?;
         for (reason, count) in &self.dead_lettered {
@@ -203,6 +212,7 @@ pub async fn run(
         consumed: metrics.records_consumed.get(),
         written: metrics.records_written.get(),
         filtered: metrics.records_filtered.get(),
+        deleted: metrics.identities_deleted.get(),
         dead_lettered,
         latency: metrics
             .end_to_end_percentiles(&[50.0, 99.0])
@@ -254,7 +264,7 @@ pub async fn provision(
     let report = topics::ensure_topics(&admin, pipeline).await?;
     tracing::info!(?report, "topics ready");
     let session = cassandra_session(&pipeline.spec.cassandra, overrides).await?;
-    let report = schema::ensure_schema(&session, &pipeline.spec).await?;
+    let report = schema::ensure_schema(&session, pipeline).await?;
     tracing::info!(?report, "keyspace and tables ready");
     Ok(())
 }

@@ -64,6 +64,12 @@ pub struct Metrics {
     pub records_written: Counter,
     /// Records the filter skipped on purpose.
     pub records_filtered: Counter,
+    /// Identities whose rows a record deleted (`deleteWhen`, a tombstone, or, with an
+    /// identity, a record the filter skips).
+    pub identities_deleted: Counter,
+    /// Records whose identity's stored state was as new or newer (applied before a restart
+    /// re-delivered them, or an older version): nothing written, counted as written.
+    pub records_superseded: Counter,
     /// Records sent to the dead-letter topic, by reason.
     pub records_dead_lettered: Family<ReasonLabel, Counter>,
     /// Time from dispatching a record's writes to Cassandra acknowledging all of them.
@@ -108,6 +114,8 @@ impl Metrics {
         let records_consumed = Counter::default();
         let records_written = Counter::default();
         let records_filtered = Counter::default();
+        let identities_deleted = Counter::default();
+        let records_superseded = Counter::default();
         let records_dead_lettered = Family::<ReasonLabel, Counter>::default();
         let write_latency = Histogram::new(exponential_buckets(0.000_25, 2.0, 16));
         // Fine buckets (25 % apart, 1 ms to ~7 s): p99 targets are read from this histogram.
@@ -139,6 +147,16 @@ impl Metrics {
             "records_filtered",
             "Records the filter skipped on purpose",
             records_filtered.clone(),
+        );
+        registry.register(
+            "identities_deleted",
+            "Identities whose rows a record deleted (deleteWhen, a tombstone, or a record the filter skips)",
+            identities_deleted.clone(),
+        );
+        registry.register(
+            "records_superseded",
+            "Records whose identity's stored state was as new or newer (applied before a restart, or older): nothing written",
+            records_superseded.clone(),
         );
         registry.register(
             "records_dead_lettered",
@@ -195,6 +213,8 @@ impl Metrics {
             records_consumed,
             records_written,
             records_filtered,
+            identities_deleted,
+            records_superseded,
             records_dead_lettered,
             write_latency,
             end_to_end_latency,

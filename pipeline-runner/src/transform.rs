@@ -29,6 +29,8 @@ pub enum Outcome {
     Keep(Vec<Option<CqlValue>>),
     /// The filter rejected it on purpose.
     FilteredOut,
+    /// `spec.schema.identity.deleteWhen` is true: the record says its identity is gone.
+    Delete,
 }
 
 struct Derived {
@@ -45,6 +47,7 @@ pub struct Transforms {
     field_used: Vec<bool>,
     derived: Vec<Derived>,
     filter: Option<Program>,
+    delete_when: Option<Program>,
 }
 
 impl std::fmt::Debug for Transforms {
@@ -86,6 +89,14 @@ impl Transforms {
             Some(expression) => Some(compile("filter".to_string(), expression)?),
             None => None,
         };
+        let delete_when = match schema
+            .identity
+            .as_ref()
+            .and_then(|identity| identity.delete_when.as_ref())
+        {
+            Some(expression) => Some(compile("identity.deleteWhen".to_string(), expression)?),
+            None => None,
+        };
         let field_used = schema
             .fields
             .iter()
@@ -94,6 +105,7 @@ impl Transforms {
                     .iter()
                     .map(|derived| &derived.program)
                     .chain(filter.as_ref())
+                    .chain(delete_when.as_ref())
                     .any(|program| program.references().has_variable(&field.name))
             })
             .collect();
@@ -106,12 +118,13 @@ impl Transforms {
             field_used,
             derived,
             filter,
+            delete_when,
         })
     }
 
     /// True when there is nothing to evaluate (the fast path).
     pub fn is_empty(&self) -> bool {
-        self.derived.is_empty() && self.filter.is_none()
+        self.derived.is_empty() && self.filter.is_none() && self.delete_when.is_none()
     }
 
     /// The derived field names, in the order their values are returned.
@@ -155,6 +168,22 @@ impl Transforms {
             let value = from_cel(&result, derived.cql_type).map_err(failed)?;
             scope.add_variable_from_value(derived.name.as_str(), to_cel(value.as_ref()));
             derived_values.push(value);
+        }
+        if let Some(delete_when) = &self.delete_when {
+            let failed = |detail: String| RecordError {
+                reason: RejectReason::FilterFailed,
+                field: None,
+                table: None,
+                detail: format!("identity.deleteWhen: {detail}"),
+            };
+            match delete_when.execute(&scope) {
+                Ok(Value::Bool(true)) => return Ok(Outcome::Delete),
+                Ok(Value::Bool(false)) => {}
+                Ok(other) => {
+                    return Err(failed(format!("must be a boolean, got {other:?}")));
+                }
+                Err(error) => return Err(failed(format!("evaluating it: {error}"))),
+            }
         }
         if let Some(filter) = &self.filter {
             let failed = |detail: String| RecordError {
@@ -318,6 +347,7 @@ mod tests {
                 .collect(),
             filter: filter.map(Into::into),
             unknown_fields: UnknownFieldPolicy::Ignore,
+            identity: None,
         }
     }
 
@@ -368,6 +398,42 @@ mod tests {
         assert_eq!(
             run(&spec, r#"{"price": 900000, "city": "Austin"}"#),
             Ok(Outcome::Keep(vec![Some(CqlValue::Text("high".into()))]))
+        );
+    }
+
+    #[test]
+    fn delete_when_wins_over_the_filter_and_sees_derived_fields() {
+        let mut spec = schema(
+            &[("band", CqlType::Text, "price > 500000 ? 'high' : 'low'")],
+            Some("price > 0"),
+        );
+        spec.identity = Some(rtdp_crds::IdentitySpec {
+            fields: vec!["city".into()],
+            delete_when: Some("band == 'high' || city == 'Gone'".into()),
+        });
+        assert_eq!(
+            run(&spec, r#"{"price": 900000, "city": "Austin"}"#),
+            Ok(Outcome::Delete)
+        );
+        assert_eq!(
+            run(&spec, r#"{"price": 0, "city": "Gone"}"#),
+            Ok(Outcome::Delete),
+            "a record saying its identity is gone deletes it even when the filter skips it"
+        );
+        assert_eq!(
+            run(&spec, r#"{"price": 0, "city": "Austin"}"#),
+            Ok(Outcome::FilteredOut)
+        );
+        spec.identity = Some(rtdp_crds::IdentitySpec {
+            fields: vec!["city".into()],
+            delete_when: Some("city".into()),
+        });
+        let error = run(&spec, r#"{"price": 1, "city": "Austin"}"#).expect_err("not a boolean");
+        assert!(
+            error
+                .detail
+                .starts_with("identity.deleteWhen: must be a boolean"),
+            "{error}"
         );
     }
 

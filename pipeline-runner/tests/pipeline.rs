@@ -246,7 +246,9 @@ async fn raw_bad_records_are_dead_lettered_with_reasons_and_never_block_good_one
             "malformed_json",
         ),
         ("array", Some(b"[1, 2, 3]".to_vec()), "not_an_object"),
-        ("tombstone", None, "empty_payload"),
+        // The example declares an identity: a tombstone deletes the identity its key names,
+        // and "k" names none.
+        ("tombstone", None, "invalid_key"),
         (
             "required",
             Some(b"{\"zpid\": 2, \"price\": 10}".to_vec()),

@@ -6,14 +6,17 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use rtdp_crds::{
-    ClusteringOrder, CqlType, KeyspaceSpec, PipelineSpec, ReplicationStrategy, TableSpec,
+    ClusteringOrder, CqlType, KeyspaceSpec, Pipeline, PipelineSpec, ReplicationStrategy, TableSpec,
     WriteConsistency,
 };
 
 mod apply;
 mod datacenter;
 
-pub use apply::{SchemaReport, drop_tables, ensure_schema, plan_schema, read_table};
+pub use apply::{
+    Replication, SchemaReport, drop_tables, ensure_schema, ensure_schema_with, plan_schema,
+    read_table,
+};
 pub use datacenter::{check_datacenter, check_local_datacenter, cluster_datacenters};
 
 /// A column of a table and its CQL type.
@@ -179,6 +182,86 @@ pub fn table_definitions(spec: &PipelineSpec) -> Vec<TableDefinition> {
                 &declared_order,
             )
         })
+        .collect()
+}
+
+/// The state table's column holding the write time (µs) of an identity's latest record.
+pub const STATE_WRITE_TIME: &str = "rtdp_write_time";
+/// The state table's column that is true once an identity was deleted.
+pub const STATE_DELETED: &str = "rtdp_deleted";
+
+/// The identity's state table (see [`Pipeline::identity_state_table`]): one row per identity,
+/// keyed by the identity fields, holding the key columns of every moving table as the
+/// identity's latest record had them, that record's write time and whether it deleted the
+/// identity. The runner reads it to find an identity's superseded rows.
+pub fn state_table_definition(pipeline: &Pipeline) -> Option<TableDefinition> {
+    let name = pipeline.identity_state_table()?;
+    let spec = &pipeline.spec;
+    let identity = pipeline.identity_fields();
+    let moving = pipeline.moving_tables();
+    let types = field_types(spec);
+    let mut names: Vec<&str> = identity.iter().map(String::as_str).collect();
+    for table in &moving {
+        let keys = table
+            .partition_key
+            .iter()
+            .chain(table.clustering_columns.iter().map(|column| &column.name));
+        for key in keys {
+            if !names.contains(&key.as_str()) {
+                names.push(key);
+            }
+        }
+    }
+    let mut columns: Vec<Column> = names
+        .iter()
+        .filter_map(|name| {
+            types.get(name).map(|cql_type| Column {
+                name: (*name).to_string(),
+                cql_type: *cql_type,
+            })
+        })
+        .collect();
+    columns.push(Column {
+        name: STATE_WRITE_TIME.to_string(),
+        cql_type: CqlType::Bigint,
+    });
+    columns.push(Column {
+        name: STATE_DELETED.to_string(),
+        cql_type: CqlType::Boolean,
+    });
+    Some(TableDefinition {
+        keyspace: spec.cassandra.keyspace.name.clone(),
+        name,
+        columns,
+        partition_key: identity.to_vec(),
+        clustering: Vec::new(),
+        ttl_seconds: 0,
+        // Read and written at LOCAL_QUORUM whatever the tables declare: a processor that
+        // takes a partition over must read what the previous one wrote, or it cannot find the
+        // superseded rows.
+        consistency: WriteConsistency::LocalQuorum,
+    })
+}
+
+/// Every table the Pipeline owns: the declared ones, then the identity's state table.
+pub fn schema_tables(pipeline: &Pipeline) -> Vec<TableDefinition> {
+    let mut tables = table_definitions(&pipeline.spec);
+    tables.extend(state_table_definition(pipeline));
+    tables
+}
+
+/// Every field's and derived field's CQL type, by name.
+fn field_types(spec: &PipelineSpec) -> BTreeMap<&str, CqlType> {
+    spec.schema
+        .fields
+        .iter()
+        .map(|field| (field.name.as_str(), field.type_))
+        .chain(
+            spec.schema
+                .derived
+                .iter()
+                .map(|derived| (derived.name.as_str(), derived.type_)),
+        )
         .collect()
 }
 

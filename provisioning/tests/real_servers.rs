@@ -170,7 +170,7 @@ async fn tables_are_created_extended_and_protected_from_incompatible_changes() {
     let mut pipeline = pipeline();
     let keyspace = pipeline.spec.cassandra.keyspace.name.clone();
 
-    let report = ensure_schema(&session, &pipeline.spec)
+    let report = ensure_schema(&session, &pipeline)
         .await
         .expect("creating the schema");
     assert_eq!(report.created, vec![format!("{keyspace}.listings_by_id")]);
@@ -190,7 +190,7 @@ async fn tables_are_created_extended_and_protected_from_incompatible_changes() {
         default: None,
         max_length: None,
     });
-    let report = ensure_schema(&session, &pipeline.spec)
+    let report = ensure_schema(&session, &pipeline)
         .await
         .expect("adding a column");
     assert_eq!(
@@ -227,7 +227,7 @@ async fn tables_are_created_extended_and_protected_from_incompatible_changes() {
         default: None,
         max_length: None,
     });
-    let error = ensure_schema(&session, &pipeline.spec)
+    let error = ensure_schema(&session, &pipeline)
         .await
         .expect_err("a type change is refused");
     assert_eq!(error.reason(), "IncompatibleSchemaChange");
@@ -243,7 +243,7 @@ async fn tables_are_created_extended_and_protected_from_incompatible_changes() {
     assert_eq!(columns["price"].cql_type, "bigint");
     assert!(!columns.contains_key("bathrooms"), "nothing altered");
 
-    drop_tables(&session, &pipeline.spec)
+    drop_tables(&session, &pipeline)
         .await
         .expect("dropping the tables");
     assert!(
@@ -265,7 +265,7 @@ async fn replication_and_ttl_changes_are_applied() {
     let session = cassandra_session().await;
     let mut pipeline = pipeline();
     let keyspace = pipeline.spec.cassandra.keyspace.name.clone();
-    ensure_schema(&session, &pipeline.spec)
+    ensure_schema(&session, &pipeline)
         .await
         .expect("creating the schema");
 
@@ -277,7 +277,7 @@ async fn replication_and_ttl_changes_are_applied() {
         .replication_factor = Some(2);
     pipeline.spec.cassandra.tables[0].ttl_seconds = 3600;
     let table = pipeline.spec.cassandra.tables[0].name.clone();
-    let report = ensure_schema(&session, &pipeline.spec)
+    let report = ensure_schema(&session, &pipeline)
         .await
         .expect("changing replication and TTL");
     assert_eq!(
@@ -318,7 +318,7 @@ async fn replication_and_ttl_changes_are_applied() {
         .expect("one table");
     assert_eq!(ttl, 3600);
 
-    let again = ensure_schema(&session, &pipeline.spec)
+    let again = ensure_schema(&session, &pipeline)
         .await
         .expect("applying again");
     assert!(

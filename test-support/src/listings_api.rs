@@ -110,6 +110,34 @@ impl Listings {
         Self { pages, defects }
     }
 
+    /// The market `day` days later (0: unchanged): every fourth listing is re-priced (3 %
+    /// cheaper a day) and every tenth, from the sixth on, is sold (`homeStatus` `SOLD`).
+    /// Defective listings stay as they are.
+    pub fn on_day(mut self, day: u32) -> Self {
+        if day == 0 {
+            return self;
+        }
+        for (index, record) in self.pages.iter_mut().flatten().enumerate() {
+            let defective = record["zpid"]
+                .as_i64()
+                .is_some_and(|zpid| self.defects.contains_key(&zpid));
+            if defective {
+                continue;
+            }
+            if index % 4 == 0
+                && let Some(price) = record["price"].as_i64()
+            {
+                let price = price * 100_i64.saturating_sub(3 * i64::from(day)).max(1) / 100;
+                record["price"] = json!(price);
+                record["priceForHDP"] = json!(price);
+            }
+            if index % 10 == 5 {
+                record["homeStatus"] = json!("SOLD");
+            }
+        }
+        self
+    }
+
     /// Dates the listings (field `datePosted`, `YYYY-MM-DD`): the k-th was posted `k % days`
     /// days before `last_day`, so each of the `days` days up to `last_day` has listings.
     pub fn posted_over(mut self, days: i64, last_day: Date) -> Self {

@@ -275,3 +275,90 @@ fn a_backfill_needs_a_schedule_and_a_range_of_whole_intervals() {
     assert_eq!(fields_of(&errors), ["spec.backfill"], "{errors:?}");
     assert!(errors[0].message.contains("no schedule"), "{errors:?}");
 }
+
+#[test]
+fn an_identity_must_be_required_fields_held_by_every_primary_key_and_the_source_key() {
+    let pipeline = listings();
+    assert_eq!(pipeline.identity_fields(), ["zpid"]);
+    assert_eq!(
+        pipeline.identity_state_table().as_deref(),
+        Some("property_listings_identity"),
+        "listings_by_city clusters on price: a state table keeps each listing's current keys"
+    );
+
+    let mut undeclared = listings();
+    let identity = undeclared.spec.schema.identity.as_mut().expect("identity");
+    identity.fields = vec!["price_per_sqft".into(), "zpid".into(), "zpid".into()];
+    let errors = validate(&undeclared);
+    assert!(
+        fields_of(&errors).contains(&"spec.schema.identity.fields[0]")
+            && fields_of(&errors).contains(&"spec.schema.identity.fields[2]"),
+        "{errors:?}"
+    );
+
+    let mut nullable = listings();
+    nullable
+        .spec
+        .schema
+        .identity
+        .as_mut()
+        .expect("identity")
+        .fields = vec!["zipcode".into()];
+    let messages = describe(&validate(&nullable));
+    assert!(messages.contains("\"zipcode\" may be null"), "{messages}");
+
+    let mut not_in_key = listings();
+    not_in_key.spec.cassandra.tables[1]
+        .clustering_columns
+        .retain(|column| column.name != "zpid");
+    let messages = describe(&validate(&not_in_key));
+    assert!(
+        messages.contains("spec.cassandra.tables[1]: table listings_by_city's primary key (city, price) does not hold the identity field zpid: add zpid to its clusteringColumns"),
+        "{messages}"
+    );
+
+    let mut other_key = listings();
+    http(&mut other_key).key_field = Some("/city".into());
+    let messages = describe(&validate(&other_key));
+    assert!(
+        messages.contains("spec.source.http.keyField: is \"/city\"")
+            && messages.contains("set it to \"/zpid\""),
+        "{messages}"
+    );
+
+    let mut bad_delete = listings();
+    bad_delete
+        .spec
+        .schema
+        .identity
+        .as_mut()
+        .expect("identity")
+        .delete_when = Some("status == \"SOLD\"".into());
+    assert_eq!(
+        fields_of(&validate(&bad_delete)),
+        ["spec.schema.identity.deleteWhen"]
+    );
+
+    let mut long_name = listings();
+    long_name.metadata.name = Some("a".repeat(40));
+    assert_eq!(fields_of(&validate(&long_name)), ["metadata.name"]);
+
+    let mut clash = listings();
+    clash.spec.cassandra.tables[0].name = "property_listings_identity".into();
+    assert_eq!(
+        fields_of(&validate(&clash)),
+        ["spec.cassandra.tables[0].name"]
+    );
+}
+
+#[test]
+fn without_moving_tables_no_state_table_is_needed() {
+    let mut by_id_only = listings();
+    by_id_only.spec.cassandra.tables.truncate(1);
+    assert_eq!(by_id_only.identity_state_table(), None);
+    assert!(by_id_only.moving_tables().is_empty());
+    let mut no_identity = listings();
+    no_identity.spec.schema.identity = None;
+    assert_eq!(no_identity.identity_state_table(), None);
+    assert_eq!(validate(&no_identity), Vec::new());
+}

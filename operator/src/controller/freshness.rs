@@ -490,6 +490,7 @@ mod tests {
                     dead_lettered: 1,
                     filtered: 1,
                 },
+                write_time_micros: None,
             }],
         }
     }

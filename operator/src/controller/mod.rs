@@ -55,10 +55,10 @@ use kube::core::DeserializeGuard;
 use kube::core::error_boundary::InvalidObject;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::utils::PredicateConfig;
 use kube::runtime::{WatchStreamExt, predicates, watcher};
-use kube::{Client, Resource};
+use kube::{Client, Resource, ResourceExt};
 use rtdp_crds::Pipeline;
 
 use crate::cassandra::CassandraSessions;
@@ -125,6 +125,9 @@ pub struct Context {
     finished_replays: Mutex<HashMap<String, rtdp_crds::ReplayStatus>>,
     failures: Mutex<HashMap<ObjectRef<Guarded>, u32>>,
     cleanup_failures: Mutex<HashMap<String, u32>>,
+    /// The controllers' reflector stores, once they run: every Pipeline the operator sees,
+    /// read without asking the API server (who owns a shared keyspace's replication).
+    stores: std::sync::OnceLock<Vec<Store<Guarded>>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -155,7 +158,46 @@ impl Context {
             finished_replays: Mutex::default(),
             failures: Mutex::default(),
             cleanup_failures: Mutex::default(),
+            stores: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Who sets the replication of `pipeline`'s keyspace when Pipelines share it: the oldest
+    /// Pipeline (then by namespace and name) declaring that keyspace on the same contact
+    /// points. `None` when it is `pipeline` itself (or the stores are not running yet);
+    /// otherwise `namespace/name` of the owner.
+    pub fn replication_owner(&self, pipeline: &Pipeline) -> Option<String> {
+        let stores = self.stores.get()?;
+        let cluster = |candidate: &Pipeline| {
+            let mut contact_points = candidate.spec.cassandra.contact_points.clone();
+            contact_points.sort();
+            (
+                candidate.spec.cassandra.keyspace.name.clone(),
+                contact_points,
+            )
+        };
+        let wanted = cluster(pipeline);
+        let rank = |candidate: &Pipeline| {
+            (
+                candidate
+                    .metadata
+                    .creation_timestamp
+                    .clone()
+                    .map(|time| time.0),
+                candidate.namespace_or_default(),
+                candidate.name_any(),
+            )
+        };
+        let owner = stores
+            .iter()
+            .flat_map(Store::state)
+            .filter_map(|guarded| guarded.0.as_ref().ok().cloned())
+            .filter(|candidate| {
+                candidate.metadata.deletion_timestamp.is_none() && cluster(candidate) == wanted
+            })
+            .min_by_key(rank)?;
+        let same = owner.metadata.uid.is_some() && owner.metadata.uid == pipeline.metadata.uid;
+        (!same).then(|| format!("{}/{}", owner.namespace_or_default(), owner.name_any()))
     }
 
     fn apply_params(&self) -> PatchParams {
@@ -237,6 +279,8 @@ pub async fn run(
         stores.push(reader.clone());
         controller_inputs.push((scope, receiver, reader, writer));
     }
+    // Kept once: a second `run` (tests) sees the same Pipelines through its own stores.
+    let _ = context.stores.set(stores.clone());
     let freshness = freshness::run(
         Arc::clone(&context),
         stores,

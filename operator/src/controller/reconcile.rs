@@ -19,6 +19,9 @@ use crate::metrics::ReconcileStep;
 use crate::resources;
 use crate::status::{self, Observed, StepOutcome};
 
+/// The workloads' reason while a refused schema change holds them at the last accepted spec.
+pub(super) const HELD_AT_LAST_ACCEPTED_SPEC: &str = "HeldAtLastAcceptedSpec";
+
 pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -> Result<Action> {
     if pipeline.metadata.deletion_timestamp.is_some() {
         return cleanup::cleanup(pipeline, context).await;
@@ -100,7 +103,7 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
         errors: Vec::new(),
     };
     let (topics, schema) = if context.external.is_fresh(pipeline, context.settings.resync) {
-        (topics_done(pipeline), schema_done(pipeline))
+        (topics_done(pipeline), schema_as_reported(pipeline))
     } else {
         context.metrics.external_check();
         let ensured = context
@@ -110,14 +113,20 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
                 context.kafka.ensure(&context.client, pipeline),
             )
             .await;
-        let topics = steps.settle("EnsureTopics", ensured, topic_changes, topics_done);
+        let topics = steps.settle("EnsureTopics", ensured, topic_changes, |pipeline, _| {
+            topics_done(pipeline)
+        });
         let topics = topics.await;
         test_hooks::pause_after(context, Step::Topics).await;
         let ensured = context
             .metrics
             .timed(
                 ReconcileStep::Schema,
-                context.cassandra.ensure(&context.client, pipeline),
+                context.cassandra.ensure(
+                    &context.client,
+                    pipeline,
+                    context.replication_owner(pipeline),
+                ),
             )
             .await;
         let schema = steps.settle("EnsureSchema", ensured, schema_changes, schema_done);
@@ -132,22 +141,37 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
     test_hooks::pause_after(context, Step::Schema).await;
     let mut replicas = apply::ProcessorReplicas::default();
     let backfill_jobs = desired.backfill.clone();
-    let applied = context
-        .metrics
-        .timed(
-            ReconcileStep::Workloads,
-            apply::apply_objects(pipeline, context, desired),
+    // A refused schema change holds the runner at the last accepted spec: processors given
+    // the new types would dead-letter every record Cassandra then refuses.
+    let schema_refused = steps.errors.iter().any(|error| {
+        matches!(
+            error,
+            Error::Provision(rtdp_provisioning::ProvisionError::IncompatibleSchema(_))
         )
-        .await;
-    let workloads = match applied {
-        Ok(observed) => {
-            replicas = observed;
-            StepOutcome::Done {
-                reason: "WorkloadsApplied",
-                message: "runner ConfigMap, workloads and metrics Service applied".into(),
-            }
+    });
+    let workloads = if schema_refused {
+        StepOutcome::Failed {
+            reason: HELD_AT_LAST_ACCEPTED_SPEC,
+            message: "runner workloads not updated: the processors keep the last accepted spec (ConfigMap and image) until the schema change is reverted or made compatible".into(),
         }
-        Err(error) => steps.failed("ApplyWorkloads", error).await,
+    } else {
+        let applied = context
+            .metrics
+            .timed(
+                ReconcileStep::Workloads,
+                apply::apply_objects(pipeline, context, desired),
+            )
+            .await;
+        match applied {
+            Ok(observed) => {
+                replicas = observed;
+                StepOutcome::Done {
+                    reason: "WorkloadsApplied",
+                    message: "runner ConfigMap, workloads and metrics Service applied".into(),
+                }
+            }
+            Err(error) => steps.failed("ApplyWorkloads", error).await,
+        }
     };
     test_hooks::pause_after(context, Step::Workloads).await;
     let (backfill, backfill_running) = if matches!(workloads, StepOutcome::Done { .. }) {
@@ -257,16 +281,51 @@ fn topics_done(pipeline: &Pipeline) -> StepOutcome {
 }
 
 /// The schema step's outcome when the keyspace and tables exist as declared.
-fn schema_done(pipeline: &Pipeline) -> StepOutcome {
-    StepOutcome::Done {
-        reason: "SchemaReady",
-        message: format!(
-            "keyspace {} and tables {} exist as declared",
-            pipeline.spec.cassandra.keyspace.name,
-            pipeline.qualified_table_names().join(", ")
-        ),
+fn schema_done(pipeline: &Pipeline, report: &SchemaReport) -> StepOutcome {
+    let tables = format!(
+        "keyspace {} and tables {} exist as declared",
+        pipeline.spec.cassandra.keyspace.name,
+        pipeline.qualified_table_names().join(", ")
+    );
+    match &report.replication_left {
+        None => StepOutcome::Done {
+            reason: "SchemaReady",
+            message: tables,
+        },
+        Some(left) => StepOutcome::Done {
+            reason: REPLICATION_OWNED_ELSEWHERE,
+            message: format!(
+                "{tables}; the keyspace's replication is not this Pipeline's to set: {left}"
+            ),
+        },
     }
 }
+
+/// The schema step's outcome when it was not checked this time: as the last check found it
+/// (a keyspace whose replication another Pipeline owns stays reported as such).
+fn schema_as_reported(pipeline: &Pipeline) -> StepOutcome {
+    let previous = pipeline
+        .status
+        .as_ref()
+        .and_then(|status| {
+            status
+                .conditions
+                .iter()
+                .find(|condition| condition.type_ == condition_types::SCHEMA_READY)
+        })
+        .filter(|condition| condition.reason == REPLICATION_OWNED_ELSEWHERE);
+    match previous {
+        Some(condition) => StepOutcome::Done {
+            reason: REPLICATION_OWNED_ELSEWHERE,
+            message: condition.message.clone(),
+        },
+        None => schema_done(pipeline, &SchemaReport::default()),
+    }
+}
+
+/// The schema step's reason when another Pipeline owns the shared keyspace's replication and
+/// this one declares another.
+const REPLICATION_OWNED_ELSEWHERE: &str = "ReplicationOwnedElsewhere";
 
 /// A Normal event when the workloads were just stopped or started again by `spec.suspend`,
 /// judged against the status the previous reconcile wrote.
@@ -313,13 +372,13 @@ impl Steps<'_> {
         action: &str,
         result: Result<Report, Error>,
         changes: for<'report> fn(&'report Report) -> Vec<Change<'report>>,
-        done: fn(&Pipeline) -> StepOutcome,
+        done: fn(&Pipeline, &Report) -> StepOutcome,
     ) -> StepOutcome {
         match result {
             Ok(report) => {
                 let changes = changes(&report);
                 self.context.recorder.changes(self.pipeline, &changes).await;
-                done(self.pipeline)
+                done(self.pipeline, &report)
             }
             Err(error) => self.failed(action, error).await,
         }

@@ -4,6 +4,7 @@
 
 mod batch;
 pub mod dead_letter;
+pub mod identity;
 pub mod offsets;
 mod partitions;
 pub mod writer;
@@ -29,6 +30,7 @@ use crate::record::{RecordError, RecordParser};
 use crate::retry;
 use crate::telemetry::{Health, KindLabel, Metrics};
 use crate::transform::{Outcome, Transforms};
+use identity::{Applied, Change, IdentityWriter};
 use offsets::{Finished, OffsetTracker};
 use partitions::{pause_while_cassandra_is_down, reached, resume, store_offsets};
 use writer::{TableWriter, WriteFailure, error_kind};
@@ -61,6 +63,10 @@ enum Done {
     Written,
     DeadLettered,
     Filtered,
+    /// Its identity's stored state is as new or newer (the record applied before a crash or
+    /// a reset re-delivered it, or an older version): nothing written, counted as written,
+    /// since the tables hold it or what superseded it.
+    Superseded,
     /// Its work could not finish (never expected: the retries have no limit); its offset is
     /// never stored, so the record is re-delivered after a restart.
     Abandoned,
@@ -101,6 +107,9 @@ pub async fn run(pipeline: &Pipeline, options: ProcessOptions) -> Result<(), Run
     };
     let session = Arc::new(session);
     let writer = TableWriter::prepare(Arc::clone(&session), spec, &value_names).await?;
+    let identities = IdentityWriter::prepare(Arc::clone(&session), pipeline, &value_names)
+        .await?
+        .map(Arc::new);
     health.set_cassandra(true);
 
     let base = kafka_client_config(&spec.kafka, &overrides)?;
@@ -127,13 +136,26 @@ pub async fn run(pipeline: &Pipeline, options: ProcessOptions) -> Result<(), Run
         %topic,
         group = %pipeline.consumer_group(),
         tables = writer.table_count(),
+        identity = ?pipeline.identity_fields(),
         "processing"
     );
 
-    // Each record writes to every table; `concurrency` bounds the writes in flight.
+    // Each record writes to every table (and its identity's state); `concurrency` bounds the
+    // writes in flight.
+    let statements_per_record = writer.table_count()
+        + identities
+            .as_ref()
+            .map_or(0, |identities| identities.extra_statements());
     let max_in_flight = (usize::try_from(spec.runner.concurrency).unwrap_or(1)
-        / writer.table_count().max(1))
+        / statements_per_record.max(1))
     .max(1);
+    let shared = Arc::new(Shared {
+        tables: writer,
+        identities,
+        dead_letters,
+        metrics: Arc::clone(&metrics),
+        health: Arc::clone(&health),
+    });
     let max_batch = usize::try_from(spec.runner.batch.max_records)
         .unwrap_or(1)
         .max(1);
@@ -188,23 +210,33 @@ pub async fn run(pipeline: &Pipeline, options: ProcessOptions) -> Result<(), Run
                     if !tracker.is_tracking(partition) {
                         let (clock, counts) = resume(&consumer, &topic, partition, message.offset());
                         tracker.start(partition, clock, counts);
+                        // Another processor may have applied this partition's records since.
+                        if let Some(identities) = &shared.identities {
+                            identities.forget_cached();
+                        }
                     }
                     let write_time =
                         tracker.dispatched(partition, message.offset(), kafka_millis(&message));
                     let started = Instant::now();
-                    match decide(&parser, &transforms, &cel_root, &message) {
-                        Decision::Write(values) => work.push(Box::pin(write(
-                            writer.clone(),
-                            Arc::clone(&dead_letters),
-                            message,
-                            values,
-                            write_time,
-                            started,
-                            Arc::clone(&metrics),
-                            Arc::clone(&health),
+                    let decision = decide(
+                        &parser,
+                        &transforms,
+                        shared.identities.as_deref(),
+                        &cel_root,
+                        &message,
+                    );
+                    match decision {
+                        Decision::Store(change) => work.push(Box::pin(write(
+                            Arc::clone(&shared),
+                            Pending {
+                                message,
+                                change,
+                                write_time,
+                                started,
+                            },
                         ))),
                         Decision::DeadLetter(error) => work.push(Box::pin(dead_letter(
-                            Arc::clone(&dead_letters),
+                            Arc::clone(&shared.dead_letters),
                             message,
                             error,
                             Arc::clone(&metrics),
@@ -287,31 +319,86 @@ async fn connect_cassandra_with_retry(
 }
 
 enum Decision {
-    Write(Vec<Option<scylla::value::CqlValue>>),
+    Store(RecordChange),
     DeadLetter(RecordError),
     Filtered,
+}
+
+/// What a record does to the tables.
+enum RecordChange {
+    /// No identity: its rows are upserted, nothing else.
+    Event(Vec<Option<scylla::value::CqlValue>>),
+    /// With an identity: its rows replace the identity's, or the identity is deleted.
+    Identity {
+        identity: Vec<scylla::value::CqlValue>,
+        change: Change,
+        /// The filter skipped it (counted as filtered, the identity's rows deleted).
+        filtered: bool,
+    },
 }
 
 /// Parse, validate, derive, filter: pure, per record.
 fn decide(
     parser: &RecordParser,
     transforms: &Transforms,
+    identities: Option<&IdentityWriter>,
     cel_root: &cel::Context<'_, '_>,
     message: &OwnedMessage,
 ) -> Decision {
+    // A tombstone deletes the identity its key names.
+    if let Some(identities) = identities
+        && message.payload().is_none()
+    {
+        return match identities.identity_of_key(message.key()) {
+            Ok(identity) => Decision::Store(RecordChange::Identity {
+                identity,
+                change: Change::Delete,
+                filtered: false,
+            }),
+            Err(error) => Decision::DeadLetter(error),
+        };
+    }
     let parsed = match parser.parse(message.payload()) {
         Ok(parsed) => parsed,
         Err(error) => return Decision::DeadLetter(error),
     };
-    match transforms.apply(cel_root, &parsed) {
-        Ok(Outcome::Keep(derived)) => {
+    let outcome = match transforms.apply(cel_root, &parsed) {
+        Ok(outcome) => outcome,
+        Err(error) => return Decision::DeadLetter(error),
+    };
+    let Some(identities) = identities else {
+        return match outcome {
+            Outcome::Keep(derived) => {
+                let mut values = parsed.values;
+                values.extend(derived);
+                Decision::Store(RecordChange::Event(values))
+            }
+            Outcome::FilteredOut | Outcome::Delete => Decision::Filtered,
+        };
+    };
+    // Identity fields are required (or defaulted): a parsed record always has them.
+    let Some(identity) = identities.identity_of(&parsed.values) else {
+        return Decision::DeadLetter(RecordError {
+            reason: crate::record::RejectReason::MissingRequiredField,
+            field: None,
+            table: None,
+            detail: "the record has no value for an identity field".to_string(),
+        });
+    };
+    let (change, filtered) = match outcome {
+        Outcome::Keep(derived) => {
             let mut values = parsed.values;
             values.extend(derived);
-            Decision::Write(values)
+            (Change::Upsert(values), false)
         }
-        Ok(Outcome::FilteredOut) => Decision::Filtered,
-        Err(error) => Decision::DeadLetter(error),
-    }
+        Outcome::Delete => (Change::Delete, false),
+        Outcome::FilteredOut => (Change::Delete, true),
+    };
+    Decision::Store(RecordChange::Identity {
+        identity,
+        change,
+        filtered,
+    })
 }
 
 /// Where a record that cannot be written goes.
@@ -331,31 +418,99 @@ fn kafka_millis(message: &OwnedMessage) -> i64 {
     }
 }
 
-/// Writes one record to every table. While Cassandra is unavailable it retries (never
+/// What every record's work shares.
+struct Shared {
+    tables: TableWriter,
+    identities: Option<Arc<IdentityWriter>>,
+    dead_letters: Arc<DeadLetters>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+}
+
+/// One record on its way to the tables.
+struct Pending {
+    message: OwnedMessage,
+    change: RecordChange,
+    /// Its cells' write time (see [`writer::WriteClock`]).
+    write_time: i64,
+    /// When its work started, for the write latency.
+    started: Instant,
+}
+
+/// Why an attempt to store a record is worth retrying.
+#[derive(Debug, thiserror::Error)]
+enum Retry {
+    #[error(transparent)]
+    Cassandra(Box<scylla::errors::ExecutionError>),
+    #[error("{0}")]
+    StateUnreadable(String),
+}
+
+impl Retry {
+    fn kind(&self) -> &'static str {
+        match self {
+            Retry::Cassandra(error) => error_kind(error),
+            Retry::StateUnreadable(_) => "state_unreadable",
+        }
+    }
+}
+
+/// Stores one record: its rows in every table, or, with an identity, its identity's rows
+/// replaced or deleted (see [`identity`]). While Cassandra is unavailable it retries (never
 /// dead-letters: the record is fine, the database is not); when Cassandra refuses the row
 /// for good (a null key, an oversized value), the record is dead-lettered with the server's
 /// message and its partition moves on.
-#[allow(clippy::too_many_arguments)]
-async fn write(
-    writer: TableWriter,
-    dead_letters: Arc<DeadLetters>,
-    message: OwnedMessage,
-    values: Vec<Option<scylla::value::CqlValue>>,
-    write_time: i64,
-    started: Instant,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-) -> (i32, i64, Done) {
+async fn write(shared: Arc<Shared>, pending: Pending) -> (i32, i64, Done) {
+    let Pending {
+        message,
+        change,
+        write_time,
+        started,
+    } = pending;
+    let Shared {
+        tables,
+        identities,
+        dead_letters,
+        metrics,
+        health,
+    } = &*shared;
     let millis = kafka_millis(&message);
+    // Records of one identity apply one at a time, across retries too.
+    let lock = match (&change, identities) {
+        (RecordChange::Identity { identity, .. }, Some(identities)) => {
+            Some(identities.lock(identity).await)
+        }
+        _ => None,
+    };
     let outcome = (|| async {
-        match writer.write(&values, write_time).await {
-            Ok(()) => Ok(None),
+        let result = match (&change, identities, &lock) {
+            (
+                RecordChange::Identity {
+                    identity, change, ..
+                },
+                Some(identities),
+                Some(lock),
+            ) => {
+                identities
+                    .apply(tables, lock, identity, change, write_time)
+                    .await
+            }
+            (RecordChange::Event(values), _, _) => tables
+                .write(values, write_time)
+                .await
+                .map(|()| Applied::Upserted),
+            // An identity change is only decided when the Pipeline has one.
+            (RecordChange::Identity { .. }, _, _) => Ok(Applied::Superseded),
+        };
+        match result {
+            Ok(applied) => Ok(Ok(applied)),
             Err(WriteFailure::Rejected {
                 table,
                 message,
                 kind,
-            }) => Ok(Some((table, message, kind))),
-            Err(WriteFailure::Transient(error)) => Err(error),
+            }) => Ok(Err((table, message, kind))),
+            Err(WriteFailure::Transient(error)) => Err(Retry::Cassandra(Box::new(error))),
+            Err(WriteFailure::StateUnreadable(message)) => Err(Retry::StateUnreadable(message)),
         }
     })
     .retry(retry::until_it_works(
@@ -367,7 +522,7 @@ async fn write(
         metrics
             .cassandra_errors
             .get_or_create(&KindLabel {
-                kind: error_kind(error).to_string(),
+                kind: error.kind().to_string(),
             })
             .inc();
         tracing::warn!(
@@ -379,18 +534,43 @@ async fn write(
         );
     })
     .await;
+    drop(lock);
+    let filtered = matches!(change, RecordChange::Identity { filtered: true, .. });
     match outcome {
-        Ok(None) => {
+        Ok(Ok(applied)) => {
             health.set_cassandra(true);
-            metrics.records_written.inc();
-            metrics
-                .write_latency
-                .observe(started.elapsed().as_secs_f64());
-            let now = chrono::Utc::now().timestamp_millis();
-            metrics.observe_end_to_end((now - millis).max(0) as f64 / 1000.0);
-            (message.partition(), message.offset(), Done::Written)
+            let done = match applied {
+                Applied::Upserted => {
+                    metrics.records_written.inc();
+                    metrics
+                        .write_latency
+                        .observe(started.elapsed().as_secs_f64());
+                    let now = chrono::Utc::now().timestamp_millis();
+                    metrics.observe_end_to_end((now - millis).max(0) as f64 / 1000.0);
+                    Done::Written
+                }
+                Applied::Deleted => {
+                    metrics.identities_deleted.inc();
+                    if filtered {
+                        Done::Filtered
+                    } else {
+                        metrics.records_written.inc();
+                        Done::Written
+                    }
+                }
+                Applied::Superseded => {
+                    metrics.records_superseded.inc();
+                    // The same spec decides the same way: a skipped record stays skipped.
+                    if filtered {
+                        Done::Filtered
+                    } else {
+                        Done::Superseded
+                    }
+                }
+            };
+            (message.partition(), message.offset(), done)
         }
-        Ok(Some((table, server_message, kind))) => {
+        Ok(Err((table, server_message, kind))) => {
             // Cassandra answered: it is up, this record is what it refuses.
             health.set_cassandra(true);
             metrics
@@ -407,7 +587,13 @@ async fn write(
                 "Cassandra refused the row; dead-lettering the record"
             );
             let error = RecordError::write_rejected(&table, server_message);
-            dead_letter(dead_letters, message, error, metrics).await
+            dead_letter(
+                Arc::clone(dead_letters),
+                message,
+                error,
+                Arc::clone(metrics),
+            )
+            .await
         }
         Err(error) => {
             tracing::error!(%error, partition = message.partition(), offset = message.offset(), "gave up writing a record; it is re-delivered after a restart");
@@ -453,6 +639,7 @@ fn finish(tracker: &mut OffsetTracker, metrics: &Metrics, partition: i32, offset
             metrics.records_filtered.inc();
             Finished::Filtered
         }
+        Done::Superseded => Finished::Written,
         // Never stored: the partition stops advancing there, and a restart re-delivers it.
         Done::Abandoned => return,
     };

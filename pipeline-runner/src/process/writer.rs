@@ -200,7 +200,7 @@ fn column_error(column: &str) -> impl FnOnce(SerializationError) -> Serializatio
     }
 }
 
-fn consistency(consistency: WriteConsistency) -> Consistency {
+pub(super) fn consistency(consistency: WriteConsistency) -> Consistency {
     match consistency {
         WriteConsistency::One => Consistency::One,
         WriteConsistency::LocalOne => Consistency::LocalOne,
@@ -217,6 +217,9 @@ pub enum WriteFailure {
     /// Cassandra, or the way to it, failed: the record is fine, so it is retried (and
     /// consumption pauses) until a write succeeds.
     Transient(ExecutionError),
+    /// Cassandra answered the read of an identity's state with something that is not its
+    /// row (the table being repaired, say): retried like an outage, never guessed.
+    StateUnreadable(String),
     /// Cassandra (or the driver, before sending) refused this record's values, e.g. a null
     /// or oversized key: retrying can never succeed, so the record is dead-lettered.
     Rejected {
@@ -292,9 +295,11 @@ pub fn rejection_message(error: &ExecutionError) -> Option<String> {
 /// share a millisecond and whatever the clocks did.
 ///
 /// The chain is carried across restarts and rebalances in the committed offset's metadata
-/// (see [`rtdp_crds::CommittedProgress`]); a consumer starting anywhere else (a replay, a reset)
-/// restarts it from the Kafka timestamps, which can only give equal or earlier write times
-/// than the first run: a replay never overwrites a newer value.
+/// (see [`rtdp_crds::CommittedProgress`]). A replay commits, with the offset it moves back to,
+/// a floor above every write time given so far, so replayed records overwrite what the first
+/// run wrote (a fixed transform corrects the rows) while records produced after them still
+/// win. A consumer starting anywhere else (a reset by another tool) restarts the chain from
+/// the Kafka timestamps.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct WriteClock {
     /// The write time of the last record of the partition, in microseconds.

@@ -23,6 +23,7 @@ fn schema(fields: Vec<FieldSpec>) -> SchemaSpec {
         derived: Vec::new(),
         filter: None,
         unknown_fields: UnknownFieldPolicy::Ignore,
+        identity: None,
     }
 }
 
@@ -528,4 +529,21 @@ fn the_fast_path_answers_as_the_general_one_for_mutated_listings() {
             );
         }
     }
+}
+
+#[test]
+fn keys_convert_as_the_http_source_writes_them() {
+    assert_eq!(
+        convert_key("2080000049", CqlType::Bigint),
+        Ok(CqlValue::BigInt(2_080_000_049))
+    );
+    assert_eq!(
+        convert_key("abc-1", CqlType::Text),
+        Ok(CqlValue::Text("abc-1".into()))
+    );
+    assert_eq!(
+        convert_key("42", CqlType::Text),
+        Ok(CqlValue::Text("42".into()))
+    );
+    assert!(convert_key("k", CqlType::Bigint).is_err());
 }

@@ -69,7 +69,7 @@ pub(crate) async fn provision(pipeline: &Pipeline) {
         .await
         .expect("creating the topics");
     let session = cassandra().await;
-    rtdp_provisioning::cassandra::ensure_schema(&session, &pipeline.spec)
+    rtdp_provisioning::cassandra::ensure_schema(&session, pipeline)
         .await
         .expect("creating the schema");
 }

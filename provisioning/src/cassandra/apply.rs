@@ -24,6 +24,18 @@ pub struct SchemaReport {
     /// Tables whose default TTL was changed, as `keyspace.table (before → after seconds)`.
     /// Rows written before keep the TTL they were written with.
     pub ttl_changed: Vec<String>,
+    /// With [`Replication::LeaveExisting`]: the keyspace whose replication differs from the
+    /// declared one and was left as it is, as `keyspace (existing → declared)`.
+    pub replication_left: Option<String>,
+}
+
+/// Whether `ensure_schema_with` may change an existing keyspace's replication.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replication {
+    /// Set it to the declared one (the Pipeline owns the keyspace's replication).
+    Apply,
+    /// Leave it, and report the difference (another Pipeline owns it).
+    LeaveExisting,
 }
 
 /// Reads a table's columns from `system_schema.columns`; empty when the table is missing.
@@ -65,13 +77,27 @@ pub async fn read_table(
 /// table would need an incompatible change.
 pub async fn ensure_schema(
     session: &Session,
-    spec: &PipelineSpec,
+    pipeline: &Pipeline,
+) -> Result<SchemaReport, ProvisionError> {
+    ensure_schema_with(session, pipeline, Replication::Apply).await
+}
+
+/// [`ensure_schema`], changing an existing keyspace's replication only with
+/// [`Replication::Apply`].
+pub async fn ensure_schema_with(
+    session: &Session,
+    pipeline: &Pipeline,
+    replication: Replication,
 ) -> Result<SchemaReport, ProvisionError> {
     let mut report = SchemaReport::default();
-    for statement in schema_statements(session, spec).await? {
+    for statement in schema_statements(session, pipeline, replication).await? {
+        if let Change::ReplicationLeft(entry) = statement.change {
+            report.replication_left = Some(entry);
+            continue;
+        }
         run(session, statement.cql, statement.context).await?;
         match statement.change {
-            Change::Keyspace => {}
+            Change::Keyspace | Change::ReplicationLeft(_) => {}
             Change::Replication(entry) => report.replication_changed.push(entry),
             Change::Table(entry) => report.created.push(entry),
             Change::Column(entry) => report.added_columns.push(entry),
@@ -89,9 +115,9 @@ pub async fn ensure_schema(
 /// change is the same error `ensure_schema` returns.
 pub async fn plan_schema(
     session: &Session,
-    spec: &PipelineSpec,
+    pipeline: &Pipeline,
 ) -> Result<Vec<String>, ProvisionError> {
-    Ok(schema_statements(session, spec)
+    Ok(schema_statements(session, pipeline, Replication::Apply)
         .await?
         .into_iter()
         .map(|statement| statement.cql)
@@ -109,6 +135,8 @@ struct Statement {
 enum Change {
     Keyspace,
     Replication(String),
+    /// Not a statement: the replication differs and is left as it is.
+    ReplicationLeft(String),
     Table(String),
     Column(String),
     Ttl(String),
@@ -118,9 +146,10 @@ enum Change {
 /// alters nothing.
 async fn schema_statements(
     session: &Session,
-    spec: &PipelineSpec,
+    pipeline: &Pipeline,
+    replication: Replication,
 ) -> Result<Vec<Statement>, ProvisionError> {
-    let keyspace = &spec.cassandra.keyspace;
+    let keyspace = &pipeline.spec.cassandra.keyspace;
     let mut statements = Vec::new();
     let existing_replication = read_replication(session, &keyspace.name).await?;
     let declared_replication = replication_options(keyspace);
@@ -130,6 +159,21 @@ async fn schema_statements(
             context: format!("creating keyspace {}", keyspace.name),
             change: Change::Keyspace,
         }),
+        Some(existing)
+            if !same_replication(&existing, &declared_replication)
+                && replication == Replication::LeaveExisting =>
+        {
+            statements.push(Statement {
+                cql: String::new(),
+                context: String::new(),
+                change: Change::ReplicationLeft(format!(
+                    "{} ({} → {})",
+                    keyspace.name,
+                    describe_replication(&existing),
+                    describe_replication(&declared_replication)
+                )),
+            });
+        }
         Some(existing) if !same_replication(&existing, &declared_replication) => {
             statements.push(Statement {
                 cql: format!(
@@ -151,7 +195,7 @@ async fn schema_statements(
 
     let mut plans = Vec::new();
     let mut incompatible = Vec::new();
-    for table in table_definitions(spec) {
+    for table in schema_tables(pipeline) {
         let existing = read_table(session, &table.keyspace, &table.name).await?;
         match plan_table(&table, Some(&existing)) {
             Ok(plan) => plans.push((table, plan)),
@@ -293,9 +337,10 @@ fn describe_replication(options: &BTreeMap<String, String>) -> String {
         .join(", ")
 }
 
-/// Drops the Pipeline's tables (the keyspace stays: other Pipelines may share it).
-pub async fn drop_tables(session: &Session, spec: &PipelineSpec) -> Result<(), ProvisionError> {
-    for table in table_definitions(spec) {
+/// Drops the Pipeline's tables, its identity's state table too (the keyspace stays: other
+/// Pipelines may share it).
+pub async fn drop_tables(session: &Session, pipeline: &Pipeline) -> Result<(), ProvisionError> {
+    for table in schema_tables(pipeline) {
         run(
             session,
             format!("DROP TABLE IF EXISTS {}", table.qualified_name()),

@@ -149,3 +149,33 @@ fn refuses_type_key_and_dropped_column_changes() {
         }]
     );
 }
+
+#[test]
+fn the_identity_state_table_keys_by_identity_and_holds_the_moving_keys() {
+    let text = include_str!("../../../examples/property-listings.yaml");
+    let pipeline = parse_pipeline(text, "property-listings.yaml").expect("the example parses");
+    let state = state_table_definition(&pipeline).expect("listings_by_city moves");
+    assert_eq!(
+        state.create_cql(),
+        "CREATE TABLE IF NOT EXISTS real_estate.property_listings_identity (zpid bigint, city text, \
+         price bigint, rtdp_write_time bigint, rtdp_deleted boolean, PRIMARY KEY ((zpid))) WITH \
+         default_time_to_live = 0"
+    );
+    assert_eq!(state.consistency, WriteConsistency::LocalQuorum);
+    let names: Vec<String> = schema_tables(&pipeline)
+        .iter()
+        .map(TableDefinition::qualified_name)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "real_estate.listings_by_id",
+            "real_estate.listings_by_city",
+            "real_estate.property_listings_identity"
+        ],
+        "created and dropped with the declared tables"
+    );
+    let mut by_id_only = pipeline;
+    by_id_only.spec.cassandra.tables.truncate(1);
+    assert_eq!(state_table_definition(&by_id_only), None);
+}

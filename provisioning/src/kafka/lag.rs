@@ -35,6 +35,8 @@ pub struct PartitionPosition {
     /// The records before the committed offset by outcome, as the processors committed them
     /// (zero where they committed none).
     pub records: RecordCounts,
+    /// The write time (µs) the processors committed with the offset, where they did.
+    pub write_time_micros: Option<i64>,
 }
 
 impl PartitionPosition {
@@ -182,11 +184,7 @@ impl GroupView {
                 .fetch_watermarks(topic, partition, timeout)
                 .map_err(|error| reading("reading the watermarks", error))?;
             let element = committed.find_partition(topic, partition);
-            let records = element
-                .as_ref()
-                .map(committed_progress)
-                .unwrap_or_default()
-                .records;
+            let progress = element.as_ref().map(committed_progress).unwrap_or_default();
             let committed = element.and_then(|element| match element.offset() {
                 Offset::Offset(offset) => Some(offset),
                 _ => None,
@@ -196,7 +194,8 @@ impl GroupView {
                 low,
                 high,
                 committed,
-                records,
+                records: progress.records,
+                write_time_micros: progress.write_time_micros,
                 ..PartitionPosition::default()
             });
         }

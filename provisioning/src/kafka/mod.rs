@@ -14,7 +14,7 @@ mod topics;
 pub use access::{AccessError, Refusal, ServerOutcome, ServerProbe, check_access};
 pub use client::{Pem, SaslLogin, SecurityProtocol, TlsMaterial, client_config, client_properties};
 pub use lag::{GroupLag, PartitionPosition, committed_progress, read_group_lag};
-pub use rewind::{RewindTo, Rewound, rewind_group};
+pub use rewind::{RewindTo, Rewound, replay_floor_micros, rewind_group};
 pub use runs::{LedgerTail, read_run_ledger};
 pub use topics::*;
 

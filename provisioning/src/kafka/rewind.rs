@@ -102,10 +102,12 @@ fn rewind_blocking(
         target
             .add_partition_offset(topic, position.partition, Offset::Offset(offset))
             .map_err(|error| failed("preparing the commit", error))?;
-        // The counts go on (replayed records count again); the write-time chain restarts
-        // from the Kafka timestamps, so the replay never writes newer than the first run.
+        // The counts go on (replayed records count again). The write-time chain resumes
+        // above every write time given so far (now, or the chain itself where it ran ahead),
+        // so replayed records overwrite what the first run wrote, and records produced
+        // later still win over them (they follow the replayed ones in the partition).
         let progress = CommittedProgress {
-            write_time_micros: None,
+            write_time_micros: Some(replay_floor_micros(position.write_time_micros)),
             records: position.records,
         };
         if let Some(mut element) = target.find_partition(topic, position.partition) {
@@ -131,4 +133,33 @@ fn rewind_blocking(
             error => failed("committing the replay offsets", error),
         })?;
     Ok(rewound)
+}
+
+/// Where a replay's write-time chain resumes: above the wall clock (every earlier Kafka
+/// timestamp) and above the partition's own chain, which runs ahead of the clock when many
+/// records share a millisecond or an earlier replay moved it.
+pub fn replay_floor_micros(committed_write_time_micros: Option<i64>) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX)
+        });
+    now.max(committed_write_time_micros.unwrap_or(0))
+}
+
+#[cfg(test)]
+mod replay_floor_tests {
+    use super::replay_floor_micros;
+
+    #[test]
+    fn a_replay_resumes_above_the_clock_and_above_the_chain() {
+        let before = replay_floor_micros(None);
+        assert!(
+            before > 1_700_000_000_000_000,
+            "microseconds since the epoch"
+        );
+        let ahead = before + 60_000_000;
+        assert_eq!(replay_floor_micros(Some(ahead)), ahead);
+        assert!(replay_floor_micros(Some(5)) >= before);
+    }
 }

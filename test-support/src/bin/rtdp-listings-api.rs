@@ -22,6 +22,7 @@ async fn main() -> anyhow::Result<()> {
     let mut per_page = 40_usize;
     let mut defect_every = 25_usize;
     let mut posted_over_days = 7_i64;
+    let mut day = 0_u32;
     let mut arguments = std::env::args().skip(1);
     while let Some(flag) = arguments.next() {
         let mut value = || {
@@ -35,12 +36,14 @@ async fn main() -> anyhow::Result<()> {
             "--per-page" => per_page = value()?.parse()?,
             "--defect-every" => defect_every = value()?.parse()?,
             "--posted-over-days" => posted_over_days = value()?.parse()?,
+            "--day" => day = value()?.parse()?,
             "--help" | "-h" => {
                 println!(
-                    "rtdp-listings-api [--address 127.0.0.1:0] [--pages 5] [--per-page 40] [--defect-every 25] [--posted-over-days 7]\n\
+                    "rtdp-listings-api [--address 127.0.0.1:0] [--pages 5] [--per-page 40] [--defect-every 25] [--posted-over-days 7] [--day 0]\n\
                      Serves Zillow-style search pages at /search?page=N (header X-RapidAPI-Key required).\n\
                      Listings were posted over the days up to yesterday (UTC); postedSince=YYYY-MM-DD and\n\
-                     postedBefore=YYYY-MM-DD keep those posted in [since, before)."
+                     postedBefore=YYYY-MM-DD keep those posted in [since, before). --day N serves the market N days\n\
+                     on: every fourth listing re-priced (3 % cheaper a day), every tenth from the sixth sold."
                 );
                 return Ok(());
             }
@@ -50,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
     let api = ListingsApi::start(
         address,
         Listings::generate(pages, per_page, defect_every)
+            .on_day(day)
             .posted_over(posted_over_days, yesterday()),
         None,
     )
