@@ -90,7 +90,7 @@ pub const CRON_PATTERN: &str = concat!(
         name = "Last-Stored",
         type_ = "date",
         json_path = ".status.freshness.lastStoredRecordTime",
-        description = "How old the newest stored record is"
+        description = "How old the newest record written to the tables is"
     ),
     printcolumn(
         name = "Written",
@@ -1419,7 +1419,9 @@ pub struct FreshnessStatus {
     #[serde(default)]
     pub lag_seconds: i64,
 
-    /// The Kafka timestamp of the newest record stored (RFC 3339); absent before the first.
+    /// The Kafka timestamp of the newest record written to the tables (RFC 3339), as the
+    /// processors commit it with their offsets: dead-lettered and filtered records do not
+    /// count. Absent before the first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_stored_record_time: Option<String>,
 
@@ -1428,6 +1430,11 @@ pub struct FreshnessStatus {
     /// kept across restarts and rebalances); records a replay processes again count again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub records: Option<RecordCounts>,
+
+    /// The dead-lettered records of `records` by reason (`wrong_type`, `malformed_json`...),
+    /// counted and committed the same way.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dead_lettered_by_reason: BTreeMap<String, i64>,
 
     /// Why the last measurement failed, if it did (the other fields are then from the last
     /// one that worked).
@@ -1471,6 +1478,10 @@ pub mod condition_types {
     pub const DEGRADED: &str = "Degraded";
     /// The stored data meets `spec.slo` (present only with an objective).
     pub const FRESH: &str = "Fresh";
+    /// Most records the processors finished since the previous measurement were written:
+    /// False (reason `MostlyDeadLettered`, naming the most frequent dead-letter reason) when
+    /// more than half of at least ten were dead-lettered.
+    pub const STORING: &str = "Storing";
 }
 
 /// The headers of every dead letter: part of the API, stable for anyone reading the dead-letter

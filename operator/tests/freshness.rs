@@ -161,6 +161,64 @@ async fn lag_and_the_last_stored_record_reach_the_status_and_the_objective() {
     );
     scenario.expect_events(&["WithinObjective"]).await;
 
+    // Twenty more records, most of them dead-lettered: the processors commit the offset past
+    // them with their counts by reason and the newest written record's time (still the one
+    // above). LAST-STORED stays, and Storing turns False naming the dominant reason.
+    for index in 5..25_i64 {
+        let payload = format!("{{\"zpid\":{index}}}");
+        producer
+            .send(
+                FutureRecord::<(), _>::to(&topic)
+                    .partition(0)
+                    .payload(&payload),
+                TIMEOUT,
+            )
+            .await
+            .expect("producing a record");
+    }
+    let mut offsets = TopicPartitionList::new();
+    offsets
+        .add_partition_offset(&topic, 0, Offset::Offset(25))
+        .expect("an offset");
+    if let Some(mut element) = offsets.find_partition(&topic, 0) {
+        element.set_metadata(format!(
+            "rtdp.written=7;rtdp.dead-lettered=18;rtdp.filtered=0;rtdp.last-written={};\
+             rtdp.dead-lettered.wrong_type=15;rtdp.dead-lettered.malformed_json=3",
+            stored.as_millisecond()
+        ));
+    }
+    consumer
+        .commit(&offsets, CommitMode::Sync)
+        .expect("committing");
+    let dead_lettering = world
+        .wait_for(name, "Storing False", Duration::from_secs(60), |pipeline| {
+            find_condition(pipeline, "Storing")
+                .is_some_and(|condition| condition.reason == "MostlyDeadLettered")
+        })
+        .await;
+    let condition = find_condition(&dead_lettering, "Storing").expect("Storing");
+    assert_eq!(condition.status, "False");
+    assert!(
+        condition.message.contains("18 of the 25 records")
+            && condition
+                .message
+                .contains("most of them for wrong_type (15)"),
+        "{}",
+        condition.message
+    );
+    let measured = freshness(&dead_lettering).expect("freshness");
+    assert_eq!(measured.lag_records, 0);
+    assert_eq!(
+        measured.last_stored_record_time.as_deref(),
+        Some(stored.to_string().as_str()),
+        "dead letters do not make the pipeline look fresh"
+    );
+    assert_eq!(
+        measured.dead_lettered_by_reason.get("wrong_type"),
+        Some(&15)
+    );
+    scenario.expect_events(&["MostlyDeadLettered"]).await;
+
     scenario.delete_and_wait_gone(Duration::from_secs(60)).await;
     world.drop_topics_and_keyspace(&topic, &keyspace).await;
     world.cleanup().await;

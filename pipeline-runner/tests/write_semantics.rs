@@ -404,3 +404,68 @@ async fn each_table_writes_at_its_declared_consistency() {
         .await
         .expect("dropping the test keyspace");
 }
+
+/// `LAST-STORED` (`status.freshness.lastStoredRecordTime`) is the newest record written to the
+/// tables: dead-lettered records move the committed offsets but are not stored, so they do
+/// not make a pipeline look fresh; one that dead-letters everything has stored nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_newest_stored_time_counts_written_records_only() {
+    let mut pipeline = listings_pipeline("stored");
+    pipeline.spec.topic.partitions = 1;
+    provision(&pipeline).await;
+    let producer = producer(&pipeline);
+    let topic = pipeline.topic_name();
+    for index in 0..3 {
+        let (zpid, payload) = listing_with_price(index, 100_000);
+        produce(&producer, &topic, &zpid, Some(payload.as_bytes())).await;
+    }
+    // The broker stamps the records (LogAppendTime): the bad ones come later than this.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let before_bad = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or_default();
+    for _ in 0..5 {
+        produce(&producer, &topic, "k", Some(b"not json")).await;
+    }
+    let manifest = write_manifest(&pipeline);
+    let process = Runner::start(&["process"], &manifest, &[]);
+    wait_offsets_at_end(&pipeline, Duration::from_secs(90)).await;
+    let lag = rtdp_provisioning::kafka::read_group_lag(
+        &kafka_config(&pipeline),
+        &topic,
+        &pipeline.consumer_group(),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("reading the group's lag");
+    let stored = lag.last_stored_millis().expect("three records were stored");
+    assert!(
+        stored < before_bad,
+        "the newest stored record is the third listing ({stored}), not a dead letter (after {before_bad})"
+    );
+    assert_eq!(records_finished(&pipeline).dead_lettered, 5);
+    assert!(process.terminate(Duration::from_secs(30)).success());
+
+    // Nothing but dead letters: nothing stored.
+    let mut all_bad = listings_pipeline("allbad");
+    all_bad.spec.topic.partitions = 1;
+    provision(&all_bad).await;
+    for _ in 0..4 {
+        produce(&producer, &all_bad.topic_name(), "k", Some(b"[1]")).await;
+    }
+    let manifest = write_manifest(&all_bad);
+    let process = Runner::start(&["process"], &manifest, &[]);
+    wait_offsets_at_end(&all_bad, Duration::from_secs(90)).await;
+    let lag = rtdp_provisioning::kafka::read_group_lag(
+        &kafka_config(&all_bad),
+        &all_bad.topic_name(),
+        &all_bad.consumer_group(),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("reading the group's lag");
+    assert_eq!(lag.last_stored_millis(), None, "{lag:?}");
+    assert_eq!(lag.records(), 0, "every record was processed");
+    assert!(process.terminate(Duration::from_secs(30)).success());
+}

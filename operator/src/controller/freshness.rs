@@ -9,7 +9,7 @@
 //! owning only `status.freshness` and the `Fresh` condition; the reconcile leaves both alone
 //! (`status::reconcile_owned`).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -158,14 +158,46 @@ async fn measure(context: &Context, pipeline: &Pipeline, triggers: &Triggers) {
                 .await;
         }
     }
+    let storing = storing(
+        previous.as_ref(),
+        &freshness,
+        &pipeline.dead_letter_topic_name(),
+    );
+    if let Some(storing) = &storing {
+        let before = existing
+            .iter()
+            .find(|condition| condition.type_ == condition_types::STORING);
+        let status = if storing.status { "True" } else { "False" };
+        // A Warning when records start going to the dead-letter topic, a Normal one when
+        // they are stored again; nothing while it stays.
+        let changed = before.map_or(!storing.status, |before| before.status != status);
+        if changed {
+            context
+                .recorder
+                .publish_about(
+                    pipeline,
+                    if storing.status {
+                        EventType::Normal
+                    } else {
+                        EventType::Warning
+                    },
+                    &storing.reason,
+                    "MeasureFreshness",
+                    format!("Storing is {status}: {}", storing.message),
+                )
+                .await;
+        }
+    }
     let conditions: Vec<Condition> = merge_conditions(
         &existing,
-        fresh.into_iter().collect(),
+        fresh.into_iter().chain(storing).collect(),
         pipeline.metadata.generation,
         now,
     )
     .into_iter()
-    .filter(|condition| condition.type_ == condition_types::FRESH)
+    .filter(|condition| {
+        condition.type_ == condition_types::FRESH || condition.type_ == condition_types::STORING
+    })
     .collect();
     context.metrics.set_pipeline(
         &pipeline.namespace_or_default(),
@@ -394,8 +426,67 @@ pub fn freshness_of(lag: &GroupLag, now: Timestamp) -> FreshnessStatus {
             .and_then(|millis| Timestamp::from_millisecond(millis).ok())
             .map(|time| time.to_string()),
         records: Some(lag.records_finished()),
+        dead_lettered_by_reason: lag.dead_lettered_by_reason(),
         error: None,
     }
+}
+
+/// The fewest records finished since the previous measurement that `Storing` judges.
+const STORING_EVIDENCE: i64 = 10;
+
+/// `Storing` from the records the processors finished between two measurements: False when
+/// more than half of at least ten were dead-lettered, naming the most frequent reason; `None`
+/// (the condition stays as it is) when too few finished to say, or the counts went back (a
+/// reset). Pure.
+pub fn storing(
+    previous: Option<&FreshnessStatus>,
+    current: &FreshnessStatus,
+    dead_letter_topic: &str,
+) -> Option<DesiredCondition> {
+    let now = current.records?;
+    let before = previous
+        .and_then(|previous| previous.records)
+        .unwrap_or_default();
+    let written = now.written - before.written;
+    let dead_lettered = now.dead_lettered - before.dead_lettered;
+    if written < 0 || dead_lettered < 0 || written + dead_lettered < STORING_EVIDENCE {
+        return None;
+    }
+    let finished = written + dead_lettered;
+    if dead_lettered * 2 <= finished {
+        return Some(DesiredCondition::new(
+            condition_types::STORING,
+            true,
+            "MostlyStored",
+            format!(
+                "{written} of the {finished} records finished since the previous measurement were written"
+            ),
+        ));
+    }
+    let empty = BTreeMap::new();
+    let before_by_reason = previous.map_or(&empty, |previous| &previous.dead_lettered_by_reason);
+    let dominant = current
+        .dead_lettered_by_reason
+        .iter()
+        .map(|(reason, count)| {
+            (
+                count - before_by_reason.get(reason).copied().unwrap_or(0),
+                reason.as_str(),
+            )
+        })
+        .max();
+    let cause = match dominant {
+        Some((count, reason)) if count > 0 => format!(", most of them for {reason} ({count})"),
+        _ => String::new(),
+    };
+    Some(DesiredCondition::new(
+        condition_types::STORING,
+        false,
+        "MostlyDeadLettered",
+        format!(
+            "{dead_lettered} of the {finished} records finished since the previous measurement were dead-lettered{cause}: their reasons are in the headers of topic {dead_letter_topic}"
+        ),
+    ))
 }
 
 /// `time` without its fraction of a second, as Kubernetes writes times.
@@ -476,6 +567,61 @@ mod tests {
         Timestamp::from_second(1_700_000_000 + seconds).expect("a time")
     }
 
+    fn finished(written: i64, by_reason: &[(&str, i64)]) -> FreshnessStatus {
+        FreshnessStatus {
+            records: Some(RecordCounts {
+                written,
+                dead_lettered: by_reason.iter().map(|(_, count)| count).sum(),
+                filtered: 0,
+            }),
+            dead_lettered_by_reason: by_reason
+                .iter()
+                .map(|(reason, count)| ((*reason).to_string(), *count))
+                .collect(),
+            ..FreshnessStatus::default()
+        }
+    }
+
+    #[test]
+    fn mostly_dead_lettered_records_say_so_with_the_dominant_reason() {
+        let before = finished(100, &[("wrong_type", 5)]);
+        let now = finished(104, &[("wrong_type", 30), ("malformed_json", 6)]);
+        let verdict = storing(Some(&before), &now, "listings.dlq").expect("enough records");
+        assert!(!verdict.status);
+        assert_eq!(verdict.reason, "MostlyDeadLettered");
+        assert_eq!(
+            verdict.message,
+            "31 of the 35 records finished since the previous measurement were dead-lettered, most of them for wrong_type (25): their reasons are in the headers of topic listings.dlq"
+        );
+        // Mostly stored again.
+        let later = finished(150, &[("wrong_type", 31), ("malformed_json", 6)]);
+        let verdict = storing(Some(&now), &later, "listings.dlq").expect("enough records");
+        assert_eq!(
+            (verdict.status, verdict.reason.as_str()),
+            (true, "MostlyStored")
+        );
+        // Too few records to judge, or counts that went back: the condition stays.
+        assert_eq!(
+            storing_of(
+                &later,
+                &finished(151, &[("wrong_type", 33), ("malformed_json", 6)])
+            ),
+            None
+        );
+        assert_eq!(storing_of(&later, &finished(10, &[])), None);
+        // The first measurement judges everything counted so far.
+        let first = storing(None, &finished(0, &[("not_an_object", 12)]), "t").expect("12 records");
+        assert!(
+            !first.status && first.message.contains("not_an_object (12)"),
+            "{}",
+            first.message
+        );
+    }
+
+    fn storing_of(before: &FreshnessStatus, now: &FreshnessStatus) -> Option<DesiredCondition> {
+        storing(Some(before), now, "t")
+    }
+
     fn lag(waiting_since: Option<i64>, stored_at: Option<i64>) -> GroupLag {
         GroupLag {
             partitions: vec![PartitionPosition {
@@ -491,6 +637,8 @@ mod tests {
                     filtered: 1,
                 },
                 write_time_micros: None,
+                last_written_millis: None,
+                dead_lettered_by_reason: BTreeMap::new(),
             }],
         }
     }

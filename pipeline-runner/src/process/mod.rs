@@ -61,7 +61,8 @@ pub struct ProcessOptions {
 /// What happened to one record.
 enum Done {
     Written,
-    DeadLettered,
+    /// Sent to the dead-letter topic, with this reason label.
+    DeadLettered(&'static str),
     Filtered,
     /// Its identity's stored state is as new or newer (the record applied before a crash or
     /// a reset re-delivered it, or an older version): nothing written, counted as written,
@@ -208,8 +209,8 @@ pub async fn run(pipeline: &Pipeline, options: ProcessOptions) -> Result<(), Run
                     metrics.records_consumed.inc();
                     let partition = message.partition();
                     if !tracker.is_tracking(partition) {
-                        let (clock, counts) = resume(&consumer, &topic, partition, message.offset());
-                        tracker.start(partition, clock, counts);
+                        let (clock, progress) = resume(&consumer, &topic, partition, message.offset());
+                        tracker.start(partition, clock, progress);
                         // Another processor may have applied this partition's records since.
                         if let Some(identities) = &shared.identities {
                             identities.forget_cached();
@@ -628,13 +629,17 @@ async fn dead_letter(
         return (message.partition(), message.offset(), Done::Abandoned);
     }
     metrics.dead_lettered(error.reason);
-    (message.partition(), message.offset(), Done::DeadLettered)
+    (
+        message.partition(),
+        message.offset(),
+        Done::DeadLettered(error.reason.as_str()),
+    )
 }
 
 fn finish(tracker: &mut OffsetTracker, metrics: &Metrics, partition: i32, offset: i64, done: Done) {
     let outcome = match done {
         Done::Written => Finished::Written,
-        Done::DeadLettered => Finished::DeadLettered,
+        Done::DeadLettered(reason) => Finished::DeadLettered(reason),
         Done::Filtered => {
             metrics.records_filtered.inc();
             Finished::Filtered

@@ -17,8 +17,8 @@ use super::writer::WriteClock;
 pub enum Finished {
     /// Written to every table.
     Written,
-    /// Sent to the dead-letter topic.
-    DeadLettered,
+    /// Sent to the dead-letter topic, with this reason label.
+    DeadLettered(&'static str),
     /// Dropped by the filter.
     Filtered,
 }
@@ -28,17 +28,19 @@ impl Finished {
         let mut counts = RecordCounts::default();
         match self {
             Self::Written => counts.written = 1,
-            Self::DeadLettered => counts.dead_lettered = 1,
+            Self::DeadLettered(_) => counts.dead_lettered = 1,
             Self::Filtered => counts.filtered = 1,
         }
         counts
     }
 }
 
-/// A dispatched record: the clock as it stood before it, and its outcome once finished.
+/// A dispatched record: the clock as it stood before it, its Kafka timestamp, and its
+/// outcome once finished.
 #[derive(Debug, Clone, Copy)]
 struct InFlight {
     clock_before: WriteClock,
+    kafka_millis: i64,
     finished: Option<Finished>,
 }
 
@@ -53,6 +55,11 @@ pub struct PartitionOffsets {
     clock: WriteClock,
     /// The records before the first in-flight one, by outcome.
     settled: RecordCounts,
+    /// The Kafka timestamp (ms) of the newest written record before the first in-flight
+    /// one; 0 when none was.
+    last_written_millis: i64,
+    /// The dead-lettered records before the first in-flight one, by reason label.
+    dead_lettered_by_reason: BTreeMap<String, i64>,
     /// The last offset handed to Kafka to store (the next offset to consume).
     stored: Option<i64>,
 }
@@ -60,12 +67,19 @@ pub struct PartitionOffsets {
 impl PartitionOffsets {
     /// A partition resuming from a committed offset: its chain of write times continues at
     /// `clock` and its counts at `counts`.
-    pub fn resuming(clock: WriteClock, counts: RecordCounts) -> Self {
+    pub fn resuming(clock: WriteClock, counts: RecordCounts, last_written_millis: i64) -> Self {
         Self {
             clock,
             settled: counts,
+            last_written_millis,
             ..Self::default()
         }
+    }
+
+    /// Continues the committed counts of dead letters by reason.
+    pub fn with_dead_letter_reasons(mut self, by_reason: BTreeMap<String, i64>) -> Self {
+        self.dead_lettered_by_reason = by_reason;
+        self
     }
 
     /// A record was taken from the partition and its work started; returns its write time.
@@ -76,6 +90,7 @@ impl PartitionOffsets {
             offset,
             InFlight {
                 clock_before: self.clock,
+                kafka_millis: kafka_timestamp_millis,
                 finished: None,
             },
         );
@@ -97,6 +112,19 @@ impl PartitionOffsets {
             let Some(finished) = entry.get().finished else {
                 break;
             };
+            match finished {
+                Finished::Written => {
+                    self.last_written_millis =
+                        self.last_written_millis.max(entry.get().kafka_millis);
+                }
+                Finished::DeadLettered(reason) => {
+                    *self
+                        .dead_lettered_by_reason
+                        .entry(reason.to_string())
+                        .or_default() += 1;
+                }
+                Finished::Filtered => {}
+            }
             entry.remove();
             self.settled = self.settled.plus(finished.count());
         }
@@ -113,6 +141,8 @@ impl PartitionOffsets {
             CommittedProgress {
                 write_time_micros: Some(clock.last_micros()),
                 records: self.settled,
+                last_written_millis: Some(self.last_written_millis),
+                dead_lettered_by_reason: self.dead_lettered_by_reason.clone(),
             },
         ))
     }
@@ -140,10 +170,17 @@ impl OffsetTracker {
         self.partitions.contains_key(&partition)
     }
 
-    /// Starts tracking a partition resuming at `clock` and `counts`.
-    pub fn start(&mut self, partition: i32, clock: WriteClock, counts: RecordCounts) {
-        self.partitions
-            .insert(partition, PartitionOffsets::resuming(clock, counts));
+    /// Starts tracking a partition resuming at `clock` and the committed `progress`.
+    pub fn start(&mut self, partition: i32, clock: WriteClock, progress: CommittedProgress) {
+        self.partitions.insert(
+            partition,
+            PartitionOffsets::resuming(
+                clock,
+                progress.records,
+                progress.last_written_millis.unwrap_or(0),
+            )
+            .with_dead_letter_reasons(progress.dead_lettered_by_reason),
+        );
     }
 
     /// A record was dispatched; returns its write time.
@@ -286,9 +323,34 @@ mod tests {
         tracker.start(
             3,
             WriteClock::resumed_at(5_000_123),
-            RecordCounts::default(),
+            CommittedProgress::default(),
         );
         assert_eq!(tracker.dispatched(3, 40, 5), 5_000_124);
+    }
+
+    #[test]
+    fn the_newest_written_time_counts_written_records_only() {
+        let mut offsets =
+            PartitionOffsets::resuming(WriteClock::default(), RecordCounts::default(), 0);
+        offsets.dispatched(0, 1_000);
+        offsets.dispatched(1, 2_000);
+        offsets.dispatched(2, 3_000);
+        // Offset 1 finishes first: the stored position cannot move past 0 yet.
+        assert_eq!(offsets.finished(1, Written), None);
+        let (next, progress) = offsets.finished(0, Written).expect("moved");
+        assert_eq!((next, progress.last_written_millis), (2, Some(2_000)));
+        // The newest record was dead-lettered: the newest stored one stays offset 1's.
+        let (_, progress) = offsets
+            .finished(2, Finished::DeadLettered("malformed_json"))
+            .expect("moved");
+        assert_eq!(
+            progress.dead_lettered_by_reason,
+            BTreeMap::from([("malformed_json".to_string(), 1)])
+        );
+        assert_eq!(progress.last_written_millis, Some(2_000));
+        let resumed =
+            PartitionOffsets::resuming(WriteClock::default(), RecordCounts::default(), 2_000);
+        assert_eq!(resumed.last_written_millis, 2_000);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
-use rtdp_crds::RecordCounts;
+use rtdp_crds::CommittedProgress;
 use rtdp_provisioning::kafka::committed_progress;
 
 use super::EndOffsets;
@@ -24,7 +24,7 @@ pub(super) fn resume(
     topic: &str,
     partition: i32,
     first_offset: i64,
-) -> (WriteClock, RecordCounts) {
+) -> (WriteClock, CommittedProgress) {
     let mut wanted = TopicPartitionList::new();
     wanted.add_partition(topic, partition);
     let committed = blocking(|| consumer.committed_offsets(wanted, Duration::from_secs(10)));
@@ -32,11 +32,11 @@ pub(super) fn resume(
         Ok(committed) => committed,
         Err(error) => {
             tracing::warn!(%error, partition, "reading the committed offset's progress failed; restarting the write-time chain from the Kafka timestamps and the counts from 0");
-            return (WriteClock::default(), RecordCounts::default());
+            return (WriteClock::default(), CommittedProgress::default());
         }
     };
     let Some(element) = committed.find_partition(topic, partition) else {
-        return (WriteClock::default(), RecordCounts::default());
+        return (WriteClock::default(), CommittedProgress::default());
     };
     let progress = committed_progress(&element);
     let clock = match progress.write_time_micros {
@@ -45,7 +45,7 @@ pub(super) fn resume(
         }
         _ => WriteClock::default(),
     };
-    (clock, progress.records)
+    (clock, progress)
 }
 
 /// Hands the offsets that moved to librdkafka (committed by its auto-commit every second, and

@@ -37,6 +37,11 @@ pub struct PartitionPosition {
     pub records: RecordCounts,
     /// The write time (µs) the processors committed with the offset, where they did.
     pub write_time_micros: Option<i64>,
+    /// The timestamp (ms) of the newest record written to the tables, as the processors
+    /// committed it (0: none yet); `None` where they did not say.
+    pub last_written_millis: Option<i64>,
+    /// The dead-lettered records before the committed offset, by reason label.
+    pub dead_lettered_by_reason: BTreeMap<String, i64>,
 }
 
 impl PartitionPosition {
@@ -93,11 +98,28 @@ impl GroupLag {
             })
     }
 
-    /// The timestamp (ms) of the newest record stored, over all partitions.
+    /// The dead-lettered records by reason label, over all partitions.
+    pub fn dead_lettered_by_reason(&self) -> BTreeMap<String, i64> {
+        let mut total = BTreeMap::new();
+        for position in &self.partitions {
+            for (reason, count) in &position.dead_lettered_by_reason {
+                *total.entry(reason.clone()).or_default() += count;
+            }
+        }
+        total
+    }
+
+    /// The timestamp (ms) of the newest record written to the tables, over all partitions:
+    /// as the processors committed it, so dead-lettered and filtered records (which move the
+    /// offsets too) do not count; the record before the committed offset where they did not
+    /// say.
     pub fn last_stored_millis(&self) -> Option<i64> {
         self.partitions
             .iter()
-            .filter_map(|position| position.last_stored_millis)
+            .filter_map(|position| match position.last_written_millis {
+                Some(millis) => (millis > 0).then_some(millis),
+                None => position.last_stored_millis,
+            })
             .max()
     }
 }
@@ -196,6 +218,8 @@ impl GroupView {
                 committed,
                 records: progress.records,
                 write_time_micros: progress.write_time_micros,
+                last_written_millis: progress.last_written_millis,
+                dead_lettered_by_reason: progress.dead_lettered_by_reason,
                 ..PartitionPosition::default()
             });
         }
@@ -319,5 +343,30 @@ mod tests {
         assert_eq!(lag.lag_seconds(17_500), 12);
         assert_eq!(lag.last_stored_millis(), Some(9_000));
         assert_eq!(GroupLag::default().lag_seconds(17_500), 0);
+    }
+
+    #[test]
+    fn the_newest_stored_record_is_the_newest_written_one_where_the_processors_say() {
+        // The record before the committed offset was dead-lettered: the processors committed
+        // an older written record's time, or none at all.
+        let mut dead_lettered_last = position(0, 10, Some(10));
+        dead_lettered_last.last_stored_millis = Some(9_000);
+        dead_lettered_last.last_written_millis = Some(6_000);
+        let mut nothing_written = position(0, 5, Some(5));
+        nothing_written.partition = 1;
+        nothing_written.last_stored_millis = Some(12_000);
+        nothing_written.last_written_millis = Some(0);
+        let lag = GroupLag {
+            partitions: vec![dead_lettered_last, nothing_written.clone()],
+        };
+        assert_eq!(lag.last_stored_millis(), Some(6_000));
+        let lag = GroupLag {
+            partitions: vec![nothing_written],
+        };
+        assert_eq!(
+            lag.last_stored_millis(),
+            None,
+            "nothing stored, nothing to show"
+        );
     }
 }

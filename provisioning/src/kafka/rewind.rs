@@ -109,6 +109,9 @@ fn rewind_blocking(
         let progress = CommittedProgress {
             write_time_micros: Some(replay_floor_micros(position.write_time_micros)),
             records: position.records,
+            // Records stay stored while they are processed again.
+            last_written_millis: position.last_written_millis,
+            dead_lettered_by_reason: position.dead_lettered_by_reason.clone(),
         };
         if let Some(mut element) = target.find_partition(topic, position.partition) {
             element.set_metadata(progress.encode());
