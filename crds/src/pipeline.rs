@@ -1472,7 +1472,8 @@ pub mod condition_types {
     /// The keyspace and tables exist as declared.
     pub const SCHEMA_READY: &str = "SchemaReady";
     /// The processor replicas of the current spec are all ready (a rollout that cannot finish
-    /// is not ready, even while the previous pods still run).
+    /// is not ready, even while the previous pods still run), and so is a continuous source's
+    /// ingest replica (reason `IngestUnavailable` when only it is missing).
     pub const RUNNER_READY: &str = "RunnerReady";
     /// Something needs attention although the pipeline may still run.
     pub const DEGRADED: &str = "Degraded";

@@ -80,6 +80,8 @@ pub struct Observed {
     /// Why processor pods are not ready, when a pod says (unschedulable, crash-looping, an
     /// image that cannot be pulled): a reason and a message.
     pub runner_problem: Option<(&'static str, String)>,
+    /// A continuous source's ingest Deployment that is not ready: what it reports.
+    pub ingest_unready: Option<String>,
 }
 
 /// A condition as we want it, before timestamps.
@@ -106,6 +108,10 @@ impl DesiredCondition {
         }
     }
 }
+
+/// The reason of `RunnerReady` and `Ready` when the processors are ready and a continuous
+/// source's ingest replica is not.
+pub const INGEST_UNAVAILABLE: &str = "IngestUnavailable";
 
 /// The reason of `RunnerReady` and `Ready` while `spec.suspend` is true.
 pub const SUSPENDED: &str = "Suspended";
@@ -197,6 +203,21 @@ pub fn desired_status(pipeline: &Pipeline, observed: &Observed, now: Timestamp) 
                 reason
             }
             None => "ReplicasUnavailable",
+        };
+        // The processors may be ready while the source's ingest replica is not.
+        let (available, reason) = match &observed.ingest_unready {
+            Some(ingest) => {
+                message = format!("{message}; {ingest}");
+                (
+                    false,
+                    if available {
+                        INGEST_UNAVAILABLE
+                    } else {
+                        reason
+                    },
+                )
+            }
+            None => (available, reason),
         };
         DesiredCondition::new(condition_types::RUNNER_READY, available, reason, message)
     };

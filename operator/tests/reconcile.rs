@@ -670,6 +670,20 @@ async fn an_invalid_spec_waits_for_the_next_change() {
             .object_exists::<Deployment>(&format!("{name}-ingest"))
             .await
     );
+    // The local stack runs no pods: the poll Deployment is not ready, and the status says so.
+    let ingest_missing = format!("the ingest Deployment {name}-ingest has 0 of 1 replicas ready");
+    world
+        .wait_for(
+            name,
+            "RunnerReady naming the ingest Deployment",
+            Duration::from_secs(60),
+            |pipeline| {
+                find_condition(pipeline, "RunnerReady").is_some_and(|condition| {
+                    condition.status == "False" && condition.message.contains(&ingest_missing)
+                })
+            },
+        )
+        .await;
 
     scenario.delete_and_wait_gone(Duration::from_secs(30)).await;
     let topic = format!("{}.{name}", world.namespace);

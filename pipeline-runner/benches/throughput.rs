@@ -45,6 +45,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use pipeline_runner::ingest::generator::listing;
+use pipeline_runner::process::identity::{Change, IdentityWriter};
 use pipeline_runner::process::writer::TableWriter;
 use pipeline_runner::record::RecordParser;
 use pipeline_runner::telemetry::{Health, Metrics};
@@ -560,7 +561,16 @@ fn finished(metrics: &str) -> f64 {
 /// the ceiling's session and statements are not timed either; and the offsets it commits
 /// once a second would add up to a second to a run of a few seconds.
 async fn process_run(producer: &FutureProducer, records: u64, round: usize) -> Measurement {
-    let throughput = pipeline(&format!("process_{round}"));
+    process_run_of(producer, records, pipeline(&format!("process_{round}"))).await
+}
+
+/// [`process_run`] of a given Pipeline.
+async fn process_run_of(
+    producer: &FutureProducer,
+    records: u64,
+    throughput: Pipeline,
+) -> Measurement {
+    let round = throughput.metadata.name.clone().unwrap_or_default();
     provision(&throughput).await;
     produce(producer, &throughput.topic_name(), records, None).await;
     let port = free_port();
@@ -591,7 +601,7 @@ async fn process_run(producer: &FutureProducer, records: u64, round: usize) -> M
     while !committed_at_end(&throughput) {
         assert!(
             Instant::now() < deadline,
-            "the offsets of process_{round} did not reach the end of the topic"
+            "the offsets of {round} did not reach the end of the topic"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -699,6 +709,198 @@ async fn ceiling_run(records: u64, round: &str) -> Measurement {
         rss_mib: None,
         startup_seconds: None,
     }
+}
+
+/// The example as it is, with `spec.schema.identity` (one row per listing in both tables):
+/// what the views section measures.
+fn pipeline_with_identity(suffix: &str) -> Pipeline {
+    let example = parse_pipeline(
+        include_str!("../../examples/property-listings.yaml"),
+        "property-listings.yaml",
+    )
+    .expect("the example parses");
+    let mut pipeline = pipeline(suffix);
+    pipeline.spec.schema.identity = example.spec.schema.identity;
+    pipeline
+}
+
+/// The views' ceiling: the same rows and the statements the runner issues for them with an
+/// identity (its own `IdentityWriter`: the INSERTs, the state's read on a key first seen, the
+/// superseded row's DELETE when a listing moved, the state's write), through the scylla
+/// driver alone, no Kafka, at the runner's concurrency. Write times follow the rows' order, as
+/// the processors' chain does.
+async fn identity_ceiling_run(records: u64, round: &str) -> Measurement {
+    let ceiling_pipeline = pipeline_with_identity(&format!("views_ceiling_{round}"));
+    provision(&ceiling_pipeline).await;
+    let parser = RecordParser::new(&ceiling_pipeline.spec.schema).expect("parser");
+    let transforms = Transforms::new(&ceiling_pipeline.spec.schema).expect("transforms");
+    let context = cel::Context::default();
+    let rows: Vec<_> = (0..records)
+        .filter_map(|index| {
+            let (_, payload) = listing(index, 50_000);
+            let parsed = parser.parse(Some(&payload)).ok()?;
+            match transforms.apply(&context, &parsed).ok()? {
+                Outcome::Keep(derived) => {
+                    let mut values = parsed.values;
+                    values.extend(derived);
+                    Some(values)
+                }
+                Outcome::FilteredOut | Outcome::Delete => None,
+            }
+        })
+        .collect();
+    let names: Vec<String> = parser
+        .field_names()
+        .chain(transforms.derived_names())
+        .map(str::to_string)
+        .collect();
+    let session = Arc::new(
+        pipeline_runner::connect::cassandra_session(
+            &ceiling_pipeline.spec.cassandra,
+            &Default::default(),
+        )
+        .await
+        .expect("session"),
+    );
+    let writer = TableWriter::prepare(Arc::clone(&session), &ceiling_pipeline.spec, &names)
+        .await
+        .expect("prepare");
+    let identities = IdentityWriter::prepare(session, &ceiling_pipeline, &names)
+        .await
+        .expect("prepare the identity's statements")
+        .expect("the example declares an identity");
+    let in_flight = (usize::try_from(ceiling_pipeline.spec.runner.concurrency).unwrap_or(1)
+        / (writer.table_count() + identities.extra_statements()))
+    .max(1);
+    let machine_before = MachineSample::now();
+    let cpu_before = cpu_seconds(std::process::id());
+    let mut pending = FuturesUnordered::new();
+    for (index, values) in rows.iter().enumerate() {
+        let identity = identities.identity_of(values).expect("zpid");
+        let (writer, identities) = (&writer, &identities);
+        pending.push(async move {
+            let lock = identities.lock(&identity).await;
+            identities
+                .apply(
+                    writer,
+                    &lock,
+                    &identity,
+                    &Change::Upsert(values.clone()),
+                    1_000_000 + index as i64,
+                )
+                .await
+                .map(|_| ())
+        });
+        if pending.len() >= in_flight {
+            pending
+                .next()
+                .await
+                .expect("a write")
+                .expect("the write succeeds");
+        }
+    }
+    while let Some(result) = pending.next().await {
+        result.expect("the write succeeds");
+    }
+    let cpu = cpu_seconds(std::process::id()) - cpu_before;
+    let machine = machine_before.until_now();
+    remove(&ceiling_pipeline).await;
+    Measurement {
+        rate: rows.len() as f64 / machine.seconds,
+        cpu_per_record_us: cpu / rows.len().max(1) as f64 * 1e6,
+        machine,
+        records: rows.len().max(1) as f64,
+        rss_mib: None,
+        startup_seconds: None,
+    }
+}
+
+/// The cost of keeping the views (`spec.schema.identity`): the example's listings, each key
+/// twice at two random prices (so most move in `listings_by_city`), processed with the
+/// identity, without it (plain upserts: the same two INSERTs, superseded rows left), and
+/// through the driver alone issuing the identity's statements; rounds alternate the order.
+async fn views(producer: &FutureProducer, records: u64, rounds: usize) {
+    println!(
+        "--- views: {records} listings, {} keys (each twice, re-priced), {rounds} rounds ---",
+        records.min(50_000)
+    );
+    let mut with = Vec::new();
+    let mut without = Vec::new();
+    let mut ceilings = Vec::new();
+    for round in 1..=rounds {
+        let mut identity = None;
+        let mut plain = None;
+        let mut ceiling = None;
+        // Three orders in turn, so drift hits each side alike.
+        for step in 0..3 {
+            match (step + round) % 3 {
+                0 => {
+                    identity = Some(
+                        process_run_of(
+                            producer,
+                            records,
+                            pipeline_with_identity(&format!("views_{round}")),
+                        )
+                        .await,
+                    );
+                }
+                1 => {
+                    plain = Some(
+                        process_run_of(producer, records, pipeline(&format!("plain_{round}")))
+                            .await,
+                    );
+                }
+                _ => {
+                    ceiling = Some(identity_ceiling_run(records, &round.to_string()).await);
+                }
+            }
+        }
+        let (Some(identity), Some(plain), Some(ceiling)) = (identity, plain, ceiling) else {
+            unreachable!("each round runs all three")
+        };
+        println!(
+            "round {round}:  with identity {:.0} records/s ({:.0} us CPU/record) | without {:.0} records/s ({:.0} us CPU/record) | identity ceiling {:.0} records/s ({:.0} us CPU/record) | ratio to the ceiling {:.2}, to the plain pipeline {:.2}",
+            identity.rate,
+            identity.cpu_per_record_us,
+            plain.rate,
+            plain.cpu_per_record_us,
+            ceiling.rate,
+            ceiling.cpu_per_record_us,
+            identity.rate / ceiling.rate,
+            identity.rate / plain.rate
+        );
+        with.push(identity);
+        without.push(plain);
+        ceilings.push(ceiling);
+    }
+    let line = |name: &str, values: Vec<f64>| {
+        let (median, low, high) = summary(&values);
+        println!("{name:<40} median {median:.2} (spread {low:.2}–{high:.2})");
+    };
+    let ratio = |a: &[Measurement], b: &[Measurement], cpu: bool| -> Vec<f64> {
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| {
+                if cpu {
+                    a.cpu_per_record_us / b.cpu_per_record_us
+                } else {
+                    a.rate / b.rate
+                }
+            })
+            .collect()
+    };
+    line(
+        "views: rate ÷ identity ceiling (goal ≥ 0.9)",
+        ratio(&with, &ceilings, false),
+    );
+    line(
+        "views: rate ÷ without identity",
+        ratio(&with, &without, false),
+    );
+    line(
+        "views: CPU/record ÷ without identity",
+        ratio(&with, &without, true),
+    );
 }
 
 /// Cassandra's own write latency at `rate`: the ceiling's writes paced at `rate` for
@@ -883,6 +1085,16 @@ async fn main() {
     let _isolation = (setting("BENCH_ISOLATE", 0) == 1).then(Isolation::start);
     remove_leftovers().await;
     warm_up(&producer, records.min(30_000)).await;
+
+    // The cost of keeping the views: `BENCH_VIEWS` rounds (default 3; 0 skips it); with
+    // `BENCH_PAIRS=0 BENCH_VIEWS_ONLY=1` nothing else runs.
+    let view_rounds = usize::try_from(setting("BENCH_VIEWS", 3)).unwrap_or(3);
+    if view_rounds > 0 {
+        views(&producer, records, view_rounds).await;
+    }
+    if setting("BENCH_VIEWS_ONLY", 0) == 1 {
+        return;
+    }
 
     // Alternating pairs, the order swapped each round, so drift hits both sides alike.
     let mut processes = Vec::new();

@@ -27,6 +27,7 @@ pub(super) async fn apply_objects(
     // Only a spec change can leave an ingest workload of the other kind: looked for once per
     // generation.
     let settled = context.memo.ingest_kind_settled(pipeline);
+    let mut ingest_unready = None;
     match &desired.ingest {
         Some(Ingest::Scheduled(cron_job)) => {
             apply(context, &namespace, cron_job.as_ref()).await?;
@@ -35,7 +36,22 @@ pub(super) async fn apply_objects(
             }
         }
         Some(Ingest::Continuous(deployment)) => {
-            apply(context, &namespace, deployment.as_ref()).await?;
+            let applied = apply(context, &namespace, deployment.as_ref()).await?;
+            let wanted = applied
+                .spec
+                .as_ref()
+                .and_then(|spec| spec.replicas)
+                .unwrap_or(1);
+            let ready = applied
+                .status
+                .as_ref()
+                .and_then(|status| status.ready_replicas)
+                .unwrap_or_default();
+            ingest_unready = (ready < wanted).then(|| {
+                format!(
+                    "the ingest Deployment {ingest_name} has {ready} of {wanted} replicas ready"
+                )
+            });
             if !settled {
                 delete_owned::<CronJob>(pipeline, context, &ingest_name).await?;
             }
@@ -53,11 +69,12 @@ pub(super) async fn apply_objects(
         ready: status.ready_replicas.unwrap_or_default(),
         updated: status.updated_replicas.unwrap_or_default(),
         total: status.replicas.unwrap_or_default(),
+        ingest_unready,
     })
 }
 
 /// The processor Deployment's replicas as its status reports them.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(super) struct ProcessorReplicas {
     /// Ready pods, of any template.
     pub(super) ready: i32,
@@ -65,6 +82,9 @@ pub(super) struct ProcessorReplicas {
     pub(super) updated: i32,
     /// Pods of any template.
     pub(super) total: i32,
+    /// A continuous source's ingest Deployment with fewer ready replicas than it wants: what
+    /// it reports.
+    pub(super) ingest_unready: Option<String>,
 }
 
 pub(super) async fn apply<K>(context: &Context, namespace: &str, object: &K) -> Result<K>

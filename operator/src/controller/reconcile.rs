@@ -73,6 +73,7 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
                 ready_replicas: 0,
                 rollout_complete: false,
                 runner_problem: None,
+                ingest_unready: None,
             };
             status_update::write_status(pipeline, context, &observed, std::slice::from_ref(&error))
                 .await?;
@@ -196,9 +197,11 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
     };
     // As `kubectl rollout status` judges it: every pod on the current template, and enough
     // of them ready. Pods of an old template still running mean the rollout is not done.
+    // A continuous source's ingest replica counts too: without it nothing arrives.
     let all_ready = replicas.ready >= desired_replicas
         && replicas.updated >= desired_replicas
-        && replicas.total <= replicas.updated;
+        && replicas.total <= replicas.updated
+        && replicas.ingest_unready.is_none();
     let runner_problem = if all_ready {
         context.memo.replicas_ready(pipeline);
         None
@@ -235,6 +238,7 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
         rollout_complete: replicas.updated >= desired_replicas
             && replicas.total <= replicas.updated,
         runner_problem,
+        ingest_unready: replicas.ingest_unready.clone(),
     };
     let mut errors = steps.errors;
     let written = context

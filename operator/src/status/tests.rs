@@ -21,6 +21,7 @@ fn observed() -> Observed {
         ready_replicas: 0,
         rollout_complete: true,
         runner_problem: None,
+        ingest_unready: None,
     }
 }
 
@@ -73,6 +74,40 @@ fn a_runner_that_cannot_be_scheduled_says_why() {
     observed.rollout_complete = true;
     let status = desired_status(&pipeline, &observed, Timestamp::now());
     assert_eq!(condition(&status, "RunnerReady").reason, "ReplicasReady");
+}
+
+#[test]
+fn a_source_whose_ingest_replica_is_not_ready_leaves_the_pipeline_not_ready() {
+    let pipeline = generated();
+    let mut observed = observed();
+    observed.ready_replicas = 1;
+    observed.ingest_unready =
+        Some("the ingest Deployment generated-listings-ingest has 0 of 1 replicas ready".into());
+    let status = desired_status(&pipeline, &observed, Timestamp::now());
+    let runner = condition(&status, "RunnerReady");
+    assert_eq!(
+        (runner.status.as_str(), runner.reason.as_str()),
+        ("False", "IngestUnavailable")
+    );
+    assert_eq!(
+        runner.message,
+        "1 of 1 processor replicas ready; the ingest Deployment generated-listings-ingest has 0 of 1 replicas ready"
+    );
+    let ready = condition(&status, "Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "IngestUnavailable")
+    );
+    // Processors not ready either: their reason comes first, the ingest is still named.
+    observed.ready_replicas = 0;
+    let status = desired_status(&pipeline, &observed, Timestamp::now());
+    let runner = condition(&status, "RunnerReady");
+    assert_eq!(runner.reason, "ReplicasUnavailable");
+    assert!(
+        runner.message.ends_with("has 0 of 1 replicas ready"),
+        "{}",
+        runner.message
+    );
 }
 
 fn condition<'a>(status: &'a PipelineStatus, type_: &str) -> &'a Condition {
