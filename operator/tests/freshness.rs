@@ -29,6 +29,22 @@ fn freshness(pipeline: &Pipeline) -> Option<&rtdp_crds::FreshnessStatus> {
     pipeline.status.as_ref()?.freshness.as_ref()
 }
 
+/// Records `{"zpid": n}` for each `n` of `zpids`, into partition 0 of `topic`.
+async fn produce_zpids(producer: &FutureProducer, topic: &str, zpids: std::ops::Range<i64>) {
+    for zpid in zpids {
+        let payload = format!("{{\"zpid\":{zpid}}}");
+        producer
+            .send(
+                FutureRecord::<(), _>::to(topic)
+                    .partition(0)
+                    .payload(&payload),
+                TIMEOUT,
+            )
+            .await
+            .expect("producing a record");
+    }
+}
+
 fn fresh_reason(pipeline: &Pipeline) -> Option<&str> {
     find_condition(pipeline, "Fresh").map(|condition| condition.reason.as_str())
 }
@@ -68,18 +84,7 @@ async fn lag_and_the_last_stored_record_reach_the_status_and_the_objective() {
     // their timestamps are when they reached Kafka: between these two readings of the clock.
     let before = Timestamp::now().as_millisecond();
     let producer: FutureProducer = kafka().set("acks", "all").create().expect("a producer");
-    for index in 0..5_i64 {
-        let payload = format!("{{\"zpid\":{index}}}");
-        producer
-            .send(
-                FutureRecord::<(), _>::to(&topic)
-                    .partition(0)
-                    .payload(&payload),
-                TIMEOUT,
-            )
-            .await
-            .expect("producing a record");
-    }
+    produce_zpids(&producer, &topic, 0..5).await;
     let after = Timestamp::now().as_millisecond();
     let late = world
         .wait_for(
@@ -164,18 +169,7 @@ async fn lag_and_the_last_stored_record_reach_the_status_and_the_objective() {
     // Twenty more records, most of them dead-lettered: the processors commit the offset past
     // them with their counts by reason and the newest written record's time (still the one
     // above). LAST-STORED stays, and Storing turns False naming the dominant reason.
-    for index in 5..25_i64 {
-        let payload = format!("{{\"zpid\":{index}}}");
-        producer
-            .send(
-                FutureRecord::<(), _>::to(&topic)
-                    .partition(0)
-                    .payload(&payload),
-                TIMEOUT,
-            )
-            .await
-            .expect("producing a record");
-    }
+    produce_zpids(&producer, &topic, 5..25).await;
     let mut offsets = TopicPartitionList::new();
     offsets
         .add_partition_offset(&topic, 0, Offset::Offset(25))

@@ -629,28 +629,7 @@ struct Ceiling {
 async fn ceiling(records: u64, round: &str) -> Ceiling {
     let ceiling_pipeline = pipeline(&format!("ceiling_{round}"));
     provision(&ceiling_pipeline).await;
-    let parser = RecordParser::new(&ceiling_pipeline.spec.schema).expect("parser");
-    let transforms = Transforms::new(&ceiling_pipeline.spec.schema).expect("transforms");
-    let context = cel::Context::default();
-    let rows: Vec<_> = (0..records)
-        .filter_map(|index| {
-            let (_, payload) = listing(index, 50_000);
-            let parsed = parser.parse(Some(&payload)).ok()?;
-            match transforms.apply(&context, &parsed).ok()? {
-                Outcome::Keep(derived) => {
-                    let mut values = parsed.values;
-                    values.extend(derived);
-                    Some(values)
-                }
-                Outcome::FilteredOut | Outcome::Delete => None,
-            }
-        })
-        .collect();
-    let names: Vec<String> = parser
-        .field_names()
-        .chain(transforms.derived_names())
-        .map(str::to_string)
-        .collect();
+    let (rows, names) = rows_of(&ceiling_pipeline, records);
     let session = Arc::new(
         pipeline_runner::connect::cassandra_session(
             &ceiling_pipeline.spec.cassandra,
@@ -724,18 +703,13 @@ fn pipeline_with_identity(suffix: &str) -> Pipeline {
     pipeline
 }
 
-/// The views' ceiling: the same rows and the statements the runner issues for them with an
-/// identity (its own `IdentityWriter`: the INSERTs, the state's read on a key first seen, the
-/// superseded row's DELETE when a listing moved, the state's write), through the scylla
-/// driver alone, no Kafka, at the runner's concurrency. Write times follow the rows' order, as
-/// the processors' chain does.
-async fn identity_ceiling_run(records: u64, round: &str) -> Measurement {
-    let ceiling_pipeline = pipeline_with_identity(&format!("views_ceiling_{round}"));
-    provision(&ceiling_pipeline).await;
-    let parser = RecordParser::new(&ceiling_pipeline.spec.schema).expect("parser");
-    let transforms = Transforms::new(&ceiling_pipeline.spec.schema).expect("transforms");
+/// The bench's rows as the runner builds them (parsed and transformed once, untimed), and the
+/// names of their values.
+fn rows_of(pipeline: &Pipeline, records: u64) -> (Vec<Vec<Option<CqlValue>>>, Vec<String>) {
+    let parser = RecordParser::new(&pipeline.spec.schema).expect("parser");
+    let transforms = Transforms::new(&pipeline.spec.schema).expect("transforms");
     let context = cel::Context::default();
-    let rows: Vec<_> = (0..records)
+    let rows = (0..records)
         .filter_map(|index| {
             let (_, payload) = listing(index, 50_000);
             let parsed = parser.parse(Some(&payload)).ok()?;
@@ -749,11 +723,23 @@ async fn identity_ceiling_run(records: u64, round: &str) -> Measurement {
             }
         })
         .collect();
-    let names: Vec<String> = parser
+    let names = parser
         .field_names()
         .chain(transforms.derived_names())
         .map(str::to_string)
         .collect();
+    (rows, names)
+}
+
+/// The views' ceiling: the same rows and the statements the runner issues for them with an
+/// identity (its own `IdentityWriter`: the INSERTs, the state's read on a key first seen, the
+/// superseded row's DELETE when a listing moved, the state's write), through the scylla
+/// driver alone, no Kafka, at the runner's concurrency. Write times follow the rows' order, as
+/// the processors' chain does.
+async fn identity_ceiling_run(records: u64, round: &str) -> Measurement {
+    let ceiling_pipeline = pipeline_with_identity(&format!("views_ceiling_{round}"));
+    provision(&ceiling_pipeline).await;
+    let (rows, names) = rows_of(&ceiling_pipeline, records);
     let session = Arc::new(
         pipeline_runner::connect::cassandra_session(
             &ceiling_pipeline.spec.cassandra,

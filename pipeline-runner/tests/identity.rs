@@ -107,6 +107,18 @@ fn expected(history: &[(usize, Version)]) -> BTreeMap<i64, (String, i64)> {
     live
 }
 
+/// Produces listing `index` with this city, price and status, keyed by its zpid; returns
+/// the key.
+async fn produce_listing(
+    producer: &FutureProducer,
+    topic: &str,
+    (index, city, price, status): (usize, usize, i64, &str),
+) -> String {
+    let (key, payload) = listing(index, city, price, status);
+    produce(producer, topic, &key, Some(payload.to_string().as_bytes())).await;
+    key
+}
+
 async fn produce_history(producer: &FutureProducer, topic: &str, history: &[(usize, Version)]) {
     for (index, version) in history {
         match version {
@@ -115,8 +127,7 @@ async fn produce_history(producer: &FutureProducer, topic: &str, history: &[(usi
                 price,
                 status,
             } => {
-                let (key, payload) = listing(*index, *city, *price, status);
-                produce(producer, topic, &key, Some(payload.to_string().as_bytes())).await;
+                produce_listing(producer, topic, (*index, *city, *price, status)).await;
             }
             Version::Tombstone => {
                 let (key, _) = listing(*index, 0, 0, "");
@@ -238,14 +249,7 @@ async fn every_table_holds_one_row_per_live_listing_at_its_latest_values() {
     // The listing first: Houston 100, Houston 200, Austin 300.
     let (zpid, _) = listing(500, 0, 0, "");
     for (city, price) in [(0, 100), (0, 200), (1, 300)] {
-        let (key, payload) = listing(500, city, price, "FOR_SALE");
-        produce(
-            &producer,
-            &topic,
-            &key,
-            Some(payload.to_string().as_bytes()),
-        )
-        .await;
+        produce_listing(&producer, &topic, (500, city, price, "FOR_SALE")).await;
     }
     let history = history(40, 4);
     produce_history(&producer, &topic, &history).await;
@@ -512,14 +516,7 @@ async fn a_replay_after_a_transform_fix_corrects_every_row() {
     assert!(corrected >= 10, "rows with the fixed value: {corrected}");
 
     // A record produced after the replay wins over the replayed ones.
-    let (key, payload) = listing(1, 2, 777_777, "FOR_SALE");
-    produce(
-        &producer,
-        &topic,
-        &key,
-        Some(payload.to_string().as_bytes()),
-    )
-    .await;
+    let key = produce_listing(&producer, &topic, (1, 2, 777_777, "FOR_SALE")).await;
     process_everything(&fixed).await;
     let (by_id, by_city) = both_tables(&session, &fixed).await;
     let zpid: i64 = key.parse().expect("a numeric zpid");
