@@ -17,7 +17,7 @@ use pipeline_runner::telemetry::{self, Health, Metrics};
 use pipeline_runner::transform::Transforms;
 use rtdp_crds::Pipeline;
 use rtdp_crds::template::Interval;
-use rtdp_provisioning::cassandra::{keyspace_cql, table_definitions};
+use rtdp_provisioning::cassandra::{keyspace_cql, schema_tables};
 use rtdp_provisioning::kafka::topic_definitions;
 use tokio::sync::watch;
 
@@ -474,7 +474,8 @@ fn validate(file: &Path) -> anyhow::Result<()> {
         );
     }
     println!("{};", keyspace_cql(&pipeline.spec.cassandra.keyspace));
-    for table in table_definitions(&pipeline.spec) {
+    // The declared tables and the identity's state table: what provisioning creates.
+    for table in schema_tables(&pipeline) {
         println!("{};", table.create_cql());
     }
     Ok(())
