@@ -153,6 +153,18 @@ impl Pipeline {
         found
     }
 
+    /// The status condition of `type_`, as the last status write left it.
+    pub fn condition(
+        &self,
+        type_: &str,
+    ) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+        self.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|condition| condition.type_ == type_)
+    }
+
     /// The fields that identify a record (`spec.schema.identity.fields`); empty without one.
     pub fn identity_fields(&self) -> &[String] {
         self.spec

@@ -74,27 +74,43 @@ impl CassandraSessions {
     /// DDL, when it is not), then creates the keyspace and tables and adds new columns;
     /// refuses incompatible changes.
     /// The keyspace's replication is set only by its owner (see
-    /// `Context::replication_owner`); `replication_owner` names another Pipeline when this one
-    /// is not it, and a difference is then reported, not applied: Pipelines sharing a
+    /// `Context::replication_owner`): the schema is first ensured leaving an existing
+    /// replication as it is, and only when it differs from the declared one is `owner` asked
+    /// (`None`: this Pipeline owns it, and the declared one is applied). Pipelines sharing a
     /// keyspace never ALTER it back and forth.
     pub async fn ensure(
         &self,
         client: &Client,
         pipeline: &Pipeline,
-        replication_owner: Option<String>,
+        owner: impl FnOnce() -> Option<String>,
     ) -> Result<SchemaReport> {
         let session = self.session(client, pipeline).await?;
         cassandra::check_local_datacenter(&session, &pipeline.spec.cassandra)?;
-        let replication = match replication_owner {
-            None => cassandra::Replication::Apply,
-            Some(_) => cassandra::Replication::LeaveExisting,
+        let mut report = cassandra::ensure_schema_with(
+            &session,
+            pipeline,
+            cassandra::Replication::LeaveExisting,
+        )
+        .await?;
+        let Some(left) = report.replication_left.take() else {
+            return Ok(report);
         };
-        let mut report = cassandra::ensure_schema_with(&session, pipeline, replication).await?;
-        if let (Some(left), Some(owner)) = (&report.replication_left, &replication_owner) {
-            report.replication_left = Some(format!(
-                "Pipeline {owner} (the oldest declaring keyspace {} on these contact points) sets it; {left} left as it is",
-                pipeline.spec.cassandra.keyspace.name
-            ));
+        match owner() {
+            None => {
+                let applied = cassandra::ensure_schema_with(
+                    &session,
+                    pipeline,
+                    cassandra::Replication::Apply,
+                )
+                .await?;
+                report.replication_changed = applied.replication_changed;
+            }
+            Some(owner) => {
+                report.replication_left = Some(format!(
+                    "Pipeline {owner} (the oldest declaring keyspace {} on these contact points) sets it; {left} left as it is",
+                    pipeline.spec.cassandra.keyspace.name
+                ));
+            }
         }
         Ok(report)
     }

@@ -84,7 +84,7 @@ async fn provisioning_alone(world: &TestWorld, count: usize) -> (Duration, f64, 
                     .map_err(|error| format!("topics alone: {error}"))?;
                 let schema = Instant::now();
                 sessions
-                    .ensure(client, pipeline, None)
+                    .ensure(client, pipeline, || None)
                     .await
                     .map_err(|error| format!("schema alone: {error}"))?;
                 Ok((

@@ -677,14 +677,21 @@ async fn ceiling_run(records: u64, round: &str) -> Measurement {
     while let Some(result) = pending.next().await {
         result.expect("the write succeeds");
     }
+    let measured = driver_measurement(rows.len(), machine_before, cpu_before);
+    remove(&pipeline).await;
+    measured
+}
+
+/// What a driver-only run of `rows` measured since `machine_before` and `cpu_before` (the
+/// bench's own CPU seconds).
+fn driver_measurement(rows: usize, machine_before: MachineSample, cpu_before: f64) -> Measurement {
     let cpu = cpu_seconds(std::process::id()) - cpu_before;
     let machine = machine_before.until_now();
-    remove(&pipeline).await;
     Measurement {
-        rate: rows.len() as f64 / machine.seconds,
-        cpu_per_record_us: cpu / rows.len().max(1) as f64 * 1e6,
+        rate: rows as f64 / machine.seconds,
+        cpu_per_record_us: cpu / rows.max(1) as f64 * 1e6,
         machine,
-        records: rows.len().max(1) as f64,
+        records: rows.max(1) as f64,
         rss_mib: None,
         startup_seconds: None,
     }
@@ -788,17 +795,9 @@ async fn identity_ceiling_run(records: u64, round: &str) -> Measurement {
     while let Some(result) = pending.next().await {
         result.expect("the write succeeds");
     }
-    let cpu = cpu_seconds(std::process::id()) - cpu_before;
-    let machine = machine_before.until_now();
+    let measured = driver_measurement(rows.len(), machine_before, cpu_before);
     remove(&ceiling_pipeline).await;
-    Measurement {
-        rate: rows.len() as f64 / machine.seconds,
-        cpu_per_record_us: cpu / rows.len().max(1) as f64 * 1e6,
-        machine,
-        records: rows.len().max(1) as f64,
-        rss_mib: None,
-        startup_seconds: None,
-    }
+    measured
 }
 
 /// The cost of keeping the views (`spec.schema.identity`): the example's listings, each key

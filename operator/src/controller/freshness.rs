@@ -89,11 +89,9 @@ pub(super) async fn run(
 /// A Pipeline whose topic exists (it was provisioned once) and that is not being deleted.
 fn is_measurable(pipeline: &Pipeline) -> bool {
     pipeline.metadata.deletion_timestamp.is_none()
-        && pipeline.status.as_ref().is_some_and(|status| {
-            status.conditions.iter().any(|condition| {
-                condition.type_ == condition_types::TOPIC_READY && condition.status == "True"
-            })
-        })
+        && pipeline
+            .condition(condition_types::TOPIC_READY)
+            .is_some_and(|condition| condition.status == "True")
 }
 
 /// Reads one Pipeline's lag; writes its freshness, `Fresh` and the autoscaler's decision.
@@ -137,26 +135,7 @@ async fn measure(context: &Context, pipeline: &Pipeline, triggers: &Triggers) {
         .as_ref()
         .map(|slo| verdict(slo, &freshness, now));
     if let Some(fresh) = &fresh {
-        let before = existing
-            .iter()
-            .find(|condition| condition.type_ == condition_types::FRESH);
-        let status = if fresh.status { "True" } else { "False" };
-        if before.is_none_or(|before| before.status != status || before.reason != fresh.reason) {
-            context
-                .recorder
-                .publish_about(
-                    pipeline,
-                    if fresh.status {
-                        EventType::Normal
-                    } else {
-                        EventType::Warning
-                    },
-                    &fresh.reason,
-                    "MeasureFreshness",
-                    format!("Fresh is {status}: {}", fresh.message),
-                )
-                .await;
-        }
+        announce(context, pipeline, &existing, fresh, true).await;
     }
     let storing = storing(
         previous.as_ref(),
@@ -164,29 +143,8 @@ async fn measure(context: &Context, pipeline: &Pipeline, triggers: &Triggers) {
         &pipeline.dead_letter_topic_name(),
     );
     if let Some(storing) = &storing {
-        let before = existing
-            .iter()
-            .find(|condition| condition.type_ == condition_types::STORING);
-        let status = if storing.status { "True" } else { "False" };
-        // A Warning when records start going to the dead-letter topic, a Normal one when
-        // they are stored again; nothing while it stays.
-        let changed = before.map_or(!storing.status, |before| before.status != status);
-        if changed {
-            context
-                .recorder
-                .publish_about(
-                    pipeline,
-                    if storing.status {
-                        EventType::Normal
-                    } else {
-                        EventType::Warning
-                    },
-                    &storing.reason,
-                    "MeasureFreshness",
-                    format!("Storing is {status}: {}", storing.message),
-                )
-                .await;
-        }
+        // Nothing to say about a pipeline that has stored from the start.
+        announce(context, pipeline, &existing, storing, false).await;
     }
     let conditions: Vec<Condition> = merge_conditions(
         &existing,
@@ -240,6 +198,43 @@ async fn measure(context: &Context, pipeline: &Pipeline, triggers: &Triggers) {
     if let Err(error) = result {
         tracing::warn!(pipeline = %pipeline.name_any(), %error, "writing the freshness");
     }
+}
+
+/// An Event when the freshness loop's condition `desired` changes status or reason against
+/// `existing`: Normal when it turns True, Warning when False. A condition seen for the first
+/// time is announced when False, and when True only with `first_true`.
+async fn announce(
+    context: &Context,
+    pipeline: &Pipeline,
+    existing: &[Condition],
+    desired: &DesiredCondition,
+    first_true: bool,
+) {
+    let status = if desired.status { "True" } else { "False" };
+    let changed = match existing
+        .iter()
+        .find(|condition| condition.type_ == desired.type_)
+    {
+        Some(before) => before.status != status || before.reason != desired.reason,
+        None => first_true || !desired.status,
+    };
+    if !changed {
+        return;
+    }
+    context
+        .recorder
+        .publish_about(
+            pipeline,
+            if desired.status {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            },
+            &desired.reason,
+            "MeasureFreshness",
+            format!("{} is {status}: {}", desired.type_, desired.message),
+        )
+        .await;
 }
 
 /// The autoscaler's part: with `spec.runner.autoscaling`, a recommendation from the lag, a

@@ -168,34 +168,34 @@ impl Context {
     /// otherwise `namespace/name` of the owner.
     pub fn replication_owner(&self, pipeline: &Pipeline) -> Option<String> {
         let stores = self.stores.get()?;
-        let cluster = |candidate: &Pipeline| {
-            let mut contact_points = candidate.spec.cassandra.contact_points.clone();
-            contact_points.sort();
-            (
-                candidate.spec.cassandra.keyspace.name.clone(),
-                contact_points,
-            )
+        let keyspace = &pipeline.spec.cassandra.keyspace.name;
+        let mut contact_points = pipeline.spec.cassandra.contact_points.clone();
+        contact_points.sort();
+        let same_cluster = |candidate: &Pipeline| {
+            let mut theirs: Vec<&String> = candidate.spec.cassandra.contact_points.iter().collect();
+            theirs.sort();
+            candidate.spec.cassandra.keyspace.name == *keyspace
+                && theirs.len() == contact_points.len()
+                && theirs.iter().zip(&contact_points).all(|(a, b)| *a == b)
         };
-        let wanted = cluster(pipeline);
-        let rank = |candidate: &Pipeline| {
-            (
-                candidate
-                    .metadata
-                    .creation_timestamp
-                    .clone()
-                    .map(|time| time.0),
-                candidate.namespace_or_default(),
-                candidate.name_any(),
-            )
-        };
-        let owner = stores
+        let guarded: Vec<Arc<Guarded>> = stores.iter().flat_map(Store::state).collect();
+        let owner = guarded
             .iter()
-            .flat_map(Store::state)
-            .filter_map(|guarded| guarded.0.as_ref().ok().cloned())
+            .filter_map(|guarded| guarded.0.as_ref().ok())
             .filter(|candidate| {
-                candidate.metadata.deletion_timestamp.is_none() && cluster(candidate) == wanted
+                candidate.metadata.deletion_timestamp.is_none() && same_cluster(candidate)
             })
-            .min_by_key(rank)?;
+            .min_by_key(|candidate| {
+                (
+                    candidate
+                        .metadata
+                        .creation_timestamp
+                        .as_ref()
+                        .map(|time| time.0),
+                    candidate.namespace_or_default(),
+                    candidate.name_any(),
+                )
+            })?;
         let same = owner.metadata.uid.is_some() && owner.metadata.uid == pipeline.metadata.uid;
         (!same).then(|| format!("{}/{}", owner.namespace_or_default(), owner.name_any()))
     }

@@ -123,11 +123,9 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
             .metrics
             .timed(
                 ReconcileStep::Schema,
-                context.cassandra.ensure(
-                    &context.client,
-                    pipeline,
-                    context.replication_owner(pipeline),
-                ),
+                context.cassandra.ensure(&context.client, pipeline, || {
+                    context.replication_owner(pipeline)
+                }),
             )
             .await;
         let schema = steps.settle("EnsureSchema", ensured, schema_changes, schema_done);
@@ -308,7 +306,8 @@ fn schema_done(pipeline: &Pipeline, report: &SchemaReport) -> StepOutcome {
 /// The schema step's outcome when it was not checked this time: as the last check found it
 /// (a keyspace whose replication another Pipeline owns stays reported as such).
 fn schema_as_reported(pipeline: &Pipeline) -> StepOutcome {
-    let previous = reported_condition(pipeline, condition_types::SCHEMA_READY)
+    let previous = pipeline
+        .condition(condition_types::SCHEMA_READY)
         .filter(|condition| condition.reason == REPLICATION_OWNED_ELSEWHERE);
     match previous {
         Some(condition) => StepOutcome::Done {
@@ -319,19 +318,6 @@ fn schema_as_reported(pipeline: &Pipeline) -> StepOutcome {
     }
 }
 
-/// The condition of `type_` as the status holds it (what the previous reconcile wrote).
-fn reported_condition<'pipeline>(
-    pipeline: &'pipeline Pipeline,
-    type_: &str,
-) -> Option<&'pipeline k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    pipeline
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|condition| condition.type_ == type_)
-}
-
 /// The schema step's reason when another Pipeline owns the shared keyspace's replication and
 /// this one declares another.
 const REPLICATION_OWNED_ELSEWHERE: &str = "ReplicationOwnedElsewhere";
@@ -339,7 +325,8 @@ const REPLICATION_OWNED_ELSEWHERE: &str = "ReplicationOwnedElsewhere";
 /// A Normal event when the workloads were just stopped or started again by `spec.suspend`,
 /// judged against the status the previous reconcile wrote.
 async fn suspension_events(pipeline: &Pipeline, context: &Context) {
-    let was_suspended = reported_condition(pipeline, condition_types::RUNNER_READY)
+    let was_suspended = pipeline
+        .condition(condition_types::RUNNER_READY)
         .is_some_and(|condition| condition.reason == status::SUSPENDED);
     let (reason, note) = match (was_suspended, pipeline.spec.suspend) {
         (false, true) => (
