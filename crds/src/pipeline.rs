@@ -1462,7 +1462,8 @@ pub struct RecordCounts {
 /// The condition types a Pipeline's status reports.
 pub mod condition_types {
     /// The whole pipeline is provisioned and its runner is available: `Provisioned` and
-    /// `RunnerReady` are both True.
+    /// `RunnerReady` are both True, and a scheduled source's last scheduled run did not fail
+    /// (reason `LastRunFailed` until a run succeeds).
     pub const READY: &str = "Ready";
     /// The topics, the keyspace and tables, and the runner workloads exist as declared
     /// (whether the runner's pods are up is `RunnerReady`).
@@ -1475,7 +1476,9 @@ pub mod condition_types {
     /// is not ready, even while the previous pods still run), and so is a continuous source's
     /// ingest replica (reason `IngestUnavailable` when only it is missing).
     pub const RUNNER_READY: &str = "RunnerReady";
-    /// Something needs attention although the pipeline may still run.
+    /// Something needs attention although the pipeline may still run: a step of the
+    /// reconcile failed, or a scheduled source's last run did not succeed (reasons
+    /// `LastRunFailed`, `LastRunPartial`, `RunsSkipped`).
     pub const DEGRADED: &str = "Degraded";
     /// The stored data meets `spec.slo` (present only with an objective).
     pub const FRESH: &str = "Fresh";

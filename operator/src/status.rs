@@ -4,7 +4,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use rtdp_crds::{Pipeline, PipelineStatus, condition_types};
+use rtdp_crds::{Pipeline, PipelineStatus, condition_types, runs};
 use serde::Serialize;
 
 /// How one part of the reconcile went: a reason and a message either way.
@@ -116,6 +116,66 @@ pub const INGEST_UNAVAILABLE: &str = "IngestUnavailable";
 /// The reason of `RunnerReady` and `Ready` while `spec.suspend` is true.
 pub const SUSPENDED: &str = "Suspended";
 
+/// The reason of `Ready` and `Degraded` when a scheduled source's last run fetched nothing.
+pub const LAST_RUN_FAILED: &str = "LastRunFailed";
+
+/// How every message about the last run starts: the freshness loop looks for it to tell
+/// whether the conditions reflect `status.runs` yet (`runs_reflected`).
+const LAST_RUN: &str = "the last run";
+
+/// A scheduled source's last run, when it needs attention.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunProblem {
+    /// `LastRunFailed`, `LastRunPartial` or `RunsSkipped`.
+    pub reason: &'static str,
+    /// What the run was and what went wrong.
+    pub message: String,
+    /// Whether it makes the pipeline not ready: a scheduled or catch-up run that fetched
+    /// nothing (the tables miss the interval until the next run); a partial or skipped run, or
+    /// a failed backfill, only degrades it.
+    pub blocks_ready: bool,
+}
+
+/// The last run recorded in `status.runs` (the freshness loop's reading of the run ledger),
+/// when it did not succeed. Pure.
+pub fn last_run_problem(pipeline: &Pipeline) -> Option<RunProblem> {
+    let run = pipeline.status.as_ref()?.runs.as_ref()?.recent.first()?;
+    if !run.is_failure() {
+        return None;
+    }
+    let reason = match run.outcome.as_str() {
+        runs::outcomes::FAILED => LAST_RUN_FAILED,
+        runs::outcomes::PARTIAL => "LastRunPartial",
+        _ => "RunsSkipped",
+    };
+    Some(RunProblem {
+        reason,
+        message: format!(
+            "{LAST_RUN} ({} of {}) ended {}: {}",
+            run.trigger,
+            run.interval,
+            run.outcome,
+            run.error.as_deref().unwrap_or("no error recorded")
+        ),
+        blocks_ready: run.outcome == runs::outcomes::FAILED
+            && run.trigger != runs::triggers::BACKFILL,
+    })
+}
+
+/// Whether the reconcile's conditions already say what `status.runs` implies (so the
+/// freshness loop, which writes `status.runs`, knows when to ask for a reconcile). Pure.
+pub fn runs_reflected(pipeline: &Pipeline) -> bool {
+    let degraded = pipeline.condition(condition_types::DEGRADED);
+    let shown = degraded.map_or("", |condition| condition.message.as_str());
+    match last_run_problem(pipeline) {
+        Some(problem) => {
+            degraded.is_some_and(|condition| condition.status == "True")
+                && shown.contains(&problem.message)
+        }
+        None => !shown.contains(LAST_RUN),
+    }
+}
+
 /// The order conditions are listed in.
 const ORDER: [&str; 6] = [
     condition_types::READY,
@@ -127,45 +187,56 @@ const ORDER: [&str; 6] = [
 ];
 
 /// The status a reconcile's observations amount to. `Ready` means the topics, the schema and
-/// the runner workloads are in place; `RunnerReady` reports the processor's ready replicas as
-/// the Deployment does.
+/// the runner workloads are in place and a scheduled source's last run did not fail;
+/// `RunnerReady` reports the processor's ready replicas as the Deployment does.
 pub fn desired_status(pipeline: &Pipeline, observed: &Observed, now: Timestamp) -> PipelineStatus {
     let desired_replicas = observed.desired_replicas;
     let steps = [&observed.topics, &observed.schema, &observed.workloads];
     let failures: Vec<(&'static str, &str)> =
         steps.iter().filter_map(|step| step.failure()).collect();
+    let last_run = last_run_problem(pipeline);
+    // Everything that needs attention: the steps' failures, then the last run's.
+    let attention: Vec<(&'static str, &str)> = failures
+        .iter()
+        .copied()
+        .chain(
+            last_run
+                .as_ref()
+                .map(|problem| (problem.reason, problem.message.as_str())),
+        )
+        .collect();
 
-    // Every failure's message, joined: the Degraded condition's and the status' message.
-    let message = (!failures.is_empty()).then(|| {
-        failures
+    // Every message, joined: the Degraded condition's and the status' message.
+    let message = (!attention.is_empty()).then(|| {
+        attention
             .iter()
             .map(|(_, message)| *message)
             .collect::<Vec<_>>()
             .join("; ")
     });
-    let (provisioned, degraded) = match (failures.first(), &message) {
-        (Some((reason, first)), Some(all)) => (
-            DesiredCondition::new(
-                condition_types::PROVISIONED,
-                false,
-                reason,
-                (*first).to_string(),
-            ),
-            DesiredCondition::new(condition_types::DEGRADED, true, reason, all.clone()),
+    let provisioned = match failures.first() {
+        Some((reason, first)) => DesiredCondition::new(
+            condition_types::PROVISIONED,
+            false,
+            reason,
+            (*first).to_string(),
         ),
-        _ => (
-            DesiredCondition::new(
-                condition_types::PROVISIONED,
-                true,
-                "Reconciled",
-                "the topics, the schema and the runner workloads are in place".into(),
-            ),
-            DesiredCondition::new(
-                condition_types::DEGRADED,
-                false,
-                "AsExpected",
-                "no errors".into(),
-            ),
+        None => DesiredCondition::new(
+            condition_types::PROVISIONED,
+            true,
+            "Reconciled",
+            "the topics, the schema and the runner workloads are in place".into(),
+        ),
+    };
+    let degraded = match (attention.first(), &message) {
+        (Some((reason, _)), Some(all)) => {
+            DesiredCondition::new(condition_types::DEGRADED, true, reason, all.clone())
+        }
+        _ => DesiredCondition::new(
+            condition_types::DEGRADED,
+            false,
+            "AsExpected",
+            "no errors".into(),
         ),
     };
     let runner = if let StepOutcome::Failed { reason, message } = &observed.workloads {
@@ -228,6 +299,19 @@ pub fn desired_status(pipeline: &Pipeline, observed: &Observed, now: Timestamp) 
             false,
             &provisioned.reason,
             provisioned.message.clone(),
+        )
+    } else if let Some(problem) = last_run
+        .as_ref()
+        .filter(|problem| runner.status && problem.blocks_ready)
+    {
+        DesiredCondition::new(
+            condition_types::READY,
+            false,
+            problem.reason,
+            format!(
+                "{}; the tables miss its interval until a run succeeds",
+                problem.message
+            ),
         )
     } else if runner.status {
         DesiredCondition::new(

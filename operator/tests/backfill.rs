@@ -298,8 +298,67 @@ async fn a_backfill_runs_one_job_per_day_in_order_within_its_parallelism() {
         "the run says why: {latest:?}"
     );
     scenario.expect_events(&["RunFailed"]).await;
+    // The conditions say so: Degraded names the run (Ready is False already here, where no
+    // kubelet runs the processors; the unit tests cover Ready's own reason).
+    let degraded_by_the_run = world
+        .wait_for(
+            name,
+            "Degraded to name the failed run",
+            Duration::from_secs(60),
+            |pipeline| {
+                pipeline
+                    .condition("Degraded")
+                    .is_some_and(|condition| condition.status == "True")
+                    && pipeline.condition("Degraded").is_some_and(|condition| {
+                        condition.message.contains("the last run (Scheduled of ")
+                    })
+            },
+        )
+        .await;
+    let degraded = degraded_by_the_run
+        .condition("Degraded")
+        .expect("the Degraded condition");
+    assert_eq!(degraded.reason, "LastRunFailed", "{degraded:?}");
+    assert!(degraded.message.contains("127.0.0.1:1"), "{degraded:?}");
+
+    // The next scheduled run succeeds: nothing degraded any more.
     scenario
         .patch(json!({"source": {"http": {"url": api.url, "maxRetries": 5}}}))
+        .await;
+    world
+        .wait_for(
+            name,
+            "the reachable URL applied",
+            Duration::from_secs(60),
+            |_| true,
+        )
+        .await;
+    let cron_job: k8s_openapi::api::batch::v1::CronJob = world.get(&format!("{name}-ingest")).await;
+    let template = cron_job
+        .spec
+        .and_then(|spec| spec.job_template.spec)
+        .expect("the CronJob's Job template")
+        .template;
+    let mut pod = start_pod(&world, &template, &work, "scheduled-run-again").await;
+    assert!(
+        pod.wait(Duration::from_secs(60)).success(),
+        "a run whose API answers succeeds"
+    );
+    world
+        .wait_for(
+            name,
+            "Degraded to clear once a run succeeded",
+            Duration::from_secs(60),
+            |pipeline| {
+                runs_of(pipeline)
+                    .recent
+                    .first()
+                    .is_some_and(|run| run.outcome == "Succeeded")
+                    && pipeline
+                        .condition("Degraded")
+                        .is_some_and(|condition| condition.status == "False")
+            },
+        )
         .await;
 
     // Each id runs once: with its Jobs deleted, a later reconcile (a new generation, reported

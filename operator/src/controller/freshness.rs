@@ -43,7 +43,8 @@ pub(super) type Triggers = Vec<(Option<String>, UnboundedSender<ObjectRef<Guarde
 
 /// Measures every Pipeline the controllers' reflectors hold (`stores`, one per controller)
 /// once per `period`, until dropped; asks the controller serving a Pipeline for a reconcile
-/// through `triggers` when the autoscaler changed its replicas.
+/// through `triggers` when the autoscaler changed its replicas or its conditions do not yet
+/// reflect its last run.
 pub(super) async fn run(
     context: Arc<Context>,
     stores: Vec<Store<Guarded>>,
@@ -112,6 +113,11 @@ async fn measure(context: &Context, pipeline: &Pipeline, triggers: &Triggers) {
         Some(_) => Some(read_runs(context, pipeline, config.as_ref()).await),
         None => None,
     };
+    // `Ready` and `Degraded` are the reconcile's: when they do not yet say what the last
+    // reading of the runs implies, ask for one (a reading written now is seen next period).
+    if !crate::status::runs_reflected(pipeline) {
+        ask_for_reconcile(pipeline, triggers);
+    }
     let autoscaling = autoscale(context, pipeline, lag.as_ref().ok(), now, triggers).await;
     let freshness = match lag {
         Ok(lag) => freshness_of(&lag, now),
@@ -299,23 +305,28 @@ async fn autoscale(
             )
             .await;
         last_scale_time = Some(whole_seconds(now).to_string());
-        let reference = ObjectRef::<Guarded>::new(&pipeline.name_any())
-            .within(&pipeline.namespace_or_default());
-        for (scope, sender) in triggers {
-            if scope
-                .as_deref()
-                .is_none_or(|namespace| namespace == pipeline.namespace_or_default())
-            {
-                // A closed channel means the controller stopped; nothing to ask then.
-                let _ = sender.unbounded_send(reference.clone());
-            }
-        }
+        ask_for_reconcile(pipeline, triggers);
     }
     Some(AutoscalingStatus {
         desired_replicas: replicas,
         last_scale_time,
         message,
     })
+}
+
+/// Asks the controller serving `pipeline` for a reconcile.
+fn ask_for_reconcile(pipeline: &Pipeline, triggers: &Triggers) {
+    let reference =
+        ObjectRef::<Guarded>::new(&pipeline.name_any()).within(&pipeline.namespace_or_default());
+    for (scope, sender) in triggers {
+        if scope
+            .as_deref()
+            .is_none_or(|namespace| namespace == pipeline.namespace_or_default())
+        {
+            // A closed channel means the controller stopped; nothing to ask then.
+            let _ = sender.unbounded_send(reference.clone());
+        }
+    }
 }
 
 /// Reads the lag of the Pipeline's processors from its Kafka cluster.

@@ -232,3 +232,103 @@ fn transition_times_move_only_on_status_changes() {
     assert!(!is_healthy(condition(&changed, "Degraded")));
     assert!(is_healthy(condition(&changed, "TopicReady")));
 }
+
+fn run(trigger: &str, outcome: &str) -> runs::RunRecord {
+    runs::RunRecord {
+        interval: "2026-12-07T00:00:00Z..2026-12-08T00:00:00Z".into(),
+        trigger: trigger.into(),
+        outcome: outcome.into(),
+        error: (outcome != "Succeeded").then(|| "connection refused".into()),
+        ..Default::default()
+    }
+}
+
+/// The status once the freshness loop read `trigger`'s run ending in `outcome` (newest, and
+/// unlike the last one's) and the reconcile then reflected it.
+fn with_last_run(
+    pipeline: &mut Pipeline,
+    observed: &Observed,
+    trigger: &str,
+    outcome: &str,
+) -> PipelineStatus {
+    let mut status = desired_status(pipeline, observed, Timestamp::now());
+    let runs = runs::RunsStatus {
+        recent: vec![run(trigger, outcome), run("Scheduled", "Succeeded")],
+        ..Default::default()
+    };
+    status.runs = Some(runs.clone());
+    pipeline.status = Some(status);
+    // Each call changes what the last run implies.
+    assert!(
+        !runs_reflected(pipeline),
+        "a reconcile is asked for when the conditions do not say what the runs imply"
+    );
+    let status = PipelineStatus {
+        runs: Some(runs),
+        ..desired_status(pipeline, observed, Timestamp::now())
+    };
+    pipeline.status = Some(status.clone());
+    assert!(runs_reflected(pipeline), "{status:?}");
+    status
+}
+
+#[test]
+fn a_failed_scheduled_run_makes_the_pipeline_not_ready_until_a_run_succeeds() {
+    let mut pipeline = generated();
+    let mut observed = observed();
+    observed.ready_replicas = 1;
+
+    let failed = with_last_run(&mut pipeline, &observed, "Scheduled", "Failed");
+    let ready = condition(&failed, "Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "LastRunFailed")
+    );
+    assert_eq!(
+        ready.message,
+        "the last run (Scheduled of 2026-12-07T00:00:00Z..2026-12-08T00:00:00Z) ended Failed: connection refused; the tables miss its interval until a run succeeds"
+    );
+    let degraded = condition(&failed, "Degraded");
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "LastRunFailed")
+    );
+    assert_eq!(condition(&failed, "Provisioned").status, "True");
+    assert_eq!(condition(&failed, "RunnerReady").status, "True");
+
+    // Partial, skipped, or a failed backfill: degraded, still ready.
+    for (trigger, outcome, reason) in [
+        ("Scheduled", "Partial", "LastRunPartial"),
+        ("CatchUp", "Skipped", "RunsSkipped"),
+        ("Backfill", "Failed", "LastRunFailed"),
+    ] {
+        let status = with_last_run(&mut pipeline, &observed, trigger, outcome);
+        assert_eq!(condition(&status, "Ready").status, "True", "{outcome}");
+        let degraded = condition(&status, "Degraded");
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", reason)
+        );
+    }
+
+    // The next run succeeds: ready again, nothing degraded.
+    let succeeded = with_last_run(&mut pipeline, &observed, "Scheduled", "Succeeded");
+    assert_eq!(condition(&succeeded, "Ready").reason, "Available");
+    assert_eq!(condition(&succeeded, "Degraded").status, "False");
+    assert_eq!(succeeded.message, None);
+
+    // A step's failure comes first; the run is still named.
+    observed.schema = StepOutcome::Failed {
+        reason: "SchemaFailed",
+        message: "Cassandra unreachable".into(),
+    };
+    let both = with_last_run(&mut pipeline, &observed, "Scheduled", "Failed");
+    let degraded = condition(&both, "Degraded");
+    assert_eq!(degraded.reason, "SchemaFailed");
+    assert!(
+        degraded.message.starts_with("Cassandra unreachable; the last run"),
+        "{}",
+        degraded.message
+    );
+    assert_eq!(condition(&both, "Ready").reason, "SchemaFailed");
+}
