@@ -106,4 +106,6 @@ async fn a_kafka_restart_mid_stream_loses_nothing_and_readiness_tells_the_truth(
     let status = process.terminate(Duration::from_secs(30));
     assert!(status.success(), "process exit: {status}; log:\n{log}");
     assert_eq!(read_rows(&session, &by_id).await.len(), expected_rows);
+    assert_eq!(dead_letter_set(&pipeline).len(), expected_letters);
+    assert_same_as_a_clean_run(&session, &pipeline, "after the Kafka restart").await;
 }

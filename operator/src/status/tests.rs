@@ -326,7 +326,9 @@ fn a_failed_scheduled_run_makes_the_pipeline_not_ready_until_a_run_succeeds() {
     let degraded = condition(&both, "Degraded");
     assert_eq!(degraded.reason, "SchemaFailed");
     assert!(
-        degraded.message.starts_with("Cassandra unreachable; the last run"),
+        degraded
+            .message
+            .starts_with("Cassandra unreachable; the last run"),
         "{}",
         degraded.message
     );

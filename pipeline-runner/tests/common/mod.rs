@@ -3,7 +3,7 @@
 //! Cassandra.
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
@@ -430,4 +430,166 @@ impl PriceRounds {
             })
             .collect()
     }
+}
+
+/// Every row of every table the pipeline owns (the state table without its write times,
+/// which a replay moves on purpose), each as text, sorted: two runs compare equal when they
+/// left exactly the same rows.
+pub(crate) async fn every_row(
+    session: &Session,
+    pipeline: &Pipeline,
+) -> BTreeMap<String, Vec<String>> {
+    let keyspace = &pipeline.spec.cassandra.keyspace.name;
+    let mut tables: Vec<(String, String)> = pipeline
+        .spec
+        .cassandra
+        .tables
+        .iter()
+        .map(|table| (table.name.clone(), table.name.clone()))
+        .collect();
+    if let Some(state) = pipeline.identity_state_table() {
+        tables.push(("identity state".to_string(), state));
+    }
+    let mut all = BTreeMap::new();
+    for (label, table) in tables {
+        let mut rows: Vec<String> = read_rows(session, &format!("{keyspace}.{table}"))
+            .await
+            .into_iter()
+            .map(|mut row| {
+                row.remove(rtdp_provisioning::cassandra::STATE_WRITE_TIME);
+                format!("{row:?}")
+            })
+            .collect();
+        rows.sort();
+        all.insert(label, rows);
+    }
+    all
+}
+
+/// The same Pipeline reading the same topic into a keyspace and a dead-letter topic of its
+/// own, under another name (so another consumer group): a clean run to compare with.
+pub(crate) fn clean_twin(pipeline: &Pipeline, prefix: &str) -> Pipeline {
+    let mut twin = listings_pipeline(prefix);
+    twin.spec = pipeline.spec.clone();
+    twin.spec.cassandra.keyspace.name = unique_cql_identifier(prefix);
+    twin.spec.topic.dead_letter.name = Some(format!(
+        "{}.dlq",
+        twin.metadata.name.as_deref().unwrap_or("clean")
+    ));
+    twin
+}
+
+/// Runs the process role over everything in the topic, then stops it.
+pub(crate) async fn process_everything(pipeline: &Pipeline) {
+    let manifest = write_manifest(pipeline);
+    let process = Runner::start(&["process"], &manifest, &[]);
+    wait_offsets_at_end(pipeline, Duration::from_secs(120)).await;
+    let log = process.log_text();
+    let status = process.terminate(Duration::from_secs(30));
+    assert!(status.success(), "process exit: {status}; log:\n{log}");
+}
+
+/// Every dead letter in the pipeline's dead-letter topic as (original partition, original
+/// offset, reason), read to the topic's end: a set, since a crash may dead-letter a record
+/// again (at least once, like every write).
+pub(crate) fn dead_letter_set(pipeline: &Pipeline) -> BTreeSet<(String, String, String)> {
+    let topic = pipeline.dead_letter_topic_name();
+    let consumer: BaseConsumer = kafka_config(pipeline)
+        .set("group.id", unique_name("dead-letter-reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("a consumer");
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer
+        .fetch_metadata(Some(&topic), timeout)
+        .expect("reading the dead-letter topic's metadata");
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|found| found.partitions().iter().map(|partition| partition.id()))
+        .collect();
+    let mut assignment = TopicPartitionList::new();
+    let mut remaining: HashMap<i32, i64> = HashMap::new();
+    for partition in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(&topic, partition, timeout)
+            .expect("reading the dead-letter topic's watermarks");
+        if high > low {
+            assignment
+                .add_partition_offset(&topic, partition, Offset::Beginning)
+                .expect("assigning a partition");
+            remaining.insert(partition, high);
+        }
+    }
+    let mut letters = BTreeSet::new();
+    if remaining.is_empty() {
+        return letters;
+    }
+    consumer
+        .assign(&assignment)
+        .expect("assigning the dead-letter topic");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !remaining.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dead-letter topic {topic} was not read to its end: {remaining:?} left"
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let message = message.expect("reading a dead letter");
+        let header = |name: &str| {
+            message
+                .headers()
+                .and_then(|headers| {
+                    headers
+                        .iter()
+                        .find(|header| header.key == name)
+                        .and_then(|header| header.value)
+                })
+                .map(|value| String::from_utf8_lossy(value).into_owned())
+                .unwrap_or_default()
+        };
+        letters.insert((
+            header("rtdp.original.partition"),
+            header("rtdp.original.offset"),
+            header("rtdp.reason"),
+        ));
+        if remaining
+            .get(&message.partition())
+            .is_some_and(|high| message.offset() + 1 >= *high)
+        {
+            remaining.remove(&message.partition());
+        }
+    }
+    letters
+}
+
+/// Asserts that every row of every table and every dead letter of `pipeline` (whose
+/// processors have finished the topic) are what a clean run of the same spec over the same
+/// records leaves: a twin processes the whole topic into its own keyspace and dead-letter
+/// topic, and both are compared.
+pub(crate) async fn assert_same_as_a_clean_run(
+    session: &Session,
+    pipeline: &Pipeline,
+    after: &str,
+) {
+    let clean = clean_twin(pipeline, "clean");
+    provision(&clean).await;
+    process_everything(&clean).await;
+    let tables = every_row(session, pipeline).await;
+    assert!(
+        tables.values().any(|rows| !rows.is_empty()),
+        "{after}: the tables hold rows"
+    );
+    assert_eq!(
+        tables,
+        every_row(session, &clean).await,
+        "{after}: every row of every table is what a clean run of the same records left"
+    );
+    assert_eq!(
+        dead_letter_set(pipeline),
+        dead_letter_set(&clean),
+        "{after}: the dead letters are those of a clean run"
+    );
 }
