@@ -137,6 +137,74 @@ async fn a_replay_rebuilds_the_tables_as_a_clean_run_left_them() {
     // Every record counted once in the status, from the progress committed with the offsets.
     records_in_status(&world, name, RECORDS).await;
 
+    // A replay asked for in the same change as an invalid spec: refused as a whole, before
+    // any side effect (nothing rewound, the processors not held, no replay reported).
+    scenario
+        .patch(serde_json::json!({
+            "replay": {"id": "invalid-1", "from": "earliest"},
+            "schema": {"filter": "price >"}
+        }))
+        .await;
+    let refused = world
+        .wait_for(
+            name,
+            "the invalid spec to be reported",
+            Duration::from_secs(60),
+            |pipeline| {
+                pipeline
+                    .condition("Degraded")
+                    .is_some_and(|condition| condition.reason == "InvalidSpec")
+            },
+        )
+        .await;
+    assert_eq!(
+        replay_state(&refused),
+        None,
+        "no replay for an invalid spec"
+    );
+    let not_held: Deployment = world.get(&format!("{name}-processor")).await;
+    assert_eq!(
+        not_held.spec.and_then(|spec| spec.replicas),
+        Some(pipeline.spec.runner.replicas),
+        "the processors are not held for an invalid spec's replay"
+    );
+    let lag = read_group_lag(
+        &client_config(&kafka_bootstrap_servers(), &Default::default()),
+        &provisioned.topic_name(),
+        &provisioned.consumer_group(),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("reading the group's lag");
+    assert_eq!(
+        lag.records(),
+        0,
+        "the offsets stay where the clean run committed them"
+    );
+    assert!(
+        !world
+            .event_reasons(name)
+            .await
+            .iter()
+            .any(|reason| reason.starts_with("Replay")),
+        "no replay event for an invalid spec"
+    );
+    scenario
+        .patch(serde_json::json!({"replay": null, "schema": {"filter": null}}))
+        .await;
+    world
+        .wait_for(
+            name,
+            "the valid spec again",
+            Duration::from_secs(60),
+            |pipeline| {
+                pipeline
+                    .condition("Degraded")
+                    .is_some_and(|condition| condition.status == "False")
+            },
+        )
+        .await;
+
     // A replay while the processor runs: it waits for the processor to stop.
     cassandra()
         .await

@@ -38,7 +38,12 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
         return Err(error);
     }
 
-    // Validate and build (pure), with the autoscaler's replicas when it scales the processors.
+    // Validate (pure) before anything with a side effect: an invalid Pipeline is never
+    // rewound, scaled or applied.
+    if let Err(error) = validate(pipeline) {
+        return report_invalid(pipeline, context, error).await;
+    }
+    // Build (pure), with the autoscaler's replicas when it scales the processors.
     let autoscaled = pipeline.spec.runner.autoscaling.as_ref().map(|spec| {
         let decided = pipeline
             .metadata
@@ -55,31 +60,11 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
     } else {
         resources::processor::replicas(pipeline, autoscaled)
     };
-    let desired = validate(pipeline).and_then(|()| {
-        resources::desired_objects(pipeline, &context.settings.build, desired_replicas)
-    });
-    let desired = match desired {
-        Ok(desired) => desired,
-        Err(error) => {
-            context.report_error(pipeline, "Validate", &error).await;
-            let failed = StepOutcome::failed(&error);
-            let observed = Observed {
-                topics: failed.clone(),
-                schema: failed.clone(),
-                workloads: failed,
-                desired_replicas,
-                replay: replay.status,
-                backfill: current_backfill(pipeline),
-                ready_replicas: 0,
-                rollout_complete: false,
-                runner_problem: None,
-                ingest_unready: None,
-            };
-            status_update::write_status(pipeline, context, &observed, std::slice::from_ref(&error))
-                .await?;
-            return Err(error);
-        }
-    };
+    let desired =
+        match resources::desired_objects(pipeline, &context.settings.build, desired_replicas) {
+            Ok(desired) => desired,
+            Err(error) => return report_invalid(pipeline, context, error).await,
+        };
 
     // A generation not reported yet says so at once, before the slow steps.
     let reported = pipeline
@@ -260,6 +245,30 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
         None if !all_ready => Ok(Action::requeue(context.memo.next_not_ready_poll(pipeline))),
         None => Ok(Action::requeue(context.settings.resync)),
     }
+}
+
+/// A spec that cannot be built: reported as the reason of every step, with the replay and
+/// backfill left as they were (nothing was done); the error waits for a change.
+async fn report_invalid(pipeline: &Pipeline, context: &Context, error: Error) -> Result<Action> {
+    context.report_error(pipeline, "Validate", &error).await;
+    let failed = StepOutcome::failed(&error);
+    let observed = Observed {
+        topics: failed.clone(),
+        schema: failed.clone(),
+        workloads: failed,
+        desired_replicas: resources::processor::replicas(pipeline, None),
+        replay: pipeline
+            .status
+            .as_ref()
+            .and_then(|status| status.replay.clone()),
+        backfill: current_backfill(pipeline),
+        ready_replicas: 0,
+        rollout_complete: false,
+        runner_problem: None,
+        ingest_unready: None,
+    };
+    status_update::write_status(pipeline, context, &observed, std::slice::from_ref(&error)).await?;
+    Err(error)
 }
 
 /// `status.backfill` as it stands, for steps that do not advance the backfill.
