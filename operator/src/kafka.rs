@@ -1,7 +1,7 @@
 //! The Pipeline's Kafka topics, through `rtdp_provisioning::kafka`, with one admin client per
 //! distinct cluster and credentials shared by every Pipeline that uses them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use std::time::Duration;
 
@@ -11,16 +11,15 @@ use rtdp_provisioning::ProvisionError;
 use rtdp_provisioning::kafka::{
     self, Admin, Pem, SaslLogin, SecurityProtocol, TlsMaterial, TopicReport,
 };
-use sha2::{Digest, Sha256};
-use tokio::sync::Mutex;
 
+use crate::client_cache::ClientCache;
 use crate::error::Result;
 use crate::secrets::read_key;
 
-/// Admin clients by cluster and credentials.
+/// Admin clients by cluster and credentials (the operator's one client cache).
 #[derive(Default)]
 pub struct KafkaClients {
-    admins: Mutex<HashMap<String, Admin>>,
+    admins: ClientCache<Admin>,
 }
 
 impl std::fmt::Debug for KafkaClients {
@@ -37,20 +36,16 @@ impl KafkaClients {
         let bootstrap = pipeline.spec.kafka.bootstrap_servers.join(",");
         let properties = client_properties(client, pipeline).await?;
         let key = cache_key(&bootstrap, &properties);
-        if let Some(admin) = self.admins.lock().await.get(&key) {
-            return Ok(admin.clone());
-        }
         // Only a client Kafka accepts is cached: a wrong password is reported (not retried
         // forever by librdkafka in the background) and a corrected Secret gets a new one.
-        // The check runs without the lock, so one unreachable cluster never delays others.
-        check_access(&bootstrap, &properties).await?;
-        let mut admins = self.admins.lock().await;
-        if let Some(admin) = admins.get(&key) {
-            return Ok(admin.clone());
-        }
-        let admin = kafka::admin_client(&bootstrap, &properties)?;
-        admins.insert(key, admin.clone());
-        Ok(admin)
+        // The check runs outside the cache's lock, so one unreachable cluster never delays
+        // others.
+        self.admins
+            .get_or_connect(key, async {
+                check_access(&bootstrap, &properties).await?;
+                Ok(kafka::admin_client(&bootstrap, &properties)?)
+            })
+            .await
     }
 
     /// Creates, adopts or grows the topics and sets drifted configs back.
@@ -79,20 +74,15 @@ async fn check_access(bootstrap: &str, properties: &BTreeMap<String, String>) ->
         .map_err(|error| ProvisionError::from(error).into())
 }
 
+/// The cache key of a client: its servers and every property, secrets included, hashed.
 fn cache_key(bootstrap: &str, properties: &BTreeMap<String, String>) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(bootstrap.as_bytes());
-    for (key, value) in properties {
-        hasher.update([0]);
-        hasher.update(key.as_bytes());
-        hasher.update([0]);
-        hasher.update(value.as_bytes());
-    }
-    hasher
-        .finalize()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    crate::client_cache::cache_key(
+        std::iter::once(bootstrap).chain(
+            properties
+                .iter()
+                .flat_map(|(key, value)| [key.as_str(), value.as_str()]),
+        ),
+    )
 }
 
 /// The librdkafka properties for the Pipeline's TLS and SASL settings, secrets resolved from

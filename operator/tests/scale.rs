@@ -13,6 +13,9 @@
 //! in one shared keyspace, no source (so a processor Deployment, a ConfigMap and a Service),
 //! and `deletionPolicy: Retain`; the test drops the topics and the keyspace at the end.
 
+// Shares the helpers of the `it` binary, of which it uses a part.
+#[path = "it/common/mod.rs"]
+#[allow(dead_code)]
 mod common;
 
 use std::collections::BTreeMap;

@@ -6,6 +6,9 @@
 //! binary on purpose: cargo runs test binaries one after another, so no other test is talking
 //! to Cassandra while it is down, and it is back up before the next binary starts.
 
+// Shares the helpers of the `it` binary, of which it uses a part.
+#[path = "it/common/mod.rs"]
+#[allow(dead_code)]
 mod common;
 
 use std::time::Duration;

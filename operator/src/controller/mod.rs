@@ -57,7 +57,7 @@ use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::utils::PredicateConfig;
-use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
 use rtdp_crds::Pipeline;
 
@@ -312,7 +312,13 @@ pub async fn run(
             .modify(|pipeline| pipeline.meta_mut().managed_fields = None)
             .reflect(writer)
             .applied_objects()
-            .predicate_filter(spec_or_lifecycle, PredicateConfig::default());
+            // Reconciled for a change of its spec (the generation, which the API server also
+            // bumps when it sets the deletion timestamp) or its finalizers; status writes
+            // (the reconcile's own, the freshness loop's) are not worth a reconcile.
+            .predicate_filter(
+                predicates::generation.combine(predicates::finalizers),
+                PredicateConfig::default(),
+            );
             Controller::for_stream(pipelines, reader)
                 .owns(api::<ConfigMap>(&client, namespace), owned())
                 .owns(api::<Deployment>(&client, namespace), owned())
@@ -345,23 +351,6 @@ pub async fn run(
         () = controllers => {}
         () = freshness => {}
     }
-}
-
-/// What a Pipeline's change must touch to be reconciled: its spec (the generation), its
-/// deletion or its finalizers. Status writes (the reconcile's own, the freshness loop's) and
-/// other metadata changes are not worth a reconcile.
-fn spec_or_lifecycle(pipeline: &Guarded) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let metadata = pipeline.meta();
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    predicates::generation(pipeline).hash(&mut hasher);
-    metadata
-        .deletion_timestamp
-        .as_ref()
-        .map(|time| time.0.as_second())
-        .hash(&mut hasher);
-    metadata.finalizers.hash(&mut hasher);
-    Some(hasher.finish())
 }
 
 /// Decides when a failed reconcile runs again: never by itself for permanent errors,
