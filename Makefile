@@ -5,6 +5,8 @@ SHELL := /bin/bash
 CARGO ?= cargo
 # The operator's test hooks (restarting it mid-reconcile) exist only in test builds.
 TEST_FEATURES := --features rtdp-operator/test-hooks
+# Every shell script in the repository: the files with a sh or bash shebang, and dev/lib's.
+SHELL_SCRIPTS := $(shell git ls-files | xargs grep -lsE '^\#!(/usr/bin/env (ba)?sh|/bin/(ba)?sh)' 2>/dev/null) $(wildcard dev/lib/*.sh)
 
 .PHONY: help demo test lint unit integration crds stack-up stack-down stack-status bench bench-operator kind-e2e
 
@@ -21,13 +23,16 @@ test: ## Every test: formatting, lints, unit and integration tests against the r
 	@dev/stack run -- $(MAKE) --no-print-directory integration
 	@dev/kind-e2e
 
-lint: ## rustfmt, clippy (warnings are errors), cargo-deny (licenses, duplicate versions, sources); builds the fuzz targets so they cannot rot
+lint: ## rustfmt, clippy (warnings are errors), cargo-deny (licenses, duplicate versions, sources), shellcheck; builds the fuzz targets so they cannot rot
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked $(TEST_FEATURES) -- -D warnings
 	@# The data plane links no Kubernetes client (the API types crate carries only derives).
 	@! $(CARGO) tree --locked -p pipeline-runner -e normal -i kube-client 2>/dev/null | grep -q kube-client || { echo "pipeline-runner depends on kube-client; the API types must not pull a Kubernetes client" >&2; exit 1; }
 	@# Licenses, duplicate versions and sources (deny.toml); cargo-deny is built once into the cache.
 	@dev/deny
+	@# Every bash script, with what it sources (paths relative to each script).
+	@command -v shellcheck >/dev/null || { echo "make lint: shellcheck is missing (Debian: apt-get install shellcheck; .ci/run installs it; see README, Prerequisites)" >&2; exit 1; }
+	shellcheck --external-sources --source-path=SCRIPTDIR $(SHELL_SCRIPTS)
 	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 	$(CARGO) build --locked --manifest-path fuzz/Cargo.toml --bins --target-dir target
 

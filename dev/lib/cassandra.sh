@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Apache Cassandra 5.0 (cassandra-all from Maven Central) as its own JVM.
 
 CASSANDRA_DIR="$RTDP_CACHE/cassandra-$CASSANDRA_VERSION"
@@ -36,7 +37,7 @@ _cassandra_start() {
     -e "s|@CLUSTER_NAME@|$cluster|g" \
     "$RTDP_ROOT/dev/cassandra/cassandra.yaml.in" >"$state/cassandra.yaml"
   local jamm module_flags
-  jamm=$(ls "$CASSANDRA_DIR"/lib/jamm-*.jar 2>/dev/null | head -n1)
+  jamm=$(find "$CASSANDRA_DIR/lib" -maxdepth 1 -name "jamm-*.jar" 2>/dev/null | head -n1)
   mapfile -t module_flags < <(grep -v '^#' "$RTDP_ROOT/dev/cassandra/jvm17.options" | grep -v '^$')
   : >"$state/cassandra.log"
   log "starting $name on 127.0.0.1:$native_port (log: $state/cassandra.log; 20-60 s)"

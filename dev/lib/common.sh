@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for dev/stack. Sourced, never run.
 # Everything listens on 127.0.0.1. Builds live outside the work tree so a fresh clone
 # (what CI runs) reuses them; runtime state (data, logs, pids, certs) lives in the clone.

@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck shell=bash
 # The Docker engine and the Debian base image every locally built image starts FROM.
 # Sourced after dev/lib/common.sh (log, die, require_command, RTDP_ROOT, RTDP_CACHE), never run.
 #

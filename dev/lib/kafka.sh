@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Apache Kafka (single-node KRaft) from Maven Central jars.
 
 KAFKA_DIR="$RTDP_CACHE/kafka-$KAFKA_VERSION"
@@ -39,6 +40,7 @@ _kafka_certificates() {
 # The MTLS listener's client: a certificate (CN=rtdp-local-client, clientAuth) signed by the
 # same CA, with its PKCS#8 key, made once per state directory (also for a state directory
 # whose CA predates it).
+# shellcheck disable=SC2034 # exported by dev/stack env
 KAFKA_CLIENT_CERTIFICATE_FILE="$KAFKA_PKI/client.crt"
 KAFKA_CLIENT_KEY_FILE="$KAFKA_PKI/client.key"
 _kafka_client_certificate() {

@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck shell=bash
 # A kind cluster built entirely from local parts (dev/kind-cluster). Sourced after
 # dev/lib/common.sh, dev/lib/kube.sh (etcd and helm builders) and dev/lib/docker.sh, never run.
 #

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # etcd, kube-apiserver, kubectl and helm, built from their Go modules into the cache; promtool
 # (for the chart's alert rules), unpacked from Debian's prometheus package.
 

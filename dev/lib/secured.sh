@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The secured side of the local stack (docs/development.md, "The local stack"):
 # - Kafka's SASL_SSL listener (SCRAM-SHA-512 over TLS) is part of the one broker (kafka.sh);
 # - cassandra-secured: a second single-node Cassandra with PasswordAuthenticator on its own

@@ -26,6 +26,11 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
     if pipeline.metadata.deletion_timestamp.is_some() {
         return cleanup::cleanup(pipeline, context).await;
     }
+    // Validate (pure) before anything with a side effect: an invalid Pipeline gets no
+    // finalizer, and is never rewound, scaled or applied.
+    if let Err(error) = validate(pipeline) {
+        return report_invalid(pipeline, context, error).await;
+    }
     // The finalizer guards only what deletion drops: the topics and tables.
     let finalizer = match pipeline.spec.deletion_policy {
         DeletionPolicy::Delete => cleanup::ensure_finalizer(pipeline, context, true).await,
@@ -38,11 +43,6 @@ pub(super) async fn reconcile_pipeline(pipeline: &Pipeline, context: &Context) -
         return Err(error);
     }
 
-    // Validate (pure) before anything with a side effect: an invalid Pipeline is never
-    // rewound, scaled or applied.
-    if let Err(error) = validate(pipeline) {
-        return report_invalid(pipeline, context, error).await;
-    }
     // Build (pure), with the autoscaler's replicas when it scales the processors.
     let autoscaled = pipeline.spec.runner.autoscaling.as_ref().map(|spec| {
         let decided = pipeline

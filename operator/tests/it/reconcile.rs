@@ -615,14 +615,15 @@ async fn a_blocked_deletion_says_how_to_release_it() {
     world.cleanup().await;
 }
 
-/// An invalid spec is a permanent error: reported, then nothing until the Pipeline changes.
+/// An invalid spec is a permanent error: reported, then nothing until the Pipeline changes;
+/// nothing with a side effect happens before the validation (not even the finalizer).
 #[tokio::test]
 async fn an_invalid_spec_waits_for_the_next_change() {
     let (world, operator) = TestWorld::with_operator("op-invalid", &[]).await;
     // 46 characters: too long for a CronJob's name with "-ingest".
     let name = "a-pipeline-name-that-is-too-long-for-a-cronjob";
     let mut pipeline = world.pipeline(name);
-    pipeline.spec.deletion_policy = DeletionPolicy::Retain;
+    pipeline.spec.deletion_policy = DeletionPolicy::Delete;
     pipeline.spec.source = Some(SourceSpec {
         http: Some(http_source(Some("@hourly"), None)),
         generator: None,
@@ -636,6 +637,14 @@ async fn an_invalid_spec_waits_for_the_next_change() {
         .and_then(|status| status.message.clone())
         .unwrap_or_default();
     assert!(message.contains("at most 45"), "{message}");
+    assert_eq!(
+        invalid.metadata.finalizers, None,
+        "no finalizer before the spec is valid"
+    );
+    assert!(
+        !world.topic_exists(&invalid.topic_name()).await,
+        "no topic for an invalid spec"
+    );
     scenario.expect_events(&["InvalidSpec"]).await;
 
     // No retries while nothing changes: once the count has settled (the reconcile that its
@@ -664,7 +673,16 @@ async fn an_invalid_spec_waits_for_the_next_change() {
     scenario
         .patch(serde_json::json!({"source": {"http": {"schedule": null, "pollInterval": "5m"}}}))
         .await;
-    scenario.until_provisioned().await;
+    let provisioned = scenario.until_provisioned().await;
+    assert!(
+        provisioned
+            .metadata
+            .finalizers
+            .as_ref()
+            .is_some_and(|finalizers| !finalizers.is_empty()),
+        "the finalizer once the topics exist: {:?}",
+        provisioned.metadata.finalizers
+    );
     assert!(
         world
             .object_exists::<Deployment>(&format!("{name}-ingest"))
