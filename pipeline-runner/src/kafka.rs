@@ -5,7 +5,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use rdkafka::statistics::Statistics;
@@ -14,6 +16,7 @@ use rdkafka::{ClientConfig, TopicPartitionList};
 use rtdp_crds::BatchSpec;
 
 use crate::error::RunnerError;
+use crate::process::offsets::{ToStore, partition_list};
 use crate::telemetry::{Health, Metrics, PartitionLabel};
 
 /// How often librdkafka reports its statistics (lag, broker states), in milliseconds.
@@ -141,14 +144,16 @@ fn producer_config(base: &ClientConfig, batch: &BatchSpec) -> ClientConfig {
 }
 
 /// Callbacks of the process consumer: lag and Kafka readiness from librdkafka's statistics,
-/// and the partitions a rebalance takes away (their in-flight records must not store offsets
-/// any more).
+/// and the partitions a rebalance takes away: what their records finished is committed at
+/// once, and the loop is told (their records still in flight must not store offsets any
+/// more).
 #[derive(Debug)]
 pub struct ConsumerCallbacks {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     errors: ErrorLog,
     revoked: Mutex<Vec<i32>>,
+    to_store: ToStore,
 }
 
 impl ConsumerCallbacks {
@@ -159,7 +164,13 @@ impl ConsumerCallbacks {
             health,
             errors: ErrorLog::default(),
             revoked: Mutex::new(Vec::new()),
+            to_store: ToStore::default(),
         }
+    }
+
+    /// Where the loop puts the offsets its records finished (see [`ToStore`]).
+    pub fn to_store(&self) -> ToStore {
+        self.to_store.clone()
     }
 
     /// The partitions revoked since the last call.
@@ -197,10 +208,24 @@ impl ClientContext for ConsumerCallbacks {
 }
 
 impl ConsumerContext for ConsumerCallbacks {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(partitions) = rebalance {
             let numbers = partition_numbers(partitions);
             tracing::info!(partitions = ?numbers, "partitions revoked");
+            // Still ours until this returns: commit what their records finished (without
+            // waiting), so the new owner starts right after it.
+            let finished = self.to_store.take_partitions(&numbers);
+            if let Some(topic) = partitions.elements().first().map(|element| element.topic())
+                && !finished.is_empty()
+            {
+                let list = partition_list(topic, &finished);
+                if let Err(error) = consumer
+                    .store_offsets(&list)
+                    .and_then(|()| consumer.commit(&list, CommitMode::Async))
+                {
+                    tracing::warn!(%error, partitions = ?numbers, "committing the revoked partitions' finished offsets failed; the new owner repeats their last records");
+                }
+            }
             match self.revoked.lock() {
                 Ok(mut revoked) => revoked.extend(numbers),
                 Err(poisoned) => poisoned.into_inner().extend(numbers),

@@ -9,7 +9,7 @@ fn checked_in_crd_matches_the_types() {
     let generated = rtdp_crds::crd_yaml().expect("serialising the CRD");
     assert!(
         checked_in == generated,
-        "{} is out of date with crds/src/pipeline.rs: run `make crds` and commit the result",
+        "{} is out of date with the types in crds/src/pipeline.rs and crds/src/pipeline/: run `make crds` and commit the result",
         path.display()
     );
 }

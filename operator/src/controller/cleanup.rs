@@ -282,13 +282,7 @@ async fn write_deleting_status(
 }
 
 fn forget_cleanup(context: &Context, uid: &str) {
-    context
-        .cleanup_failures
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .remove(uid);
-    context.external.forget(uid);
-    context.memo.forget(uid);
+    context.forget(uid);
 }
 
 /// What a blocked deletion says: why, and the three ways to release the Pipeline.

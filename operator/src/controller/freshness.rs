@@ -42,7 +42,8 @@ const CONCURRENT_READS: usize = 8;
 pub(super) type Triggers = Vec<(Option<String>, UnboundedSender<ObjectRef<Guarded>>)>;
 
 /// Measures every Pipeline the controllers' reflectors hold (`stores`, one per controller)
-/// once per `period`, until dropped; asks the controller serving a Pipeline for a reconcile
+/// once per `period`, until dropped, and forgets what this process remembers of a Pipeline
+/// gone from them (`Context::forget`); asks the controller serving a Pipeline for a reconcile
 /// through `triggers` when the autoscaler changed its replicas or its conditions do not yet
 /// reflect its last run.
 pub(super) async fn run(
@@ -55,10 +56,18 @@ pub(super) async fn run(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The Pipelines measured in the last round: one that is gone loses its gauges.
     let mut measured: HashSet<(String, String, String)> = HashSet::new();
+    // Every Pipeline in the stores last round, by uid: one that is gone is forgotten.
+    let mut known: HashSet<String> = HashSet::new();
     loop {
         ticks.tick().await;
         // Guarded: one Pipeline that cannot be read must not stop the others' measurement.
         let guarded: Vec<Arc<Guarded>> = stores.iter().flat_map(Store::state).collect();
+        let now_known: HashSet<String> =
+            guarded.iter().filter_map(|guarded| guarded.uid()).collect();
+        for uid in known.difference(&now_known) {
+            context.forget(uid);
+        }
+        known = now_known;
         let pipelines: Vec<&Pipeline> = guarded
             .iter()
             .filter_map(|guarded| guarded.0.as_ref().ok())
@@ -79,9 +88,8 @@ pub(super) async fn run(
                 measure(&context, pipeline, &triggers)
             })
             .await;
-        for (namespace, name, uid) in measured.difference(&now_measured) {
+        for (namespace, name, _) in measured.difference(&now_measured) {
             context.metrics.forget_pipeline(namespace, name);
-            context.autoscaler.forget(uid);
         }
         measured = now_measured;
     }

@@ -200,6 +200,22 @@ impl Context {
         (!same).then(|| format!("{}/{}", owner.namespace_or_default(), owner.name_any()))
     }
 
+    /// Forgets everything this process remembers about a Pipeline that is gone (its finalizer
+    /// released, or no longer in the stores): nothing per Pipeline outlives it.
+    pub(super) fn forget(&self, uid: &str) {
+        self.external.forget(uid);
+        self.memo.forget(uid);
+        self.autoscaler.forget(uid);
+        self.finished_replays
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(uid);
+        self.cleanup_failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(uid);
+    }
+
     fn apply_params(&self) -> PatchParams {
         PatchParams::apply(&self.settings.field_manager).force()
     }

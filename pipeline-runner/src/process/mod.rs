@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use backon::Retryable;
 use futures::FutureExt;
 use futures::stream::{FuturesUnordered, StreamExt};
-use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Timestamp};
 use rtdp_crds::Pipeline;
@@ -25,14 +25,14 @@ use tokio::sync::watch;
 
 use crate::connect::{EndpointOverrides, cassandra_session, kafka_client_config};
 use crate::error::RunnerError;
-use crate::kafka::{Producer, ProducerCallbacks, consumer, producer};
+use crate::kafka::{ConsumerCallbacks, Producer, ProducerCallbacks, consumer, producer};
 use crate::record::{RecordError, RecordParser};
 use crate::retry;
 use crate::telemetry::{Health, KindLabel, Metrics};
 use crate::transform::{Outcome, Transforms};
 use identity::{Applied, Change, IdentityWriter};
 use offsets::{Finished, OffsetTracker};
-use partitions::{pause_while_cassandra_is_down, reached, resume, store_offsets};
+use partitions::{Resuming, pause_while_cassandra_is_down, reached, store_offsets};
 use writer::{TableWriter, WriteFailure, error_kind};
 
 /// How long in-flight writes may take to finish after SIGTERM before the runner gives up on
@@ -58,22 +58,10 @@ pub struct ProcessOptions {
     pub health: Arc<Health>,
 }
 
-/// What happened to one record.
-enum Done {
-    Written,
-    /// Sent to the dead-letter topic, with this reason label.
-    DeadLettered(&'static str),
-    Filtered,
-    /// Its identity's stored state is as new or newer (the record applied before a crash or
-    /// a reset re-delivered it, or an older version): nothing written, counted as written,
-    /// since the tables hold it or what superseded it.
-    Superseded,
-    /// Its work could not finish (never expected: the retries have no limit); its offset is
-    /// never stored, so the record is re-delivered after a restart.
-    Abandoned,
-}
-
-type Work = Pin<Box<dyn Future<Output = (i32, i64, Done)> + Send>>;
+/// A record's work: its partition, offset and what became of it (`None`: abandoned, never
+/// expected since the retries have no limit; its offset is never stored, so the record is
+/// re-delivered after a restart).
+type Work = Pin<Box<dyn Future<Output = (i32, i64, Option<Finished>)> + Send>>;
 
 /// Runs the process role until shutdown (or `stop_at` is reached).
 pub async fn run(pipeline: &Pipeline, options: ProcessOptions) -> Result<(), RunnerError> {
@@ -123,12 +111,13 @@ pub async fn run(pipeline: &Pipeline, options: ProcessOptions) -> Result<(), Run
         topic: pipeline.dead_letter_topic_name(),
         pipeline: pipeline_name.clone(),
     });
-    let consumer = consumer(
+    // Shared with the blocking pool's reads of committed offsets.
+    let consumer = Arc::new(consumer(
         &base,
         &pipeline.consumer_group(),
         Arc::clone(&metrics),
         Arc::clone(&health),
-    )?;
+    )?);
     consumer
         .subscribe(&[topic.as_str()])
         .map_err(|error| RunnerError::kafka(format!("subscribing to topic {topic}"), error))?;
@@ -161,14 +150,26 @@ pub async fn run(pipeline: &Pipeline, options: ProcessOptions) -> Result<(), Run
         .unwrap_or(1)
         .max(1);
     let cel_root = cel::Context::default();
-    let mut tracker = OffsetTracker::default();
+    let rules = Rules {
+        parser: &parser,
+        transforms: &transforms,
+        cel_root: &cel_root,
+        shared: &shared,
+    };
+    let mut tracker = OffsetTracker::new(consumer.context().to_store());
     let mut work: FuturesUnordered<Work> = FuturesUnordered::new();
+    let mut resuming = Resuming::default();
+    // Standalone's "has the group committed the end offsets?": one check at a time, off the
+    // loop (a commit and a read, each a Kafka round trip).
+    let mut end_checks: FuturesUnordered<tokio::task::JoinHandle<bool>> = FuturesUnordered::new();
     let mut paused = false;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
+    // Nothing in this loop waits for Kafka or Cassandra: writes run as futures, Kafka's
+    // blocking calls on the blocking pool, and the consumer is polled only for records.
     loop {
-        let capacity = max_in_flight.saturating_sub(work.len());
+        let capacity = max_in_flight.saturating_sub(work.len() + resuming.records());
         tokio::select! {
             biased;
             changed = shutdown.changed() => {
@@ -177,8 +178,20 @@ pub async fn run(pipeline: &Pipeline, options: ProcessOptions) -> Result<(), Run
                     break;
                 }
             }
-            Some((partition, offset, done)) = work.next(), if !work.is_empty() => {
-                finish(&mut tracker, &metrics, partition, offset, done);
+            Some((partition, offset, finished)) = work.next(), if !work.is_empty() => {
+                finish(&mut tracker, &metrics, partition, offset, finished);
+            }
+            resumed = resuming.next(), if resuming.is_reading() => {
+                if let Some(resumed) = resumed {
+                    tracker.start(resumed.partition, resumed.clock, resumed.progress);
+                    // Another processor may have applied this partition's records since.
+                    if let Some(identities) = &shared.identities {
+                        identities.forget_cached();
+                    }
+                    for message in resumed.records {
+                        dispatch(message, &rules, &mut tracker, &mut work);
+                    }
+                }
             }
             received = consumer.recv(), if capacity > 0 => {
                 let message = received.map_err(|error| {
@@ -205,62 +218,40 @@ pub async fn run(pipeline: &Pipeline, options: ProcessOptions) -> Result<(), Run
                     }
                 });
                 metrics.consumer_batch_records.observe(batch.len() as f64);
+                // A rebalance runs inside the polls above: its revocations apply before any
+                // record taken after it.
+                apply_revocations(&consumer, &mut tracker, &mut resuming);
                 for message in batch {
                     metrics.records_consumed.inc();
-                    let partition = message.partition();
-                    if !tracker.is_tracking(partition) {
-                        let (clock, progress) = resume(&consumer, &topic, partition, message.offset());
-                        tracker.start(partition, clock, progress);
-                        // Another processor may have applied this partition's records since.
-                        if let Some(identities) = &shared.identities {
-                            identities.forget_cached();
-                        }
-                    }
-                    let write_time =
-                        tracker.dispatched(partition, message.offset(), kafka_millis(&message));
-                    let started = Instant::now();
-                    let decision = decide(
-                        &parser,
-                        &transforms,
-                        shared.identities.as_deref(),
-                        &cel_root,
-                        &message,
-                    );
-                    match decision {
-                        Decision::Store(change) => work.push(Box::pin(write(
-                            Arc::clone(&shared),
-                            Pending {
-                                message,
-                                change,
-                                write_time,
-                                started,
-                            },
-                        ))),
-                        Decision::DeadLetter(error) => work.push(Box::pin(dead_letter(
-                            Arc::clone(&shared.dead_letters),
-                            message,
-                            error,
-                            Arc::clone(&metrics),
-                        ))),
-                        Decision::Filtered => {
-                            finish(&mut tracker, &metrics, message.partition(), message.offset(), Done::Filtered);
-                        }
+                    if tracker.is_tracking(message.partition()) {
+                        dispatch(message, &rules, &mut tracker, &mut work);
+                    } else {
+                        // Its partition's first record since it was assigned: its committed
+                        // progress is read first.
+                        resuming.hold(&consumer, &topic, message);
                     }
                 }
             }
-            _ = tick.tick() => {
-                for partition in consumer.context().take_revoked() {
-                    tracker.revoke(partition);
+            Some(reached) = end_checks.next(), if !end_checks.is_empty() => {
+                if matches!(reached, Ok(true)) {
+                    tracing::info!("caught up with the end offsets; stopping");
+                    break;
                 }
+            }
+            _ = tick.tick() => {
+                apply_revocations(&consumer, &mut tracker, &mut resuming);
                 store_offsets(&consumer, &topic, &mut tracker);
                 paused = pause_while_cassandra_is_down(&consumer, &health, paused);
                 let target = stop_at.borrow_and_update().clone();
                 if let Some(end_offsets) = target
                     && work.is_empty()
-                    && reached(&consumer, &end_offsets)
+                    && resuming.records() == 0
+                    && end_checks.is_empty()
                 {
-                    tracing::info!("caught up with the end offsets; stopping");
-                    break;
+                    let consumer = Arc::clone(&consumer);
+                    end_checks.push(tokio::task::spawn_blocking(move || {
+                        reached(&consumer, &end_offsets)
+                    }));
                 }
             }
         }
@@ -270,8 +261,8 @@ pub async fn run(pipeline: &Pipeline, options: ProcessOptions) -> Result<(), Run
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
     while !work.is_empty() {
         match tokio::time::timeout_at(deadline, work.next()).await {
-            Ok(Some((partition, offset, done))) => {
-                finish(&mut tracker, &metrics, partition, offset, done);
+            Ok(Some((partition, offset, finished))) => {
+                finish(&mut tracker, &metrics, partition, offset, finished);
             }
             Ok(None) => break,
             Err(_) => {
@@ -336,6 +327,80 @@ enum RecordChange {
         /// The filter skipped it (counted as filtered, the identity's rows deleted).
         filtered: bool,
     },
+}
+
+/// Forgets the partitions a rebalance took away (what they finished was committed by the
+/// rebalance callback): their records in flight, and those waiting for their progress, are
+/// left to the new owner, which applies them again (writes are idempotent).
+fn apply_revocations(
+    consumer: &StreamConsumer<ConsumerCallbacks>,
+    tracker: &mut OffsetTracker,
+    resuming: &mut Resuming,
+) {
+    for partition in consumer.context().take_revoked() {
+        let abandoned = tracker.revoke(partition);
+        let dropped = resuming.revoke(partition);
+        if abandoned + dropped > 0 {
+            tracing::info!(
+                partition,
+                abandoned,
+                dropped,
+                "a revoked partition's unfinished records are left to its new owner"
+            );
+        }
+    }
+}
+
+/// What decides a record's fate, shared by every dispatch.
+struct Rules<'a, 'p, 'v> {
+    parser: &'a RecordParser,
+    transforms: &'a Transforms,
+    cel_root: &'a cel::Context<'p, 'v>,
+    shared: &'a Arc<Shared>,
+}
+
+/// Starts a record's work: its write time from its partition's chain, then its rows written,
+/// its dead letter sent, or (filtered) finished at once.
+fn dispatch(
+    message: OwnedMessage,
+    rules: &Rules<'_, '_, '_>,
+    tracker: &mut OffsetTracker,
+    work: &mut FuturesUnordered<Work>,
+) {
+    let (partition, offset) = (message.partition(), message.offset());
+    let write_time = tracker.dispatched(partition, offset, kafka_millis(&message));
+    let started = Instant::now();
+    let shared = rules.shared;
+    match decide(
+        rules.parser,
+        rules.transforms,
+        shared.identities.as_deref(),
+        rules.cel_root,
+        &message,
+    ) {
+        Decision::Store(change) => work.push(Box::pin(write(
+            Arc::clone(shared),
+            Pending {
+                message,
+                change,
+                write_time,
+                started,
+            },
+        ))),
+        Decision::DeadLetter(error) => work.push(Box::pin(dead_letter(
+            Arc::clone(&shared.dead_letters),
+            message,
+            error,
+            Arc::clone(&shared.metrics),
+        ))),
+        Decision::Filtered => finish(
+            tracker,
+            &shared.metrics,
+            partition,
+            offset,
+            Some(Finished::Filtered),
+        ),
+    }
 }
 
 /// Parse, validate, derive, filter: pure, per record.
@@ -461,7 +526,7 @@ impl Retry {
 /// dead-letters: the record is fine, the database is not); when Cassandra refuses the row
 /// for good (a null key, an oversized value), the record is dead-lettered with the server's
 /// message and its partition moves on.
-async fn write(shared: Arc<Shared>, pending: Pending) -> (i32, i64, Done) {
+async fn write(shared: Arc<Shared>, pending: Pending) -> (i32, i64, Option<Finished>) {
     let Pending {
         message,
         change,
@@ -548,28 +613,29 @@ async fn write(shared: Arc<Shared>, pending: Pending) -> (i32, i64, Done) {
                         .observe(started.elapsed().as_secs_f64());
                     let now = chrono::Utc::now().timestamp_millis();
                     metrics.observe_end_to_end((now - millis).max(0) as f64 / 1000.0);
-                    Done::Written
+                    Finished::Written
                 }
                 Applied::Deleted => {
                     metrics.identities_deleted.inc();
                     if filtered {
-                        Done::Filtered
+                        Finished::Filtered
                     } else {
                         metrics.records_written.inc();
-                        Done::Written
+                        Finished::Written
                     }
                 }
                 Applied::Superseded => {
                     metrics.records_superseded.inc();
                     // The same spec decides the same way: a skipped record stays skipped.
+                    // Otherwise it counts as written: the tables hold it or what superseded it.
                     if filtered {
-                        Done::Filtered
+                        Finished::Filtered
                     } else {
-                        Done::Superseded
+                        Finished::Written
                     }
                 }
             };
-            (message.partition(), message.offset(), done)
+            (message.partition(), message.offset(), Some(done))
         }
         Ok(Err((table, server_message, kind))) => {
             // Cassandra answered: it is up, this record is what it refuses.
@@ -598,7 +664,7 @@ async fn write(shared: Arc<Shared>, pending: Pending) -> (i32, i64, Done) {
         }
         Err(error) => {
             tracing::error!(%error, partition = message.partition(), offset = message.offset(), "gave up writing a record; it is re-delivered after a restart");
-            (message.partition(), message.offset(), Done::Abandoned)
+            (message.partition(), message.offset(), None)
         }
     }
 }
@@ -608,7 +674,7 @@ async fn dead_letter(
     message: OwnedMessage,
     error: RecordError,
     metrics: Arc<Metrics>,
-) -> (i32, i64, Done) {
+) -> (i32, i64, Option<Finished>) {
     tracing::debug!(
         reason = error.reason.as_str(),
         partition = message.partition(),
@@ -626,27 +692,30 @@ async fn dead_letter(
     .await;
     if let Err(kafka_error) = sent {
         tracing::error!(error = %kafka_error, partition = message.partition(), offset = message.offset(), "gave up producing a dead letter; the record is re-delivered after a restart");
-        return (message.partition(), message.offset(), Done::Abandoned);
+        return (message.partition(), message.offset(), None);
     }
     metrics.dead_lettered(error.reason);
     (
         message.partition(),
         message.offset(),
-        Done::DeadLettered(error.reason.as_str()),
+        Some(Finished::DeadLettered(error.reason.as_str())),
     )
 }
 
-fn finish(tracker: &mut OffsetTracker, metrics: &Metrics, partition: i32, offset: i64, done: Done) {
-    let outcome = match done {
-        Done::Written => Finished::Written,
-        Done::DeadLettered(reason) => Finished::DeadLettered(reason),
-        Done::Filtered => {
-            metrics.records_filtered.inc();
-            Finished::Filtered
-        }
-        Done::Superseded => Finished::Written,
-        // Never stored: the partition stops advancing there, and a restart re-delivers it.
-        Done::Abandoned => return,
+/// Settles a record whose work ended: its offset may be stored once every earlier one is.
+fn finish(
+    tracker: &mut OffsetTracker,
+    metrics: &Metrics,
+    partition: i32,
+    offset: i64,
+    finished: Option<Finished>,
+) {
+    // Abandoned: never stored, the partition stops advancing there and a restart re-delivers.
+    let Some(finished) = finished else {
+        return;
     };
-    tracker.finished(partition, offset, outcome);
+    if finished == Finished::Filtered {
+        metrics.records_filtered.inc();
+    }
+    tracker.finished(partition, offset, finished);
 }

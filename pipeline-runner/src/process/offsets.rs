@@ -7,7 +7,9 @@
 //! filtered so far, so the counts are exact at every committed offset.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 
+use rdkafka::{Offset, TopicPartitionList};
 use rtdp_crds::{CommittedProgress, RecordCounts};
 
 use super::writer::WriteClock;
@@ -156,15 +158,72 @@ impl PartitionOffsets {
     }
 }
 
+/// Per partition, the offset to store next (the next one to consume) and the progress to
+/// commit beside it.
+pub type Moved = HashMap<i32, (i64, CommittedProgress)>;
+
+/// The offsets that moved since they were last handed to Kafka, shared by the loop (which
+/// fills it as records finish, and hands it to Kafka every turn of its timer) and the
+/// consumer's rebalance callback (which, when partitions are revoked, commits theirs at once:
+/// the new owner starts after every record this one finished).
+#[derive(Clone, Debug, Default)]
+pub struct ToStore(Arc<Mutex<Moved>>);
+
+impl ToStore {
+    fn entries(&self) -> std::sync::MutexGuard<'_, Moved> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes every partition's moved offset.
+    pub fn take(&self) -> Moved {
+        std::mem::take(&mut *self.entries())
+    }
+
+    /// Takes the moved offsets of `partitions`.
+    pub fn take_partitions(&self, partitions: &[i32]) -> Moved {
+        let mut entries = self.entries();
+        partitions
+            .iter()
+            .filter_map(|partition| Some((*partition, entries.remove(partition)?)))
+            .collect()
+    }
+}
+
+/// `moved` as a partition list of `topic` for Kafka: each offset with its progress as the
+/// offset's metadata. `store_offsets` and `commit` take exactly the next offset to consume.
+pub fn partition_list(topic: &str, moved: &Moved) -> TopicPartitionList {
+    let mut positions = TopicPartitionList::with_capacity(moved.len());
+    for (partition, (next, progress)) in moved {
+        if let Err(error) = positions.add_partition_offset(topic, *partition, Offset::Offset(*next))
+        {
+            tracing::warn!(%error, partition, next, "an offset could not be recorded");
+            continue;
+        }
+        // The progress travels with the offset (committed as its metadata).
+        if let Some(mut element) = positions.find_partition(topic, *partition) {
+            element.set_metadata(progress.encode());
+        }
+    }
+    positions
+}
+
 /// The trackers of every partition this consumer owns.
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
     partitions: HashMap<i32, PartitionOffsets>,
-    /// Offsets (and progress) that moved since the last [`OffsetTracker::take_to_store`].
-    to_store: HashMap<i32, (i64, CommittedProgress)>,
+    /// Offsets (and progress) that moved and were not handed to Kafka yet.
+    to_store: ToStore,
 }
 
 impl OffsetTracker {
+    /// A tracker whose moved offsets go to `to_store` (shared with the consumer's callbacks).
+    pub fn new(to_store: ToStore) -> Self {
+        Self {
+            partitions: HashMap::new(),
+            to_store,
+        }
+    }
+
     /// True when the partition's first record since it was assigned was seen.
     pub fn is_tracking(&self, partition: i32) -> bool {
         self.partitions.contains_key(&partition)
@@ -197,21 +256,25 @@ impl OffsetTracker {
             .partitions
             .get_mut(&partition)?
             .finished(offset, outcome)?;
-        self.to_store.insert(partition, (next, progress));
+        self.to_store.entries().insert(partition, (next, progress));
         Some(next)
     }
 
     /// The offsets to hand to Kafka now, with the progress to commit beside each (one store
     /// call per turn, not one per record).
-    pub fn take_to_store(&mut self) -> HashMap<i32, (i64, CommittedProgress)> {
-        std::mem::take(&mut self.to_store)
+    pub fn take_to_store(&mut self) -> Moved {
+        self.to_store.take()
     }
 
-    /// Forgets partitions taken away by a rebalance: their late completions store nothing
-    /// (the new owner re-reads from the last stored offset).
-    pub fn revoke(&mut self, partition: i32) {
-        self.partitions.remove(&partition);
-        self.to_store.remove(&partition);
+    /// Forgets a partition taken away by a rebalance (what it had finished was committed by
+    /// the rebalance callback): its records still in flight are abandoned on purpose, their
+    /// late completions store nothing, and the new owner applies them again (writes are
+    /// idempotent). Returns how many were abandoned.
+    pub fn revoke(&mut self, partition: i32) -> usize {
+        self.to_store.entries().remove(&partition);
+        self.partitions
+            .remove(&partition)
+            .map_or(0, |offsets| offsets.in_flight())
     }
 
     /// Records in flight over all partitions.
@@ -299,11 +362,45 @@ mod tests {
     }
 
     #[test]
+    fn a_revoke_takes_what_its_partitions_finished_and_abandons_what_is_in_flight() {
+        let to_store = ToStore::default();
+        let mut tracker = OffsetTracker::new(to_store.clone());
+        for offset in 0..3 {
+            tracker.dispatched(0, offset, 1);
+            tracker.dispatched(1, offset, 1);
+        }
+        tracker.finished(0, 0, Written);
+        tracker.finished(0, 1, Written);
+        tracker.finished(1, 0, Written);
+        // The rebalance callback takes partition 0's finished offset to commit it...
+        let revoked = to_store.take_partitions(&[0]);
+        let commit = partition_list("listings", &revoked);
+        let element = commit
+            .find_partition("listings", 0)
+            .expect("partition 0 is committed");
+        assert_eq!(element.offset(), Offset::Offset(2));
+        assert!(
+            element.metadata().contains("rtdp.written=2"),
+            "the progress travels with it: {}",
+            element.metadata()
+        );
+        // ... and the loop then abandons its record in flight; partition 1 is untouched.
+        assert_eq!(tracker.revoke(0), 1);
+        assert_eq!(tracker.finished(0, 2, Written), None);
+        let stored: Vec<(i32, i64)> = tracker
+            .take_to_store()
+            .into_iter()
+            .map(|(partition, (next, _))| (partition, next))
+            .collect();
+        assert_eq!(stored, vec![(1, 1)]);
+    }
+
+    #[test]
     fn revoked_partitions_store_nothing() {
         let mut tracker = OffsetTracker::default();
         tracker.dispatched(0, 1, 1);
         tracker.dispatched(1, 1, 1);
-        tracker.revoke(0);
+        assert_eq!(tracker.revoke(0), 1);
         assert!(!tracker.is_tracking(0));
         assert_eq!(tracker.finished(0, 1, Written), None);
         assert_eq!(tracker.finished(1, 1, Written), Some(2));

@@ -2,7 +2,14 @@
 //! librdkafka as records finish, pausing while Cassandra fails, and whether a bounded run
 //! reached its end offsets.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use rdkafka::Message;
+use rdkafka::message::OwnedMessage;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -10,7 +17,7 @@ use rtdp_crds::CommittedProgress;
 use rtdp_provisioning::kafka::committed_progress;
 
 use super::EndOffsets;
-use super::offsets::OffsetTracker;
+use super::offsets::{OffsetTracker, partition_list};
 use super::writer::WriteClock;
 use crate::kafka::ConsumerCallbacks;
 use crate::telemetry::Health;
@@ -18,8 +25,8 @@ use crate::telemetry::Health;
 /// Where a partition that was just assigned resumes: its counts from the committed offset's
 /// progress, and its write-time chain from there too when consumption starts exactly at that
 /// offset (restarted from the Kafka timestamps otherwise: a replay or reset, see
-/// [`WriteClock`]).
-pub(super) fn resume(
+/// [`WriteClock`]). Waits for Kafka: run on the blocking pool (see [`Resuming`]).
+fn resume(
     consumer: &StreamConsumer<ConsumerCallbacks>,
     topic: &str,
     partition: i32,
@@ -27,8 +34,7 @@ pub(super) fn resume(
 ) -> (WriteClock, CommittedProgress) {
     let mut wanted = TopicPartitionList::new();
     wanted.add_partition(topic, partition);
-    let committed = blocking(|| consumer.committed_offsets(wanted, Duration::from_secs(10)));
-    let committed = match committed {
+    let committed = match consumer.committed_offsets(wanted, Duration::from_secs(10)) {
         Ok(committed) => committed,
         Err(error) => {
             tracing::warn!(%error, partition, "reading the committed offset's progress failed; restarting the write-time chain from the Kafka timestamps and the counts from 0");
@@ -49,8 +55,7 @@ pub(super) fn resume(
 }
 
 /// Hands the offsets that moved to librdkafka (committed by its auto-commit every second, and
-/// at shutdown). `store_offsets` stores exactly the next offset to consume; the legacy
-/// per-topic `store_offset` would add one to it.
+/// at shutdown).
 pub(super) fn store_offsets(
     consumer: &StreamConsumer<ConsumerCallbacks>,
     topic: &str,
@@ -60,20 +65,7 @@ pub(super) fn store_offsets(
     if moved.is_empty() {
         return;
     }
-    let mut positions = TopicPartitionList::with_capacity(moved.len());
-    for (partition, (next, progress)) in &moved {
-        if let Err(error) = positions.add_partition_offset(topic, *partition, Offset::Offset(*next))
-        {
-            tracing::warn!(%error, partition, next, "an offset could not be recorded");
-            continue;
-        }
-        // The progress travels with the offset (committed as its metadata).
-        let mut element = positions.find_partition(topic, *partition);
-        if let Some(element) = element.as_mut() {
-            element.set_metadata(progress.encode());
-        }
-    }
-    if let Err(error) = consumer.store_offsets(&positions) {
+    if let Err(error) = consumer.store_offsets(&partition_list(topic, &moved)) {
         // A partition was revoked meanwhile; its new owner re-reads from the last commit.
         tracing::debug!(%error, ?moved, "storing offsets failed");
     }
@@ -119,7 +111,8 @@ pub(super) fn pause_while_cassandra_is_down(
     !paused
 }
 
-/// True when the group's committed offsets reached `end_offsets` on every partition.
+/// True when the group's committed offsets reached `end_offsets` on every partition. Waits for
+/// Kafka (a commit, then a read): run on the blocking pool.
 pub(super) fn reached(
     consumer: &StreamConsumer<ConsumerCallbacks>,
     end_offsets: &EndOffsets,
@@ -140,8 +133,7 @@ pub(super) fn reached(
     }
     // Commit what is stored first, so the comparison sees it.
     let _ = consumer.commit_consumer_state(CommitMode::Sync);
-    let committed = blocking(|| consumer.committed_offsets(wanted, Duration::from_secs(5)));
-    let Ok(committed) = committed else {
+    let Ok(committed) = consumer.committed_offsets(wanted, Duration::from_secs(5)) else {
         return false;
     };
     end_offsets.iter().all(|(partition, end)| {
@@ -158,11 +150,108 @@ pub(super) fn reached(
     })
 }
 
-/// Runs a blocking Kafka call from the process role: on a multi-threaded runtime the worker's
-/// other tasks move elsewhere meanwhile; on the current-thread runtime it simply blocks.
-fn blocking<T>(call: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::current().runtime_flavor() {
-        tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(call),
-        _ => call(),
+/// A partition's committed progress, read off the loop, and the records that waited for it.
+pub(super) struct Resumed {
+    /// The partition.
+    pub(super) partition: i32,
+    /// Its write-time chain from the committed offset on.
+    pub(super) clock: WriteClock,
+    /// Its counts at the committed offset.
+    pub(super) progress: CommittedProgress,
+    /// Its records taken meanwhile, in order.
+    pub(super) records: Vec<OwnedMessage>,
+}
+
+/// One read of a partition's committed progress.
+struct Read {
+    partition: i32,
+    epoch: u64,
+    resumed: (WriteClock, CommittedProgress),
+}
+
+/// Partitions whose first record since their assignment arrived: their committed progress is
+/// read on the blocking pool (a Kafka round trip, up to 10 s when the coordinator is away),
+/// never on the loop, and their records wait here, in order, until it is known.
+#[derive(Default)]
+pub(super) struct Resuming {
+    /// Per partition, the read it waits for (its epoch) and its records.
+    waiting: HashMap<i32, (u64, Vec<OwnedMessage>)>,
+    /// Records waiting, over every partition: they count against the writes in flight.
+    records: usize,
+    reads: FuturesUnordered<BoxFuture<'static, Read>>,
+    epochs: u64,
+}
+
+impl Resuming {
+    /// Holds `message` until its partition's progress is read, starting the read when it is
+    /// the partition's first.
+    pub(super) fn hold(
+        &mut self,
+        consumer: &Arc<StreamConsumer<ConsumerCallbacks>>,
+        topic: &str,
+        message: OwnedMessage,
+    ) {
+        self.records += 1;
+        let partition = message.partition();
+        if let Some((_, records)) = self.waiting.get_mut(&partition) {
+            records.push(message);
+            return;
+        }
+        self.epochs += 1;
+        let epoch = self.epochs;
+        let (consumer, topic, first) = (Arc::clone(consumer), topic.to_string(), message.offset());
+        let read = tokio::task::spawn_blocking(move || resume(&consumer, &topic, partition, first));
+        self.reads.push(Box::pin(async move {
+            let resumed = read.await.unwrap_or_else(|error| {
+                tracing::warn!(%error, partition, "reading the committed offset's progress failed; restarting the write-time chain from the Kafka timestamps and the counts from 0");
+                (WriteClock::default(), CommittedProgress::default())
+            });
+            Read {
+                partition,
+                epoch,
+                resumed,
+            }
+        }));
+        self.waiting.insert(partition, (epoch, vec![message]));
+    }
+
+    /// Records held, over every partition.
+    pub(super) fn records(&self) -> usize {
+        self.records
+    }
+
+    /// Whether a read is under way.
+    pub(super) fn is_reading(&self) -> bool {
+        !self.reads.is_empty()
+    }
+
+    /// The next read that finished: its partition's progress and held records; `None` for a
+    /// read whose partition was revoked meanwhile (its records go to the new owner).
+    pub(super) async fn next(&mut self) -> Option<Resumed> {
+        let read = self.reads.next().await?;
+        let (epoch, _) = self.waiting.get(&read.partition)?;
+        if *epoch != read.epoch {
+            return None;
+        }
+        let (_, records) = self.waiting.remove(&read.partition)?;
+        self.records -= records.len();
+        let (clock, progress) = read.resumed;
+        Some(Resumed {
+            partition: read.partition,
+            clock,
+            progress,
+            records,
+        })
+    }
+
+    /// Drops a revoked partition's held records (nothing of theirs was stored: the new owner
+    /// reads them again); returns how many.
+    pub(super) fn revoke(&mut self, partition: i32) -> usize {
+        let dropped = self
+            .waiting
+            .remove(&partition)
+            .map_or(0, |(_, records)| records.len());
+        self.records -= dropped;
+        dropped
     }
 }
