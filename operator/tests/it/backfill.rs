@@ -63,6 +63,22 @@ async fn jobs_of(world: &TestWorld, id: &str) -> Vec<Job> {
     jobs
 }
 
+/// Runs the CronJob's pod template once, as the CronJob's schedule would.
+async fn scheduled_run(
+    world: &TestWorld,
+    name: &str,
+    work: &std::path::Path,
+    label: &str,
+) -> rtdp_test_support::process::Process {
+    let cron_job: k8s_openapi::api::batch::v1::CronJob = world.get(&format!("{name}-ingest")).await;
+    let template = cron_job
+        .spec
+        .and_then(|spec| spec.job_template.spec)
+        .expect("the CronJob's Job template")
+        .template;
+    start_pod(world, &template, work, label).await
+}
+
 fn finished(job: &Job) -> bool {
     job.status
         .as_ref()
@@ -262,13 +278,7 @@ async fn a_backfill_runs_one_job_per_day_in_order_within_its_parallelism() {
             },
         )
         .await;
-    let cron_job: k8s_openapi::api::batch::v1::CronJob = world.get(&format!("{name}-ingest")).await;
-    let template = cron_job
-        .spec
-        .and_then(|spec| spec.job_template.spec)
-        .expect("the CronJob's Job template")
-        .template;
-    let mut pod = start_pod(&world, &template, &work, "scheduled-run").await;
+    let mut pod = scheduled_run(&world, name, &work, "scheduled-run").await;
     assert!(
         !pod.wait(Duration::from_secs(60)).success(),
         "a run whose API is unreachable must fail"
@@ -331,13 +341,7 @@ async fn a_backfill_runs_one_job_per_day_in_order_within_its_parallelism() {
             |_| true,
         )
         .await;
-    let cron_job: k8s_openapi::api::batch::v1::CronJob = world.get(&format!("{name}-ingest")).await;
-    let template = cron_job
-        .spec
-        .and_then(|spec| spec.job_template.spec)
-        .expect("the CronJob's Job template")
-        .template;
-    let mut pod = start_pod(&world, &template, &work, "scheduled-run-again").await;
+    let mut pod = scheduled_run(&world, name, &work, "scheduled-run-again").await;
     assert!(
         pod.wait(Duration::from_secs(60)).success(),
         "a run whose API answers succeeds"

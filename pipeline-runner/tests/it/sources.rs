@@ -19,12 +19,10 @@ use pipeline_runner::error::RunnerError;
 use pipeline_runner::ingest::{IngestOptions, IngestReport};
 use pipeline_runner::telemetry::{Health, Metrics};
 use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 use rtdp_crds::jiff::Timestamp;
 use rtdp_crds::template::Interval;
 use rtdp_crds::{HttpSource, Pipeline, SourceSpec};
-use rtdp_test_support::{eventually, unique_name};
+use rtdp_test_support::eventually;
 use serde_json::{Value as Json, json};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -244,56 +242,17 @@ struct Produced {
 /// Every record of the pipeline's topic (all its partitions, from the beginning to the end
 /// offsets as they are now).
 fn topic_records(pipeline: &Pipeline) -> Vec<Produced> {
-    let topic = pipeline.topic_name();
-    let consumer: BaseConsumer = kafka_config(pipeline)
-        .set("group.id", unique_name("sources-reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("a consumer");
-    let timeout = Duration::from_secs(10);
-    let mut remaining = BTreeMap::new();
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..pipeline.spec.topic.partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(&topic, partition, timeout)
-            .expect("reading watermarks");
-        assert_eq!(low, 0, "nothing is deleted from a new topic");
-        if high > 0 {
-            remaining.insert(partition, high);
-            assignment
-                .add_partition_offset(&topic, partition, Offset::Beginning)
-                .expect("an assignment");
-        }
-    }
-    let mut records = Vec::new();
-    if remaining.is_empty() {
-        return records;
-    }
-    consumer.assign(&assignment).expect("assigning partitions");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !remaining.is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the records up to the end offsets did not arrive in 30 s; missing {remaining:?}"
-        );
-        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
-            continue;
-        };
-        let message = message.expect("consuming a record");
-        let partition = message.partition();
-        if remaining.get(&partition) == Some(&(message.offset() + 1)) {
-            remaining.remove(&partition);
-        }
-        records.push(Produced {
+    read_topic_to_end(pipeline, &pipeline.topic_name())
+        .iter()
+        .map(|message| Produced {
             key: message
                 .key()
                 .map(|key| String::from_utf8_lossy(key).into_owned()),
             payload: serde_json::from_slice(message.payload().expect("a payload"))
                 .expect("a JSON payload"),
             timestamp: message.timestamp().to_millis().expect("a timestamp"),
-        });
-    }
-    records
+        })
+        .collect()
 }
 
 /// The keys of every record of the topic, sorted.

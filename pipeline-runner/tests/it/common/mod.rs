@@ -8,7 +8,7 @@ use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use rtdp_crds::{Pipeline, RecordCounts, parse_pipeline};
@@ -488,80 +488,87 @@ pub(crate) async fn process_everything(pipeline: &Pipeline) {
     assert!(status.success(), "process exit: {status}; log:\n{log}");
 }
 
-/// Every dead letter in the pipeline's dead-letter topic as (original partition, original
-/// offset, reason), read to the topic's end: a set, since a crash may dead-letter a record
-/// again (at least once, like every write).
-pub(crate) fn dead_letter_set(pipeline: &Pipeline) -> BTreeSet<(String, String, String)> {
-    let topic = pipeline.dead_letter_topic_name();
+/// Every record of `topic` (all its partitions, from the beginning to the end offsets as they
+/// are now), in each partition's order; fails after 60 s naming what is missing.
+pub(crate) fn read_topic_to_end(pipeline: &Pipeline, topic: &str) -> Vec<OwnedMessage> {
     let consumer: BaseConsumer = kafka_config(pipeline)
-        .set("group.id", unique_name("dead-letter-reader"))
+        .set("group.id", unique_name("topic-reader"))
         .set("enable.auto.commit", "false")
         .create()
         .expect("a consumer");
     let timeout = Duration::from_secs(10);
     let metadata = consumer
-        .fetch_metadata(Some(&topic), timeout)
-        .expect("reading the dead-letter topic's metadata");
-    let partitions: Vec<i32> = metadata
+        .fetch_metadata(Some(topic), timeout)
+        .unwrap_or_else(|error| panic!("reading topic {topic}'s metadata: {error}"));
+    let mut assignment = TopicPartitionList::new();
+    let mut remaining: HashMap<i32, i64> = HashMap::new();
+    for partition in metadata
         .topics()
         .iter()
         .flat_map(|found| found.partitions().iter().map(|partition| partition.id()))
-        .collect();
-    let mut assignment = TopicPartitionList::new();
-    let mut remaining: HashMap<i32, i64> = HashMap::new();
-    for partition in partitions {
+    {
         let (low, high) = consumer
-            .fetch_watermarks(&topic, partition, timeout)
-            .expect("reading the dead-letter topic's watermarks");
+            .fetch_watermarks(topic, partition, timeout)
+            .unwrap_or_else(|error| panic!("reading topic {topic}'s watermarks: {error}"));
         if high > low {
             assignment
-                .add_partition_offset(&topic, partition, Offset::Beginning)
+                .add_partition_offset(topic, partition, Offset::Beginning)
                 .expect("assigning a partition");
             remaining.insert(partition, high);
         }
     }
-    let mut letters = BTreeSet::new();
+    let mut records = Vec::new();
     if remaining.is_empty() {
-        return letters;
+        return records;
     }
-    consumer
-        .assign(&assignment)
-        .expect("assigning the dead-letter topic");
+    consumer.assign(&assignment).expect("assigning the topic");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !remaining.is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
-            "the dead-letter topic {topic} was not read to its end: {remaining:?} left"
+            "topic {topic} was not read to its end: {remaining:?} left"
         );
         let Some(message) = consumer.poll(Duration::from_millis(500)) else {
             continue;
         };
-        let message = message.expect("reading a dead letter");
-        let header = |name: &str| {
-            message
-                .headers()
-                .and_then(|headers| {
-                    headers
-                        .iter()
-                        .find(|header| header.key == name)
-                        .and_then(|header| header.value)
-                })
-                .map(|value| String::from_utf8_lossy(value).into_owned())
-                .unwrap_or_default()
-        };
-        letters.insert((
-            header("rtdp.original.partition"),
-            header("rtdp.original.offset"),
-            header("rtdp.reason"),
-        ));
+        let message = message.expect("reading a record").detach();
         if remaining
             .get(&message.partition())
             .is_some_and(|high| message.offset() + 1 >= *high)
         {
             remaining.remove(&message.partition());
         }
+        records.push(message);
     }
-    letters
+    records
+}
+
+/// Every dead letter in the pipeline's dead-letter topic as (original partition, original
+/// offset, reason): a set, since a crash may dead-letter a record again (at least once, like
+/// every write).
+pub(crate) fn dead_letter_set(pipeline: &Pipeline) -> BTreeSet<(String, String, String)> {
+    read_topic_to_end(pipeline, &pipeline.dead_letter_topic_name())
+        .iter()
+        .map(|letter| {
+            let header = |name: &str| {
+                letter
+                    .headers()
+                    .and_then(|headers| {
+                        headers
+                            .iter()
+                            .find(|header| header.key == name)
+                            .and_then(|header| header.value)
+                    })
+                    .map(|value| String::from_utf8_lossy(value).into_owned())
+                    .unwrap_or_default()
+            };
+            (
+                header("rtdp.original.partition"),
+                header("rtdp.original.offset"),
+                header("rtdp.reason"),
+            )
+        })
+        .collect()
 }
 
 /// Asserts that every row of every table and every dead letter of `pipeline` (whose
