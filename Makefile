@@ -3,6 +3,14 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
+# Cargo's builds share one target directory per toolchain under ~/.cache/rtdp, as the images'
+# release build does: a fresh clone compiles only the workspace's own crates, not every
+# dependency again. Set CARGO_TARGET_DIR to choose another.
+RTDP_CACHE ?= $(HOME)/.cache/rtdp
+ifndef CARGO_TARGET_DIR
+CARGO_TARGET_DIR := $(RTDP_CACHE)/cargo-debug-$(shell rustc -V 2>/dev/null | sha256sum | cut -c1-12)
+endif
+export CARGO_TARGET_DIR
 # The operator's test hooks (restarting it mid-reconcile) exist only in test builds.
 TEST_FEATURES := --features rtdp-operator/test-hooks
 # Every shell script in the repository: the files with a sh or bash shebang, and dev/lib's.
@@ -34,7 +42,7 @@ lint: ## rustfmt, clippy (warnings are errors), cargo-deny (licenses, duplicate 
 	@command -v shellcheck >/dev/null || { echo "make lint: shellcheck is missing (Debian: apt-get install shellcheck; .ci/run installs it; see README, Prerequisites)" >&2; exit 1; }
 	shellcheck --external-sources --source-path=SCRIPTDIR $(SHELL_SCRIPTS)
 	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
-	$(CARGO) build --locked --manifest-path fuzz/Cargo.toml --bins --target-dir target
+	$(CARGO) build --locked --manifest-path fuzz/Cargo.toml --bins
 
 integration: ## All cargo tests; needs the stack's endpoints in the environment (dev/stack env)
 	$(CARGO) test --workspace --locked --no-fail-fast $(TEST_FEATURES)
