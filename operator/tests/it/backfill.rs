@@ -314,12 +314,10 @@ async fn a_backfill_runs_one_job_per_day_in_order_within_its_parallelism() {
             "Degraded to name the failed run",
             Duration::from_secs(60),
             |pipeline| {
-                pipeline
-                    .condition("Degraded")
-                    .is_some_and(|condition| condition.status == "True")
-                    && pipeline.condition("Degraded").is_some_and(|condition| {
-                        condition.message.contains("the last run (Scheduled of ")
-                    })
+                pipeline.condition("Degraded").is_some_and(|condition| {
+                    condition.status == "True"
+                        && condition.message.contains("the last run (Scheduled of ")
+                })
             },
         )
         .await;
